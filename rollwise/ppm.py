@@ -1,0 +1,188 @@
+"""The Prompt Predictive Model (PPM) of GPS: a generative model of every prompt's success rate.
+
+A global latent z_t summarises the optimisation state at step t (how capable the policy is,
+where it is improving). Three small networks share it:
+
+* posterior encoder q_phi(z_t | H_t): a Transformer over the set of (embedding, success rate)
+  pairs of step t's batch, pooled into a diagonal Gaussian;
+* history-conditioned prior p_eta(z_t | H_{t-1}): the same architecture over step t-1's batch
+  (a standard normal for the first step), which is what we can use *before* step t's rollouts;
+* decoder p_psi(gamma | tau, z): an MLP on [embedding, z] giving the success probability.
+
+Training maximises the ELBO ``E_q[log p(r | tau, z)] - KL(q(z_t | H_t) || p(z_t | H_{t-1}))`` on
+a window of recent batches. The likelihood is Binomial in the success count (k * rate), which for
+fractional rewards is k times the Bernoulli cross-entropy at the mean reward, so continuous
+rewards in [0, 1] are handled by the same formula. Prediction for step t+1 averages the decoder
+over Monte-Carlo samples from the prior given the latest batch.
+
+With ``latent_dim=0`` the model degenerates to a deterministic MLP embedding -> rate (the
+``gps-nolatent`` ablation) trained on the same likelihood.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass
+class PPMConfig:
+    """Sizes and optimisation settings of the PPM; defaults keep a step far below 0.1 s on CPU."""
+
+    latent_dim: int = 8  # d_z; 0 disables the latent (no encoders, no KL)
+    hidden: int = 64  # width of encoders and decoder
+    encoder_layers: int = 1
+    encoder_heads: int = 4
+    decoder_layers: int = 2  # hidden layers of the decoder MLP
+    mc_samples: int = 8  # M, z samples averaged at prediction time
+    window: int = 8  # recent batches trained on after each observation
+    grad_steps: int = 8  # optimiser steps per observation
+    lr: float = 3e-3
+    kl_weight: float = 1.0
+
+    def validate(self) -> None:
+        for name, lo in (("latent_dim", 0), ("hidden", 1), ("encoder_layers", 1),
+                         ("encoder_heads", 1), ("decoder_layers", 1), ("mc_samples", 1),
+                         ("window", 1), ("grad_steps", 0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
+        if self.hidden % self.encoder_heads:
+            raise ValueError(
+                f"hidden ({self.hidden}) must be divisible by encoder_heads ({self.encoder_heads})"
+            )
+        for name in ("lr", "kl_weight"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and np.isfinite(v) and v >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class SetEncoder(nn.Module):
+    """Permutation-invariant map from a set of (embedding, rate) pairs to a diagonal Gaussian."""
+
+    def __init__(self, dim: int, cfg: PPMConfig) -> None:
+        super().__init__()
+        self.inp = nn.Linear(dim + 1, cfg.hidden)
+        layer = nn.TransformerEncoderLayer(
+            cfg.hidden, cfg.encoder_heads, dim_feedforward=2 * cfg.hidden, dropout=0.0,
+            batch_first=True,
+        )
+        self.encoder = nn.TransformerEncoder(layer, cfg.encoder_layers, enable_nested_tensor=False)
+        self.out = nn.Linear(cfg.hidden, 2 * cfg.latent_dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (S, n, dim + 1) sets padded to n; mask: (S, n) True on real elements."""
+        h = self.encoder(self.inp(x), src_key_padding_mask=~mask)
+        m = mask.unsqueeze(-1).to(h.dtype)
+        pooled = (h * m).sum(1) / m.sum(1).clamp_min(1.0)
+        mu, logvar = self.out(pooled).chunk(2, dim=-1)
+        return mu, logvar.clamp(-8.0, 4.0)
+
+
+class Decoder(nn.Module):
+    """MLP on [embedding, z] -> success logit; the first layer is split so that a whole pool is
+    projected once and combined with each z sample cheaply."""
+
+    def __init__(self, dim: int, cfg: PPMConfig) -> None:
+        super().__init__()
+        self.emb_proj = nn.Linear(dim, cfg.hidden)
+        self.z_proj = nn.Linear(cfg.latent_dim, cfg.hidden, bias=False) if cfg.latent_dim else None
+        layers: list[nn.Module] = []
+        for _ in range(cfg.decoder_layers - 1):
+            layers += [nn.ReLU(), nn.Linear(cfg.hidden, cfg.hidden)]
+        layers += [nn.ReLU(), nn.Linear(cfg.hidden, 1)]
+        self.head = nn.Sequential(*layers)
+
+    def forward(self, emb: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        """emb: (..., n, dim); z: (..., d_z) broadcast over n, or None. Returns logits (..., n)."""
+        h = self.emb_proj(emb)
+        if self.z_proj is not None and z is not None:
+            h = h + self.z_proj(z).unsqueeze(-2)
+        return self.head(h).squeeze(-1)
+
+
+def gaussian_kl(mu_q, logvar_q, mu_p, logvar_p) -> torch.Tensor:
+    """KL(N(mu_q, var_q) || N(mu_p, var_p)) summed over the last dimension."""
+    return 0.5 * (
+        logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p) ** 2) / logvar_p.exp() - 1.0
+    ).sum(-1)
+
+
+class PromptPredictiveModel(nn.Module):
+    """Posterior encoder, history-conditioned prior and shared decoder (see module docstring)."""
+
+    def __init__(self, dim: int, cfg: PPMConfig) -> None:
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.latent = cfg.latent_dim > 0
+        self.decoder = Decoder(dim, cfg)
+        if self.latent:
+            self.posterior = SetEncoder(dim, cfg)
+            self.prior = SetEncoder(dim, cfg)
+
+    def elbo_loss(
+        self,
+        sets: torch.Tensor,
+        mask: torch.Tensor,
+        counts: torch.Tensor,
+        has_prev: torch.Tensor,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        """Negative ELBO per rollout over a window.
+
+        sets: (W + 1, n, dim + 1) batches t0 .. tW with their observed rates in the last column;
+        batches 1..W are fitted, batch j - 1 conditions the prior of batch j. has_prev: (W,) bool,
+        False where batch j's predecessor is missing (then the prior is N(0, I)).
+        counts: (W + 1, n) rollouts per element (k), zero on padding.
+        """
+        x, m, k = sets[1:], mask[1:], counts[1:]
+        emb, rate = x[..., :-1], x[..., -1]
+        if self.latent:
+            mu_q, lv_q = self.posterior(x, m)
+            mu_p, lv_p = self.prior(sets[:-1], mask[:-1])
+            keep = has_prev.unsqueeze(-1)
+            mu_p = torch.where(keep, mu_p, torch.zeros_like(mu_p))
+            lv_p = torch.where(keep, lv_p, torch.zeros_like(lv_p))
+            eps = torch.randn(mu_q.shape, generator=generator)
+            z = mu_q + (0.5 * lv_q).exp() * eps
+            kl = gaussian_kl(mu_q, lv_q, mu_p, lv_p).sum()
+        else:
+            z, kl = None, torch.zeros(())
+        logits = self.decoder(emb, z)
+        nll = (k * F.binary_cross_entropy_with_logits(logits, rate, reduction="none")).sum()
+        return (nll + self.cfg.kl_weight * kl) / k.sum().clamp_min(1.0)
+
+    @torch.no_grad()
+    def predict(
+        self,
+        emb: torch.Tensor,
+        last_set: torch.Tensor | None,
+        generator: torch.Generator,
+        chunk: int = 65536,
+    ) -> torch.Tensor:
+        """Mean over M prior samples of the decoder's success probability for each row of emb."""
+        if not self.latent:
+            return torch.sigmoid(self.decoder(emb, None))
+        d_z = self.cfg.latent_dim
+        if last_set is None:
+            mu, lv = torch.zeros(1, d_z), torch.zeros(1, d_z)
+        else:
+            mask = torch.ones(1, last_set.shape[0], dtype=torch.bool)
+            mu, lv = self.prior(last_set.unsqueeze(0), mask)
+        eps = torch.randn(self.cfg.mc_samples, d_z, generator=generator)
+        z = mu + (0.5 * lv).exp() * eps  # (M, d_z)
+        zh = self.decoder.z_proj(z)  # (M, hidden)
+        out = torch.empty(emb.shape[0])
+        for lo in range(0, emb.shape[0], chunk):
+            h = self.decoder.emb_proj(emb[lo : lo + chunk])  # (n, hidden)
+            p = torch.sigmoid(self.decoder.head(h.unsqueeze(0) + zh.unsqueeze(1)).squeeze(-1))
+            out[lo : lo + chunk] = p.mean(0)
+        return out

@@ -1,0 +1,62 @@
+"""Selectors: one module per strategy, one protocol (:class:`~rollwise.selectors.base.Selector`)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from rollwise.pool import PromptPool
+from rollwise.selectors.base import Selector
+from rollwise.selectors.gps import GPSSelector
+from rollwise.selectors.mopps import MoPPSSelector
+from rollwise.selectors.uniform import UniformSelector
+
+# name -> (class, preset hyper-parameters)
+STRATEGIES: dict[str, tuple[type[Selector], dict[str, Any]]] = {
+    "uniform": (UniformSelector, {}),
+    "mopps": (MoPPSSelector, {}),
+    "gps": (GPSSelector, {"strategy_name": "gps"}),
+    "gps-nodiv": (GPSSelector, {"strategy_name": "gps-nodiv", "diversity": 0.0}),
+    "gps-nolatent": (GPSSelector, {"strategy_name": "gps-nolatent", "latent_dim": 0}),
+    "gps-nointer": (GPSSelector, {"strategy_name": "gps-nointer", "inter": False}),
+}
+
+
+def make_selector(
+    name: str, pool: PromptPool, batch_size: int, seed: int = 0, **hyper: Any
+) -> Selector:
+    """Build the selector registered as ``name`` (see ``STRATEGIES``)."""
+    if not isinstance(name, str) or name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; choose from {sorted(STRATEGIES)}")
+    cls, preset = STRATEGIES[name]
+    return cls(pool, batch_size, seed=seed, **{**preset, **hyper})
+
+
+def load_selector(path: str | os.PathLike, pool: PromptPool) -> Selector:
+    """Rebuild a selector saved with ``Selector.save`` against the same ``pool``."""
+    import json
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # truncated zip, garbage bytes, unpickling error ...
+        raise ValueError(f"{os.fspath(path)!r} is not a readable selector state: {err}") from err
+    if not isinstance(state, dict) or "strategy" not in state or "hyper" not in state:
+        raise ValueError(f"{os.fspath(path)!r} is not a selector state")
+    try:
+        hyper = json.loads(state["hyper"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{os.fspath(path)!r}: corrupted hyper-parameters: {err}") from err
+    if state.get("pool_fingerprint") != pool.fingerprint():
+        raise ValueError(f"{os.fspath(path)!r} was saved against a different prompt pool")
+    sel = make_selector(state["strategy"], pool, int(state["batch_size"]), int(state["seed"]),
+                        **hyper)
+    sel.load_state_dict(state)
+    return sel
+
+
+__all__ = ["STRATEGIES", "Selector", "GPSSelector", "MoPPSSelector", "UniformSelector",
+           "make_selector", "load_selector"]

@@ -1,0 +1,199 @@
+"""The selector protocol shared by every strategy: select, observe, predict, state_dict, save.
+
+A subclass implements ``_select``, ``_observe``, ``_predict`` and its own model state; the base
+class does all argument checking (before any state changes), RNG bookkeeping and persistence.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from rollwise._io import atomic_write
+from rollwise.pool import PromptPool
+
+STATE_VERSION = 1
+
+
+def _tensorise(obj: Any) -> Any:
+    """Turn numpy arrays into tensors (recursively) so ``torch.load(weights_only=True)`` works."""
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, dict):
+        return {k: _tensorise(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_tensorise(v) for v in obj)
+    return obj
+
+
+def as_numpy(x: Any, dtype: Any = None) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.array(x, dtype=dtype, copy=True)
+
+
+class Selector(ABC):
+    """Chooses which prompts get rollouts next, learns from their rewards.
+
+    ``select`` returns ``batch_size`` distinct pool indices; ``observe(indices, rewards)`` takes a
+    ``(B, k)`` reward array in [0, 1]; ``predict`` gives current success-rate estimates for any
+    prompt. Every call validates its arguments first and changes no state when it raises.
+    """
+
+    name: ClassVar[str] = "base"
+
+    def __init__(self, pool: PromptPool, batch_size: int, seed: int = 0) -> None:
+        if not isinstance(pool, PromptPool):
+            raise TypeError(f"pool must be a PromptPool, got {type(pool).__name__}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
+            raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size > len(pool):
+            raise ValueError(f"batch_size={batch_size} is larger than the pool ({len(pool)} prompts)")
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        self.pool = pool
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.rng = np.random.default_rng(self.seed)
+        self.step = 0  # number of observe calls so far
+
+    # ---- public protocol -------------------------------------------------------------------
+    def select(self, candidates: np.ndarray | None = None) -> np.ndarray:
+        """Return ``batch_size`` distinct pool indices (int64) for the next step."""
+        cand = self._check_candidates(candidates)
+        chosen = np.asarray(self._select(cand), dtype=np.int64)
+        return chosen
+
+    def observe(self, indices: Any, rewards: Any) -> None:
+        """Record rewards: ``rewards[i]`` holds the k rollout rewards of prompt ``indices[i]``."""
+        idx, rew = self._check_observation(indices, rewards)
+        self._observe(idx, rew)
+        self.step += 1
+
+    def predict(self, indices: Any = None) -> np.ndarray:
+        """Predicted current success rate in [0, 1] per prompt (all prompts by default).
+
+        A pure function of the selector's state: it never advances the selection RNG.
+        """
+        idx = self._check_indices(indices, "indices", allow_repeats=True)
+        return np.clip(np.asarray(self._predict(idx), dtype=np.float64), 0.0, 1.0)
+
+    def hyper_params(self) -> dict[str, Any]:
+        """The constructor's keyword arguments, enough to rebuild an identical selector."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "strategy": self.name,
+            "pool_fingerprint": self.pool.fingerprint(),
+            "pool_size": len(self.pool),
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "hyper": json.dumps(self.hyper_params()),
+            "rng": json.dumps(self.rng.bit_generator.state),
+            "step": self.step,
+            "model": self._model_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state; checks everything first, so a bad state leaves the selector as it was."""
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a dict, got {type(state).__name__}")
+        missing = {"version", "strategy", "pool_fingerprint", "rng", "step", "model"} - set(state)
+        if missing:
+            raise ValueError(f"state is missing keys {sorted(missing)}")
+        if state["version"] != STATE_VERSION:
+            raise ValueError(f"state version {state['version']} is not supported")
+        if state["strategy"] != self.name:
+            raise ValueError(f"state is for strategy {state['strategy']!r}, not {self.name!r}")
+        if state["pool_fingerprint"] != self.pool.fingerprint():
+            raise ValueError("state was saved against a different prompt pool (fingerprint differs)")
+        rng = np.random.default_rng()
+        try:
+            rng.bit_generator.state = json.loads(state["rng"])
+        except (TypeError, ValueError, KeyError) as err:
+            raise ValueError(f"state['rng'] is not a valid generator state: {err}") from err
+        apply = self._prepare_model_state(state["model"])  # validates, returns a commit closure
+        apply()
+        self.rng = rng
+        self.step = int(state["step"])
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the state atomically (temp file + rename): an interrupted save loses nothing."""
+        payload = _tensorise(self.state_dict())
+        atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+    # ---- to implement ----------------------------------------------------------------------
+    @abstractmethod
+    def _select(self, candidates: np.ndarray | None) -> np.ndarray: ...
+
+    @abstractmethod
+    def _observe(self, indices: np.ndarray, rewards: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def _predict(self, indices: np.ndarray | None) -> np.ndarray: ...
+
+    def _model_state(self) -> dict[str, Any]:
+        return {}
+
+    def _prepare_model_state(self, model: dict[str, Any]) -> Any:
+        """Validate ``model`` and return a no-argument function that installs it."""
+        return lambda: None
+
+    # ---- validation ------------------------------------------------------------------------
+    def _check_indices(self, indices: Any, arg: str, allow_repeats: bool) -> np.ndarray | None:
+        if indices is None:
+            return None
+        arr = np.asarray(indices)
+        if arr.ndim != 1:
+            raise ValueError(f"{arg} must be 1-D, got shape {arr.shape}")
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"{arg} must hold integers, got dtype {arr.dtype}")
+        arr = arr.astype(np.int64)
+        n = len(self.pool)
+        if arr.size and (arr.min() < 0 or arr.max() >= n):
+            raise ValueError(f"{arg} out of range: pool indices run from 0 to {n - 1}")
+        if not allow_repeats and np.unique(arr).size != arr.size:
+            raise ValueError(f"{arg} contains repeated indices")
+        return arr
+
+    def _check_candidates(self, candidates: Any) -> np.ndarray | None:
+        cand = self._check_indices(candidates, "candidates", allow_repeats=False)
+        if cand is not None and cand.size < self.batch_size:
+            raise ValueError(
+                f"batch_size={self.batch_size} is larger than the {cand.size} candidates given"
+            )
+        return cand
+
+    def _check_observation(self, indices: Any, rewards: Any) -> tuple[np.ndarray, np.ndarray]:
+        idx = self._check_indices(indices, "indices", allow_repeats=False)
+        if idx is None or idx.size == 0:
+            raise ValueError("indices must name at least one prompt")
+        rew = np.asarray(rewards)
+        if rew.dtype == bool:
+            rew = rew.astype(np.float64)
+        if rew.size and not np.issubdtype(rew.dtype, np.number):
+            raise TypeError(f"rewards must be numeric, got dtype {rew.dtype}")
+        rew = rew.astype(np.float64)
+        if rew.ndim != 2 or rew.shape[0] != idx.size or rew.shape[1] < 1:
+            raise ValueError(
+                f"rewards must have shape (len(indices), k) = ({idx.size}, k>=1), got {rew.shape}"
+            )
+        if not np.all(np.isfinite(rew)):
+            raise ValueError("rewards contain NaN or inf")
+        if rew.min() < 0.0 or rew.max() > 1.0:
+            raise ValueError("rewards must lie in [0, 1]")
+        return idx, rew
+
+
+def check_prepared(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(f"state['model']: {message}")

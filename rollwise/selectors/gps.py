@@ -1,0 +1,226 @@
+"""GPS (arXiv 2602.01970): predict every prompt's success rate with the PPM, acquire a diverse
+batch of prompts predicted near the target rate."""
+
+from __future__ import annotations
+
+import zlib
+from collections import deque
+from typing import Any
+
+import numpy as np
+import torch
+
+from rollwise.acquisition import (
+    BatchAcquisition,
+    InterStepExploration,
+    IntraBatchDispersion,
+    TargetRateUtility,
+)
+from rollwise.ppm import PPMConfig, PromptPredictiveModel
+from rollwise.selectors.base import Selector, as_numpy, check_prepared
+
+
+class GPSSelector(Selector):
+    """Generalizable Predictive Prompt Selection.
+
+    After each ``observe`` the PPM takes ``grad_steps`` optimiser steps on the ELBO over the last
+    ``window`` batches. ``select`` predicts the candidates' success rates (mean over
+    ``mc_samples`` latent samples from the prior given the latest batch) and builds the batch with
+    :class:`~rollwise.acquisition.BatchAcquisition`: utility ``-(gamma_hat - target)^2`` plus
+    ``diversity`` times (intra-batch dispersion + inter-step exploration).
+
+    Parameters beyond the protocol's: ``target`` (gamma*), ``diversity`` (lambda), ``intra`` and
+    ``inter`` (which diversity terms are on), ``candidate_ratio`` (score a random
+    ``ratio * batch_size`` subset instead of the whole pool), and every :class:`PPMConfig` field.
+    """
+
+    name = "gps"
+
+    def __init__(
+        self,
+        pool,
+        batch_size: int,
+        seed: int = 0,
+        target: float = 0.5,
+        diversity: float = 0.1,
+        intra: bool = True,
+        inter: bool = True,
+        candidate_ratio: float | None = None,
+        strategy_name: str = "gps",
+        **ppm: Any,
+    ) -> None:
+        super().__init__(pool, batch_size, seed)
+        if not 0.0 <= target <= 1.0:
+            raise ValueError(f"target must lie in [0, 1], got {target}")
+        if not (np.isfinite(diversity) and diversity >= 0):
+            raise ValueError(f"diversity must be a finite number >= 0, got {diversity}")
+        if candidate_ratio is not None and not (candidate_ratio >= 1.0):
+            raise ValueError(f"candidate_ratio must be >= 1 (or None), got {candidate_ratio}")
+        unknown = set(ppm) - set(PPMConfig.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"unknown GPS hyper-parameter(s): {sorted(unknown)}")
+        self.cfg = PPMConfig(**ppm)
+        self.cfg.validate()
+        self.name = strategy_name
+        self.target, self.diversity = float(target), float(diversity)
+        self.intra, self.inter = bool(intra), bool(inter)
+        self.candidate_ratio = None if candidate_ratio is None else float(candidate_ratio)
+        self.acquisition = BatchAcquisition(
+            TargetRateUtility(self.target),
+            IntraBatchDispersion(self.diversity) if self.intra and self.diversity > 0 else None,
+            InterStepExploration(self.diversity) if self.inter and self.diversity > 0 else None,
+        )
+        self._gen = torch.Generator().manual_seed(self.seed)
+        with torch.random.fork_rng():  # seeded init without touching the global RNG
+            torch.manual_seed(self.seed)
+            self.model = PromptPredictiveModel(pool.dim, self.cfg)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr)
+        self._emb = torch.from_numpy(np.array(pool.embeddings))
+        self._history: deque[tuple[np.ndarray, np.ndarray, np.ndarray]] = deque(
+            maxlen=self.cfg.window + 1
+        )
+        self._previous = np.empty(0, dtype=np.int64)  # last selected batch
+        self._cache: tuple[int, np.ndarray] | None = None  # (step, full-pool prediction)
+
+    def hyper_params(self) -> dict[str, Any]:
+        return {"target": self.target, "diversity": self.diversity, "intra": self.intra,
+                "inter": self.inter, "candidate_ratio": self.candidate_ratio,
+                "strategy_name": self.name, **self.cfg.as_dict()}
+
+    # ---- selection -------------------------------------------------------------------------
+    def _select(self, candidates: np.ndarray | None) -> np.ndarray:
+        if candidates is None and self.candidate_ratio is not None:
+            m = min(len(self.pool), int(np.ceil(self.candidate_ratio * self.batch_size)))
+            candidates = np.sort(self.rng.choice(len(self.pool), size=m, replace=False))
+        if candidates is None:
+            pred, emb = self._predict(None), self.pool.embeddings
+        else:
+            pred, emb = self._predict(candidates), self.pool.embeddings[candidates]
+        prev = self.pool.embeddings[self._previous] if self._previous.size else None
+        local = self.acquisition.select(pred, emb, self.batch_size, prev)
+        chosen = local if candidates is None else candidates[local]
+        self._previous = chosen.copy()
+        return chosen
+
+    # ---- prediction ------------------------------------------------------------------------
+    def _predict(self, indices: np.ndarray | None) -> np.ndarray:
+        if self._cache is not None and self._cache[0] == self.step:
+            full = self._cache[1]
+            return full if indices is None else full[indices]
+        if indices is not None and indices.size < len(self.pool) // 4:
+            return self._predict_tensor(self._emb[torch.from_numpy(indices)])
+        full = self._predict_tensor(self._emb)
+        self._cache = (self.step, full)
+        return full if indices is None else full[indices]
+
+    def predict_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
+        """Predicted success rates of prompts outside the pool, from their raw embeddings."""
+        emb = np.asarray(embeddings, dtype=np.float32)
+        if emb.ndim != 2 or emb.shape[1] != self.pool.dim:
+            raise ValueError(f"embeddings must have shape (n, {self.pool.dim}), got {emb.shape}")
+        if not np.all(np.isfinite(emb)):
+            raise ValueError("embeddings contain NaN or inf")
+        norms = np.linalg.norm(emb, axis=1, keepdims=True)
+        if np.any(norms == 0):
+            raise ValueError("embeddings contain an all-zero row")
+        return np.clip(self._predict_tensor(torch.from_numpy(emb / norms)), 0.0, 1.0)
+
+    def predict_texts(self, texts, embedder: Any = "wordllama", cache_dir=None) -> np.ndarray:
+        """Predicted success rates of new prompt texts (embedded with the pool's embedder)."""
+        from rollwise.embed import embed_texts
+
+        return self.predict_embeddings(embed_texts(list(texts), embedder, cache_dir=cache_dir))
+
+    def _predict_tensor(self, emb: torch.Tensor) -> np.ndarray:
+        # A fixed generator per (seed, step): predict is a pure function of the state.
+        gen = torch.Generator().manual_seed(zlib.crc32(f"{self.seed}:{self.step}".encode()))
+        last = self._last_set()
+        self.model.eval()
+        return self.model.predict(emb, last, gen).numpy().astype(np.float64)
+
+    def _set_tensor(self, batch: tuple[np.ndarray, np.ndarray, np.ndarray]) -> torch.Tensor:
+        idx, rate, _ = batch
+        return torch.cat([self._emb[torch.from_numpy(idx)],
+                          torch.from_numpy(rate.astype(np.float32)).unsqueeze(-1)], dim=-1)
+
+    def _last_set(self) -> torch.Tensor | None:
+        return self._set_tensor(self._history[-1]) if self._history else None
+
+    # ---- learning --------------------------------------------------------------------------
+    def _observe(self, indices: np.ndarray, rewards: np.ndarray) -> None:
+        k = np.full(indices.size, rewards.shape[1], dtype=np.float32)
+        self._history.append((indices.copy(), rewards.mean(axis=1), k))
+        self._cache = None
+        if self.cfg.grad_steps == 0:
+            return
+        hist = list(self._history)
+        fit = hist[-self.cfg.window :]
+        first = len(hist) - len(fit)
+        prev = hist[first - 1] if first > 0 else None
+        batches = [prev if prev is not None else fit[0]] + fit
+        n = max(b[0].size for b in batches)
+        dim = self.pool.dim
+        sets = torch.zeros(len(batches), n, dim + 1)
+        mask = torch.zeros(len(batches), n, dtype=torch.bool)
+        counts = torch.zeros(len(batches), n)
+        for j, b in enumerate(batches):
+            m = b[0].size
+            sets[j, :m] = self._set_tensor(b)
+            mask[j, :m] = True
+            counts[j, :m] = torch.from_numpy(b[2])
+        has_prev = torch.ones(len(fit), dtype=torch.bool)
+        has_prev[0] = prev is not None
+        self.model.train()
+        for _ in range(self.cfg.grad_steps):
+            self.optimizer.zero_grad()
+            loss = self.model.elbo_loss(sets, mask, counts, has_prev, self._gen)
+            loss.backward()
+            self.optimizer.step()
+        self.last_loss = float(loss.detach())
+
+    # ---- state -----------------------------------------------------------------------------
+    def _model_state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self._gen.get_state(),
+            "history": [{"indices": i, "rates": r, "k": k} for i, r, k in self._history],
+            "previous": self._previous,
+        }
+
+    def _prepare_model_state(self, model: dict[str, Any]):
+        check_prepared(isinstance(model, dict), "not a dict")
+        for key in ("model", "optimizer", "generator", "history", "previous"):
+            check_prepared(key in model, f"missing {key!r}")
+        n = len(self.pool)
+        history = []
+        for h in model["history"]:
+            idx = as_numpy(h["indices"], np.int64)
+            rates, k = as_numpy(h["rates"], np.float64), as_numpy(h["k"], np.float32)
+            check_prepared(idx.ndim == 1 and rates.shape == idx.shape and k.shape == idx.shape,
+                           "history shapes do not match")
+            check_prepared(bool(idx.size == 0 or (idx.min() >= 0 and idx.max() < n)),
+                           "history indices out of range")
+            history.append((idx, rates, k))
+        check_prepared(len(history) <= self.cfg.window + 1, "history longer than the window")
+        previous = as_numpy(model["previous"], np.int64)
+        check_prepared(bool(previous.size == 0 or (previous.min() >= 0 and previous.max() < n)),
+                       "previous batch indices out of range")
+        # Load into fresh copies first: a mismatching tensor raises before anything changes.
+        fresh = PromptPredictiveModel(self.pool.dim, self.cfg)
+        try:
+            fresh.load_state_dict(model["model"])
+            opt = torch.optim.Adam(fresh.parameters(), lr=self.cfg.lr)
+            opt.load_state_dict(model["optimizer"])
+            gen = torch.Generator()
+            gen.set_state(model["generator"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as err:
+            raise ValueError(f"state['model'] does not fit this GPS configuration: {err}") from err
+
+        def commit() -> None:
+            self.model, self.optimizer, self._gen = fresh, opt, gen
+            self._history = deque(history, maxlen=self.cfg.window + 1)
+            self._previous = previous
+            self._cache = None
+
+        return commit
