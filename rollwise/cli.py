@@ -1,0 +1,138 @@
+"""The ``rollwise`` command: ``demo`` (the main job) and ``bench``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("rollwise")
+
+DEMO_STRATEGIES = ["uniform", "ds", "mopps", "gps", "oracle"]
+
+
+def _strategies(text: str) -> list[str]:
+    from rollwise.sim.runner import known_strategies
+
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if text.strip() == "all":
+        return known_strategies()
+    bad = [s for s in names if s not in known_strategies()]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown strategy {bad or text!r}; choose from {', '.join(known_strategies())} or 'all'"
+        )
+    return names
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def run_bench(args: argparse.Namespace, title: str) -> dict:
+    import numpy as np
+    from tqdm import tqdm
+
+    from rollwise._io import atomic_write_json, atomic_write_text
+    from rollwise.sim import RunSettings, WorldConfig, build_world, run_one, summarise
+    from rollwise.sim.report import markdown_table, plot
+
+    t0 = time.perf_counter()
+    pool, _, make_world = build_world(args.pool, args.heldout, embedder=args.embedder,
+                                      config=WorldConfig(k=args.k))
+    settings = RunSettings(steps=args.steps, batch_size=args.batch_size)
+    settings.validate(len(pool))
+    seeds = list(range(args.seeds))
+    logs: dict[str, list] = {s: [] for s in args.strategies}
+    total = len(args.strategies) * len(seeds) * args.steps
+    with tqdm(total=total, desc=title, unit="step", disable=args.quiet) as bar:
+        for seed in seeds:
+            for s in args.strategies:
+                bar.set_postfix_str(f"{s} seed {seed}")
+                logs[s].append(run_one(s, pool, make_world, settings, seed, on_step=bar.update))
+    summary = summarise(logs, target=args.target)
+    summary["config"] = {
+        "pool": str(args.pool) if args.pool else "reasoning-gym default",
+        "heldout": str(args.heldout) if args.heldout else None,
+        "pool_size": len(pool), "embedder": args.embedder, "steps": args.steps,
+        "batch_size": args.batch_size, "k": args.k, "seeds": seeds,
+        "strategies": args.strategies, "world": WorldConfig(k=args.k).as_dict(),
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+    }
+    summary["per_seed"] = {s: [{k: np.asarray(v).tolist() for k, v in run.items()} for run in runs]
+                           for s, runs in logs.items()}
+    out = Path(args.out)
+    table = markdown_table(summary)
+    atomic_write_json(out / "results.json", summary)
+    atomic_write_text(out / "summary.md", f"# {title}\n\n{table}")
+    plot(summary, out / "curves.png", title=f"{title}: {summary['config']['pool']}")
+    print(table)
+    print(f"wrote {out / 'results.json'}, {out / 'summary.md'}, {out / 'curves.png'} "
+          f"in {summary['config']['wall_seconds']:.0f} s")
+    return summary
+
+
+def _add_bench_args(p: argparse.ArgumentParser, demo: bool) -> None:
+    p.add_argument("--out", default="rollwise-demo" if demo else "rollwise-bench",
+                   help="output directory (results.json, summary.md, curves.png)")
+    p.add_argument("--embedder", default="wordllama",
+                   help="wordllama (default), hashing, or sentence-transformers:<model>")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    if demo:
+        p.set_defaults(pool=None, heldout=None, strategies=DEMO_STRATEGIES, seeds=3, steps=150,
+                       batch_size=32, k=8, target=None)
+        return
+    p.add_argument("--strategies", type=_strategies, default=_strategies("all"),
+                   help="comma-separated strategies, or 'all' (default)")
+    p.add_argument("--seeds", type=_positive_int, default=5, help="number of seeds (0..N-1)")
+    p.add_argument("--steps", type=_positive_int, default=150)
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--k", type=_positive_int, default=8, help="rollouts per prompt")
+    p.add_argument("--pool", type=Path, default=None,
+                   help="JSON/JSONL/parquet prompt file (default: generated reasoning-gym pool)")
+    p.add_argument("--heldout", type=Path, default=None,
+                   help="held-out prompt file (default: 10%% of --pool held out)")
+    p.add_argument("--target", type=float, default=None,
+                   help="target held-out accuracy (default: uniform's final accuracy)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rollwise", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="uniform, DS, MoPPS, GPS and the oracle on the default "
+                                       "world, 3 seeds, a few minutes on a CPU")
+    _add_bench_args(demo, demo=True)
+    bench = sub.add_parser("bench", help="the simulated benchmark at any size, ablations included")
+    _add_bench_args(bench, demo=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command in ("demo", "bench"):
+            if args.pool is not None and not Path(args.pool).exists():
+                parser.error(f"--pool: file {str(args.pool)!r} does not exist")
+            if args.heldout is not None and not Path(args.heldout).exists():
+                parser.error(f"--heldout: file {str(args.heldout)!r} does not exist")
+            run_bench(args, title=f"rollwise {args.command}")
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        print(f"rollwise {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Simulated RLVR benchmark: a prompt world built on real prompt texts, a runner and reports."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from rollwise.pool import PromptPool
+from rollwise.sim.pools import (
+    DEFAULT_GROUPS,
+    PromptSet,
+    load_prompt_file,
+    reasoning_gym_sets,
+)
+from rollwise.sim.runner import OracleSelector, RunSettings, run_one, summarise
+from rollwise.sim.world import PromptWorld, WorldConfig
+
+
+def build_world(
+    pool_file: str | Path | None = None,
+    heldout_file: str | Path | None = None,
+    embedder: str = "wordllama",
+    config: WorldConfig | None = None,
+    heldout_fraction: float = 0.1,
+    data_seed: int = 0,
+) -> tuple[PromptPool, PromptSet, Callable[[int], PromptWorld]]:
+    """The prompt pool (embedded) and a factory ``seed -> PromptWorld``.
+
+    Without ``pool_file`` the default reasoning-gym set is generated. With a file and no
+    ``heldout_file``, a seeded ``heldout_fraction`` of its rows is held out.
+    """
+    groups = None
+    if pool_file is None:
+        train, held = reasoning_gym_sets(seed=data_seed)
+        groups = DEFAULT_GROUPS
+    else:
+        full = load_prompt_file(pool_file)
+        if heldout_file is not None:
+            train, held = full, load_prompt_file(heldout_file)
+        else:
+            if not 0 < heldout_fraction < 1:
+                raise ValueError(f"heldout_fraction must lie in (0, 1), got {heldout_fraction}")
+            train, held = _split(full, heldout_fraction, data_seed)
+    pool = PromptPool.from_texts(train.texts, ids=train.ids, embedder=embedder)
+
+    def make_world(seed: int) -> PromptWorld:
+        return PromptWorld(train.skills, train.level, held.skills, held.level,
+                           config=config, groups=groups, seed=seed)
+
+    return pool, train, make_world
+
+
+def _split(ps: PromptSet, frac: float, seed: int) -> tuple[PromptSet, PromptSet]:
+    import numpy as np
+
+    perm = np.random.default_rng(seed).permutation(len(ps.texts))
+    cut = int(round(frac * len(perm)))
+    if cut < 1 or cut >= len(perm):
+        raise ValueError("the pool file is too small to hold out a set")
+
+    def take(idx):
+        idx = np.sort(idx)
+        return PromptSet([ps.texts[i] for i in idx], [ps.skills[i] for i in idx], ps.level[idx],
+                         [ps.ids[i] for i in idx],
+                         [ps.answers[i] for i in idx] if ps.answers else None)
+
+    return take(perm[cut:]), take(perm[:cut])
+
+
+__all__ = ["build_world", "PromptWorld", "WorldConfig", "RunSettings", "run_one", "summarise",
+           "OracleSelector", "PromptSet", "load_prompt_file", "reasoning_gym_sets"]

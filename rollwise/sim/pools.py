@@ -1,0 +1,202 @@
+"""Prompt sets for the simulated world: real texts with a skill and a difficulty level each.
+
+The default set is generated offline and deterministically with reasoning-gym (several task
+families, each at graded generator settings). Any JSON / JSONL / parquet file with a text column
+works too (optionally with skill and level columns), e.g. the MATH dataset with its subject
+``type`` and ``difficulty`` level.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# family -> generator settings from easiest to hardest (reasoning-gym config keywords)
+DEFAULT_FAMILIES: dict[str, list[dict]] = {
+    "basic_arithmetic": [
+        dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1),
+        dict(min_terms=3, max_terms=3, min_digits=1, max_digits=1),
+        dict(min_terms=3, max_terms=3, min_digits=2, max_digits=2),
+        dict(min_terms=4, max_terms=4, min_digits=2, max_digits=2),
+        dict(min_terms=5, max_terms=5, min_digits=3, max_digits=3),
+    ],
+    "chain_sum": [
+        dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1),
+        dict(min_terms=3, max_terms=3, min_digits=1, max_digits=1),
+        dict(min_terms=3, max_terms=3, min_digits=2, max_digits=2),
+        dict(min_terms=4, max_terms=4, min_digits=3, max_digits=3),
+        dict(min_terms=5, max_terms=5, min_digits=4, max_digits=4),
+    ],
+    "products": [
+        dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1),
+        dict(min_terms=2, max_terms=2, min_digits=2, max_digits=2),
+        dict(min_terms=2, max_terms=2, min_digits=3, max_digits=3),
+        dict(min_terms=3, max_terms=3, min_digits=2, max_digits=2),
+        dict(min_terms=3, max_terms=3, min_digits=3, max_digits=3),
+    ],
+    "simple_equations": [
+        dict(min_terms=2, max_terms=2, min_value=1, max_value=10),
+        dict(min_terms=2, max_terms=2, min_value=1, max_value=100),
+        dict(min_terms=3, max_terms=3, min_value=1, max_value=100),
+        dict(min_terms=4, max_terms=4, min_value=1, max_value=100),
+        dict(min_terms=4, max_terms=4, min_value=1, max_value=1000),
+    ],
+    "letter_counting": [
+        dict(min_words=2, max_words=3),
+        dict(min_words=5, max_words=7),
+        dict(min_words=10, max_words=12),
+        dict(min_words=15, max_words=20),
+        dict(min_words=25, max_words=30),
+    ],
+    "countdown": [
+        dict(min_numbers=3, max_numbers=3, min_target=10, max_target=100),
+        dict(min_numbers=4, max_numbers=4, min_target=100, max_target=500),
+        dict(min_numbers=5, max_numbers=5, min_target=100, max_target=999),
+    ],
+}
+
+# families that share most of their skill (transfer in the world)
+DEFAULT_GROUPS: dict[str, str] = {
+    "basic_arithmetic": "arithmetic",
+    "chain_sum": "arithmetic",
+    "products": "arithmetic",
+    "simple_equations": "algebra",
+    "countdown": "algebra",
+    "letter_counting": "text",
+}
+
+
+@dataclass
+class PromptSet:
+    """Texts with a skill name and a raw difficulty level (higher is harder)."""
+
+    texts: list[str]
+    skills: list[str]
+    level: np.ndarray
+    ids: list[str]
+    answers: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.texts)
+        if n == 0:
+            raise ValueError("the prompt set is empty")
+        if not (len(self.skills) == len(self.ids) == n and self.level.shape == (n,)):
+            raise ValueError("texts, skills, ids and level must have the same length")
+
+
+def reasoning_gym_sets(
+    per_level: int = 60, heldout_per_level: int = 15, seed: int = 0,
+    families: dict[str, list[dict]] | None = None,
+) -> tuple[PromptSet, PromptSet]:
+    """Train and held-out prompt sets from reasoning-gym, deterministic per seed."""
+    try:
+        import reasoning_gym
+    except ImportError as err:
+        raise ImportError("the default world needs reasoning-gym: pip install 'rollwise[sim]'") from err
+    families = families or DEFAULT_FAMILIES
+    out: dict[str, list] = {"train": [], "heldout": []}
+    for f_i, (family, levels) in enumerate(sorted(families.items())):
+        for lvl, cfg in enumerate(levels):
+            size = per_level + heldout_per_level
+            ds = reasoning_gym.create_dataset(family, size=size, seed=seed * 1000 + f_i * 10 + lvl,
+                                              **cfg)
+            diff = lvl / max(1, len(levels) - 1)
+            for j in range(size):
+                item = ds[j]
+                split = "train" if j < per_level else "heldout"
+                out[split].append((item["question"], family, diff, f"{family}/{lvl}/{j}",
+                                   str(item["answer"])))
+    return tuple(_to_set(out[s]) for s in ("train", "heldout"))  # type: ignore[return-value]
+
+
+def _to_set(rows: list[tuple]) -> PromptSet:
+    texts, skills, diff, ids, answers = (list(c) for c in zip(*rows, strict=True))
+    return PromptSet(texts, skills, np.asarray(diff, dtype=np.float64), ids, answers)
+
+
+TEXT_FIELDS = ("prompt", "problem", "question", "text")
+SKILL_FIELDS = ("skill", "type", "subject", "family")
+LEVEL_FIELDS = ("difficulty", "level")
+
+
+def normalise_skill(name: str) -> str:
+    """'Counting & Probability' and 'counting_and_probability' map to the same skill."""
+    return re.sub(r"[^a-z0-9]+", "_", str(name).lower().replace("&", "and")).strip("_")
+
+
+def _read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        raise FileNotFoundError(f"pool file {str(path)!r} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            rows = pq.read_table(path).to_pylist()
+        elif suffix == ".jsonl":
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        else:
+            rows = json.loads(path.read_text())
+    except (ValueError, OSError) as err:
+        raise ValueError(f"pool file {str(path)!r} is not valid {suffix or 'JSON'}: {err}") from err
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        raise ValueError(f"pool file {str(path)!r} must hold a non-empty list of objects")
+    return rows
+
+
+def load_prompt_file(
+    path: str | Path,
+    text_field: str | None = None,
+    skill_field: str | None = None,
+    level_field: str | None = None,
+) -> PromptSet:
+    """Read prompts from JSON (a list of objects), JSONL or parquet.
+
+    Fields are detected when not given: text from prompt/problem/question/text, skill from
+    skill/type/subject/family (else, for MATH-style ``unique_id`` paths such as
+    ``test/precalculus/807.json``, the subject in the path; else one skill), level from
+    difficulty/level (else 0 for every prompt).
+    """
+    path = Path(path)
+    rows = _read_rows(path)
+    keys = set(rows[0])
+
+    def pick(given: str | None, options: tuple[str, ...], what: str) -> str | None:
+        if given is not None:
+            if given not in keys:
+                raise ValueError(f"{what} {given!r} is not a field of {str(path)!r} ({sorted(keys)})")
+            return given
+        return next((f for f in options if f in keys), None)
+
+    tf = pick(text_field, TEXT_FIELDS, "text_field")
+    if tf is None:
+        raise ValueError(f"{str(path)!r} has no text field; pass text_field (fields: {sorted(keys)})")
+    sf = pick(skill_field, SKILL_FIELDS, "skill_field")
+    lf = pick(level_field, LEVEL_FIELDS, "level_field")
+    texts, skills, levels = [], [], []
+    for i, r in enumerate(rows):
+        t = r.get(tf)
+        if not isinstance(t, str) or not t.strip():
+            raise ValueError(f"{str(path)!r}: row {i} has no text in field {tf!r}")
+        texts.append(t)
+        if sf is not None:
+            skills.append(normalise_skill(r.get(sf, "unknown")))
+        elif isinstance(r.get("unique_id"), str) and r["unique_id"].count("/") >= 2:
+            skills.append(normalise_skill(r["unique_id"].split("/")[1]))
+        else:
+            skills.append("all")
+        if lf is not None:
+            try:
+                levels.append(float(r[lf]))
+            except (KeyError, TypeError, ValueError):
+                raise ValueError(f"{str(path)!r}: row {i} has no numeric {lf!r}") from None
+    level = np.asarray(levels, dtype=np.float64) if lf is not None else np.zeros(len(texts))
+    ids = [str(r.get("unique_id", r.get("id", f"{path.stem}/{i}"))) for i, r in enumerate(rows)]
+    if len(set(ids)) != len(ids):
+        ids = [f"{path.stem}/{i}" for i in range(len(rows))]
+    answers = [str(r["answer"]) for r in rows] if "answer" in keys else None
+    return PromptSet(texts, skills, level, ids, answers)

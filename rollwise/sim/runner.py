@@ -1,0 +1,193 @@
+"""Drive selectors (and DAPO dynamic sampling, and the oracle) through a world, step by step."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rollwise.dynamic_sampling import DynamicSamplingBuffer
+from rollwise.metrics import Stopwatch, effective_sample_ratio, spearman
+from rollwise.pool import PromptPool
+from rollwise.selectors import STRATEGIES, Selector, make_selector
+from rollwise.sim.world import PromptWorld
+
+EXTRA_STRATEGIES = ("ds", "oracle")
+
+
+def known_strategies() -> list[str]:
+    return list(STRATEGIES) + list(EXTRA_STRATEGIES)
+
+
+class OracleSelector(Selector):
+    """Knows the true success rates and takes the batch closest to ``target``, at no cost.
+
+    Not a deployable strategy: the limit no selector can beat at choosing intermediate prompts.
+    """
+
+    name = "oracle"
+
+    def __init__(self, pool: PromptPool, batch_size: int, world: PromptWorld,
+                 target: float = 0.5, seed: int = 0) -> None:
+        super().__init__(pool, batch_size, seed)
+        self.world, self.target = world, target
+
+    def _select(self, candidates):
+        cand = np.arange(len(self.pool)) if candidates is None else candidates
+        order = np.argsort(np.abs(self.world.gamma(cand) - self.target), kind="stable")
+        return cand[order[: self.batch_size]]
+
+    def _observe(self, indices, rewards) -> None:
+        pass
+
+    def _predict(self, indices):
+        return self.world.gamma(indices)
+
+
+@dataclass
+class RunSettings:
+    steps: int = 150
+    batch_size: int = 32
+    probe_fraction: float = 0.1  # prompts never offered for selection: Spearman on unseen prompts
+    ds_max_rounds: int = 30
+    hyper: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-strategy overrides
+
+    def validate(self, pool_size: int) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if not 0 <= self.probe_fraction < 1:
+            raise ValueError(f"probe_fraction must lie in [0, 1), got {self.probe_fraction}")
+        selectable = pool_size - int(round(self.probe_fraction * pool_size))
+        if not 1 <= self.batch_size <= selectable:
+            raise ValueError(
+                f"batch_size must lie in [1, {selectable}] (selectable prompts), got {self.batch_size}"
+            )
+
+
+def run_one(
+    strategy: str,
+    pool: PromptPool,
+    make_world: Callable[[int], PromptWorld],
+    settings: RunSettings,
+    seed: int,
+    on_step: Callable[[], None] | None = None,
+) -> dict[str, list[float]]:
+    """Run one strategy for ``settings.steps`` steps on a fresh world; per-step logs."""
+    if strategy not in known_strategies():
+        raise ValueError(f"unknown strategy {strategy!r}; choose from {known_strategies()}")
+    world = make_world(seed)
+    n, b = len(pool), settings.batch_size
+    split_rng = np.random.default_rng([seed, 7])
+    perm = split_rng.permutation(n)
+    n_probe = int(round(settings.probe_fraction * n))
+    probe, candidates = np.sort(perm[:n_probe]), np.sort(perm[n_probe:])
+    roll_rng = np.random.default_rng([seed, 11])  # same rollout stream for every strategy
+    hyper = settings.hyper.get(strategy, {})
+    buffer = None
+    if strategy == "ds":
+        selector: Selector = make_selector("uniform", pool, b, seed=seed)
+        buffer = DynamicSamplingBuffer(b, max_rounds=settings.ds_max_rounds)
+    elif strategy == "oracle":
+        selector = OracleSelector(pool, b, world, seed=seed, **hyper)
+    else:
+        selector = make_selector(strategy, pool, b, seed=seed, **hyper)
+    sw = Stopwatch()
+    log: dict[str, list[float]] = {k: [] for k in (
+        "rollouts", "accuracy", "esr", "spearman_batch", "spearman_unseen", "sec_select",
+        "sec_observe")}
+    log["accuracy0"] = [world.heldout_accuracy()]
+    spent = 0
+    for _ in range(settings.steps):
+        sel0, obs0 = sw.seconds.get("select", 0.0), sw.seconds.get("observe", 0.0)
+        if buffer is not None:
+            rolled = []
+            while buffer.needed:
+                with sw("select"):
+                    idx = selector.select(candidates)[: buffer.needed]
+                r = world.rollout(idx, roll_rng)
+                buffer.add(idx, r)
+                rolled.append(r)
+                spent += r.size
+            idx, r = buffer.pop()
+            esr = effective_sample_ratio(np.concatenate(rolled))
+            rho_batch = rho_unseen = float("nan")
+        else:
+            with sw("select"):
+                idx = selector.select(candidates)
+            rho_batch = spearman(selector.predict(idx), world.gamma(idx))
+            rho_unseen = spearman(selector.predict(probe), world.gamma(probe)) if n_probe else np.nan
+            r = world.rollout(idx, roll_rng)
+            spent += r.size
+            esr = effective_sample_ratio(r)
+            with sw("observe"):
+                selector.observe(idx, r)
+        world.learn(idx, r)
+        log["rollouts"].append(spent)
+        log["accuracy"].append(world.heldout_accuracy())
+        log["esr"].append(esr)
+        log["spearman_batch"].append(rho_batch)
+        log["spearman_unseen"].append(rho_unseen)
+        log["sec_select"].append(sw.seconds.get("select", 0.0) - sel0)
+        log["sec_observe"].append(sw.seconds.get("observe", 0.0) - obs0)
+        if on_step is not None:
+            on_step()
+    return log
+
+
+def rollouts_to_reach(rollouts: np.ndarray, accuracy: np.ndarray, target: float) -> float:
+    """Rollouts at which the accuracy curve first reaches ``target`` (linear interpolation
+    between steps); NaN if never reached."""
+    hit = np.flatnonzero(accuracy >= target)
+    if hit.size == 0:
+        return float("nan")
+    i = int(hit[0])
+    if i == 0:
+        return float(rollouts[0])
+    a0, a1, r0, r1 = accuracy[i - 1], accuracy[i], rollouts[i - 1], rollouts[i]
+    return float(r0 + (target - a0) / (a1 - a0) * (r1 - r0)) if a1 > a0 else float(r1)
+
+
+def summarise(
+    logs: dict[str, list[dict[str, list[float]]]], target: float | None = None, at_step: int = 50
+) -> dict[str, Any]:
+    """Seed-averaged summary per strategy. ``target`` defaults to uniform's final accuracy."""
+    with warnings.catch_warnings():  # all-NaN columns (strategies without predictions) are fine
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _summarise(logs, target, at_step)
+
+
+def _summarise(logs, target, at_step) -> dict[str, Any]:
+    mean = {s: {k: np.nanmean(np.array([run[k] for run in runs], dtype=float), axis=0)
+                for k in runs[0]} for s, runs in logs.items()}
+    if target is None:
+        if "uniform" not in mean:
+            raise ValueError("target is required when uniform is not among the strategies")
+        target = float(mean["uniform"]["accuracy"][-1])
+    rows = {}
+    for s, m in mean.items():
+        runs = logs[s]
+        reach = rollouts_to_reach(m["rollouts"], m["accuracy"], target)
+        finals = np.array([run["accuracy"][-1] for run in runs])
+        step = min(at_step, len(m["spearman_unseen"])) - 1
+        rows[s] = {
+            "rollouts_to_target": reach,
+            "final_accuracy": float(finals.mean()),
+            "final_accuracy_sd": float(finals.std()),
+            "initial_accuracy": float(m["accuracy0"][0]),
+            "total_rollouts": float(m["rollouts"][-1]),
+            "mean_esr": float(np.nanmean(m["esr"])),
+            "spearman_unseen_at_step": float(m["spearman_unseen"][step]),
+            "spearman_unseen_final": float(np.nanmean(m["spearman_unseen"][-10:])),
+            "spearman_batch_mean": float(np.nanmean(m["spearman_batch"])),
+            "sec_per_step": float(np.mean(m["sec_select"] + m["sec_observe"])),
+        }
+    base = rows.get("uniform", {}).get("rollouts_to_target", float("nan"))
+    ds = rows.get("ds", {}).get("rollouts_to_target", float("nan"))
+    for r in rows.values():
+        r["ratio_to_uniform"] = r["rollouts_to_target"] / base if base == base else float("nan")
+        r["ratio_to_ds"] = r["rollouts_to_target"] / ds if ds == ds else float("nan")
+    return {"target_accuracy": target, "spearman_step": at_step, "strategies": rows,
+            "mean_curves": {s: {k: v.tolist() for k, v in m.items()} for s, m in mean.items()}}

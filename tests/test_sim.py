@@ -1,0 +1,153 @@
+"""The simulated world, the benchmark runner and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from rollwise.cli import main
+from rollwise.sim import RunSettings, WorldConfig, build_world, load_prompt_file, run_one, summarise
+from rollwise.sim.runner import known_strategies, rollouts_to_reach
+from rollwise.sim.world import PromptWorld
+
+
+def _rows(n: int, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    subjects = ["Algebra", "Geometry", "Number Theory"]
+    return [
+        {"problem": f"Problem {i}: compute {rng.integers(1, 10**(1 + i % 4))} + {i} in "
+                    f"{subjects[i % 3].lower()}", "type": subjects[i % 3],
+         "difficulty": float(1 + i % 5), "answer": str(i)}
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def pool_file(tmp_path):
+    path = tmp_path / "pool.json"
+    path.write_text(json.dumps(_rows(300)))
+    return path
+
+
+def _world(**kw) -> PromptWorld:
+    skills = ["a", "b"] * 50
+    levels = np.tile(np.arange(5.0), 20)
+    return PromptWorld(skills, levels, skills[:20], levels[:20], WorldConfig(**kw), seed=3)
+
+
+def test_world_rates_and_determinism():
+    w1, w2 = _world(), _world()
+    g = w1.gamma()
+    assert g.shape == (100,) and np.all((g > 0) & (g < 1))
+    np.testing.assert_array_equal(g, w2.gamma())
+    # harder levels have lower rates on average
+    levels = np.tile(np.arange(5.0), 20)
+    assert g[levels == 0].mean() > g[levels == 4].mean() + 0.3
+
+
+def test_world_learns_only_from_informative_groups():
+    w = _world()
+    acc0 = w.heldout_accuracy()
+    idx = np.arange(10)
+    w.learn(idx, np.ones((10, 8)))  # all solved: zero advantage
+    w.learn(idx, np.zeros((10, 8)))  # all failed: zero advantage
+    assert w.heldout_accuracy() == acc0
+    half = np.tile([1.0, 0.0], (10, 4))
+    w.learn(idx, half)
+    assert w.heldout_accuracy() > acc0
+
+
+def test_world_config_validation():
+    with pytest.raises(ValueError, match="k"):
+        WorldConfig(k=0).validate()
+    with pytest.raises(ValueError, match="transfer_group"):
+        WorldConfig(transfer_group=2.0).validate()
+
+
+def test_load_prompt_file_formats(tmp_path):
+    rows = _rows(20)
+    (tmp_path / "p.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    ps = load_prompt_file(tmp_path / "p.jsonl")
+    assert ps.texts[0] == rows[0]["problem"] and ps.skills[0] == "algebra"
+    assert ps.level.tolist() == [r["difficulty"] for r in rows]
+    # MATH-500 style: no subject field, subject inside unique_id
+    (tmp_path / "t.json").write_text(json.dumps([
+        {"problem": "x", "difficulty": 2, "unique_id": "test/counting_and_probability/1.json"}]))
+    assert load_prompt_file(tmp_path / "t.json").skills == ["counting_and_probability"]
+    with pytest.raises(ValueError, match="text field"):
+        (tmp_path / "bad.json").write_text(json.dumps([{"foo": 1}]))
+        load_prompt_file(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="not valid"):
+        (tmp_path / "broken.json").write_text("[{")
+        load_prompt_file(tmp_path / "broken.json")
+    with pytest.raises(FileNotFoundError):
+        load_prompt_file(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize("strategy", known_strategies())
+def test_run_one_every_strategy(pool_file, strategy):
+    pool, _, make_world = build_world(pool_file, embedder="hashing")
+    settings = RunSettings(steps=4, batch_size=16, hyper={"gps": {"grad_steps": 1}})
+    log = run_one(strategy, pool, make_world, settings, seed=0)
+    assert len(log["accuracy"]) == 4
+    assert np.all(np.diff(log["rollouts"]) >= 16 * 8)  # DS may spend more, never less
+    if strategy != "ds":
+        assert log["rollouts"][-1] == 4 * 16 * 8
+
+
+def test_gps_beats_uniform_on_effective_samples(pool_file):
+    """GPS learns which prompts are informative: its ESR exceeds uniform's on a fresh world."""
+    pool, _, make_world = build_world(pool_file, embedder="hashing",
+                                      config=WorldConfig(learning_rate=0.0))
+    settings = RunSettings(steps=25, batch_size=16)
+    esr = {s: np.mean(run_one(s, pool, make_world, settings, seed=5)["esr"][5:])
+           for s in ("uniform", "gps", "oracle")}
+    assert esr["gps"] > esr["uniform"] + 0.1
+    assert esr["oracle"] >= esr["gps"] - 0.05
+
+
+def test_summarise_and_reach():
+    assert rollouts_to_reach(np.array([10, 20, 30]), np.array([0.1, 0.3, 0.5]), 0.4) == 25
+    assert np.isnan(rollouts_to_reach(np.array([10, 20]), np.array([0.1, 0.2]), 0.9))
+    run = {"rollouts": [1, 2], "accuracy": [0.2, 0.4], "accuracy0": [0.1], "esr": [0.5, 0.5],
+           "spearman_batch": [np.nan, np.nan], "spearman_unseen": [np.nan, np.nan],
+           "sec_select": [0, 0], "sec_observe": [0, 0]}
+    fast = dict(run, accuracy=[0.4, 0.5])
+    s = summarise({"uniform": [run], "gps": [fast]})
+    assert s["target_accuracy"] == 0.4
+    assert s["strategies"]["gps"]["ratio_to_uniform"] == 0.5
+    with pytest.raises(ValueError, match="target"):
+        summarise({"gps": [fast]})
+
+
+def test_cli_bench_writes_results(pool_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["bench", "--pool", str(pool_file), "--embedder", "hashing", "--strategies",
+               "uniform,gps,oracle", "--seeds", "1", "--steps", "3", "--batch-size", "8",
+               "--out", str(out), "--quiet"])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["strategies"]) == {"uniform", "gps", "oracle"}
+    assert (out / "curves.png").stat().st_size > 1000
+    assert "rollouts to target" in capsys.readouterr().out
+
+
+def test_cli_errors(tmp_path, pool_file, capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--strategies", "nope"])
+    assert "unknown strategy" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "--pool", str(tmp_path / "missing.json")])
+    assert "--pool" in capsys.readouterr().err
+    rc = main(["bench", "--pool", str(pool_file), "--embedder", "hashing", "--batch-size",
+               "100000", "--out", str(tmp_path / "o"), "--quiet"])
+    assert rc == 2 and "batch_size" in capsys.readouterr().err
+
+
+def test_default_pool_is_generated_offline():
+    pool, train, make_world = build_world(embedder="hashing")
+    assert len(pool) > 1000 and len(set(train.skills)) >= 5
+    w = make_world(0)
+    assert 0.3 < w.heldout_accuracy() < 0.7
