@@ -52,8 +52,13 @@ def load_selector(path: str | os.PathLike, pool: PromptPool) -> Selector:
         raise ValueError(f"{os.fspath(path)!r}: corrupted hyper-parameters: {err}") from err
     if state.get("pool_fingerprint") != pool.fingerprint():
         raise ValueError(f"{os.fspath(path)!r} was saved against a different prompt pool")
-    sel = make_selector(state["strategy"], pool, int(state["batch_size"]), int(state["seed"]),
-                        **hyper)
+    if not isinstance(hyper, dict):
+        raise ValueError(f"{os.fspath(path)!r}: hyper-parameters are not a dict")
+    try:
+        sel = make_selector(state["strategy"], pool, int(state["batch_size"]),
+                            int(state["seed"]), **hyper)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{os.fspath(path)!r}: cannot rebuild the selector: {err!r}") from err
     sel.load_state_dict(state)
     return sel
 

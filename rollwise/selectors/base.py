@@ -6,6 +6,7 @@ class does all argument checking (before any state changes), RNG bookkeeping and
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from abc import ABC, abstractmethod
@@ -100,7 +101,8 @@ class Selector(ABC):
             "hyper": json.dumps(self.hyper_params()),
             "rng": json.dumps(self.rng.bit_generator.state),
             "step": self.step,
-            "model": self._model_state(),
+            # a snapshot: later observations must not change a state taken earlier
+            "model": copy.deepcopy(self._model_state()),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -121,10 +123,19 @@ class Selector(ABC):
             rng.bit_generator.state = json.loads(state["rng"])
         except (TypeError, ValueError, KeyError) as err:
             raise ValueError(f"state['rng'] is not a valid generator state: {err}") from err
-        apply = self._prepare_model_state(state["model"])  # validates, returns a commit closure
+        step = state["step"]
+        if isinstance(step, bool) or not isinstance(step, int | np.integer) or step < 0:
+            raise ValueError(f"state['step'] must be an int >= 0, got {step!r}")
+        model = state["model"]
+        if not isinstance(model, dict):
+            raise ValueError(f"state['model'] must be a dict, got {type(model).__name__}")
+        try:  # validates, returns a commit closure
+            apply = self._prepare_model_state(model)
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"state['model'] is malformed: {err!r}") from err
         apply()
         self.rng = rng
-        self.step = int(state["step"])
+        self.step = int(step)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the state atomically (temp file + rename): an interrupted save loses nothing."""

@@ -104,11 +104,13 @@ class GPSSelector(Selector):
 
     # ---- prediction ------------------------------------------------------------------------
     def _predict(self, indices: np.ndarray | None) -> np.ndarray:
+        # The path depends on the request only, never on the cache: a small subset scored
+        # directly can differ from the full pass in the last bit, and predict must be pure.
+        if indices is not None and indices.size < len(self.pool) // 4:
+            return self._predict_tensor(self._emb[torch.from_numpy(indices)])
         if self._cache is not None and self._cache[0] == self.step:
             full = self._cache[1]
             return full if indices is None else full[indices]
-        if indices is not None and indices.size < len(self.pool) // 4:
-            return self._predict_tensor(self._emb[torch.from_numpy(indices)])
         full = self._predict_tensor(self._emb)
         self._cache = (self.step, full)
         return full if indices is None else full[indices]
@@ -207,7 +209,8 @@ class GPSSelector(Selector):
         check_prepared(bool(previous.size == 0 or (previous.min() >= 0 and previous.max() < n)),
                        "previous batch indices out of range")
         # Load into fresh copies first: a mismatching tensor raises before anything changes.
-        fresh = PromptPredictiveModel(self.pool.dim, self.cfg)
+        with torch.random.fork_rng():  # its random init is overwritten; keep the global RNG
+            fresh = PromptPredictiveModel(self.pool.dim, self.cfg)
         try:
             fresh.load_state_dict(model["model"])
             opt = torch.optim.Adam(fresh.parameters(), lr=self.cfg.lr)

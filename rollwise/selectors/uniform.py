@@ -52,13 +52,17 @@ class UniformSelector(Selector):
 
     def _prepare_model_state(self, model: dict[str, Any]):
         order = as_numpy(model["order"], np.int64)
-        cursor = int(model["cursor"])
+        try:  # convert everything before committing anything
+            cursor, total, count = int(model["cursor"]), float(model["sum"]), int(model["count"])
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"state['model']: cursor/sum/count are not numbers: {err}") from err
         check_prepared(order.ndim == 1 and np.all((order >= 0) & (order < len(self.pool))),
                        "order is not a permutation of this pool")
         check_prepared(0 <= cursor <= order.size, "cursor out of range")
+        check_prepared(count >= 0 and np.isfinite(total), "sum/count out of range")
 
         def commit() -> None:
             self._order, self._cursor = order, cursor
-            self._sum, self._count = float(model["sum"]), int(model["count"])
+            self._sum, self._count = total, count
 
         return commit
