@@ -1,0 +1,46 @@
+"""Shared helpers for the core tests: small pools, tiny GPS settings, reward simulation."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import rollwise
+
+# Tiny PPM so that hypothesis can run many GPS examples on a CPU in seconds.
+TINY_GPS = {"hidden": 8, "encoder_heads": 2, "latent_dim": 2, "mc_samples": 2, "window": 2,
+            "grad_steps": 1}
+
+
+def hyper_for(name: str, **extra) -> dict:
+    """Keyword arguments for ``make_selector``: tiny PPM settings for every GPS variant."""
+    if name.startswith("gps"):
+        hyper = dict(TINY_GPS)
+        if name == "gps-nolatent":
+            hyper.pop("latent_dim")  # the preset sets latent_dim=0
+        return {**hyper, **extra}
+    return dict(extra)
+
+
+def make_pool(n: int, d: int = 8, seed: int = 0, **kw) -> rollwise.PromptPool:
+    rng = np.random.default_rng(seed)
+    return rollwise.PromptPool(rng.standard_normal((n, d)), **kw)
+
+
+def make(name: str, pool: rollwise.PromptPool, batch_size: int, seed: int = 0, **extra):
+    return rollwise.make_selector(name, pool, batch_size, seed=seed, **hyper_for(name, **extra))
+
+
+def bernoulli_rewards(rng: np.random.Generator, rates: np.ndarray, k: int = 8) -> np.ndarray:
+    return (rng.random((len(rates), k)) < np.asarray(rates)[:, None]).astype(np.float64)
+
+
+def run_steps(sel, truth: np.ndarray, steps: int, seed: int = 0, k: int = 4,
+              candidates=None) -> list[np.ndarray]:
+    """``steps`` select/observe rounds with Bernoulli rewards drawn from ``truth``."""
+    rng = np.random.default_rng(seed)
+    picks = []
+    for _ in range(steps):
+        idx = sel.select(candidates)
+        picks.append(idx)
+        sel.observe(idx, bernoulli_rewards(rng, truth[idx], k))
+    return picks

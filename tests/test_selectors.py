@@ -1,0 +1,352 @@
+"""The selector protocol for every strategy: valid selections, determinism, persistence, purity."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from _support import bernoulli_rewards, make, make_pool, run_steps
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import rollwise
+from rollwise.selectors.base import STATE_VERSION
+
+NAMES = sorted(rollwise.STRATEGIES)
+# every registered strategy, plus GPS scoring a random candidate subset (uses the selector's RNG)
+CASES = [(n, {}) for n in NAMES] + [("gps", {"candidate_ratio": 2.0})]
+CASE_IDS = [n + ("+ratio" if extra else "") for n, extra in CASES]
+
+HYPO = settings(max_examples=15, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+def test_registry_is_what_make_selector_builds():
+    assert {"uniform", "mopps", "gps", "gps-nodiv", "gps-nolatent", "gps-nointer"} <= set(NAMES)
+    pool = make_pool(10)
+    for name in NAMES:
+        sel = make(name, pool, 3)
+        assert isinstance(sel, rollwise.Selector)
+        assert sel.name == name
+        assert sel.batch_size == 3 and sel.step == 0
+
+
+def _twins(name, extra, n=24, d=6, batch=4, steps=3, seed=7):
+    """Two selectors brought to the same state by the same calls, plus the pool and truth."""
+    pool = make_pool(n, d, seed=seed)
+    truth = np.random.default_rng(seed).uniform(size=n)
+    a, b = make(name, pool, batch, seed=seed, **extra), make(name, pool, batch, seed=seed, **extra)
+    pa, pb = run_steps(a, truth, steps, seed=1), run_steps(b, truth, steps, seed=1)
+    for x, y in zip(pa, pb, strict=True):
+        np.testing.assert_array_equal(x, y)
+    return a, b, pool, truth
+
+
+def _continue_equal(a, b, truth, steps=3, seed=11, candidates=None):
+    """Feed both selectors the same rewards; their selections and predictions must agree."""
+    rng_a, rng_b = np.random.default_rng(seed), np.random.default_rng(seed)
+    for _ in range(steps):
+        ia, ib = a.select(candidates), b.select(candidates)
+        np.testing.assert_array_equal(ia, ib)
+        np.testing.assert_array_equal(a.predict(), b.predict())
+        a.observe(ia, bernoulli_rewards(rng_a, truth[ia], 4))
+        b.observe(ib, bernoulli_rewards(rng_b, truth[ib], 4))
+    assert a.step == b.step
+
+
+# ---- valid selections ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", NAMES)
+@HYPO
+@given(data=st.data())
+def test_selections_are_valid(name, data):
+    n = data.draw(st.integers(2, 40), label="n")
+    d = data.draw(st.integers(2, 6), label="d")
+    batch = data.draw(st.integers(1, n), label="batch")
+    seed = data.draw(st.integers(0, 2**31 - 1), label="seed")
+    use_cand = data.draw(st.booleans(), label="use_candidates")
+    pool = make_pool(n, d, seed=seed % 1000)
+    sel = make(name, pool, batch, seed=seed)
+    rng = np.random.default_rng(seed)
+    for _ in range(data.draw(st.integers(1, 4), label="steps")):
+        cand = None
+        if use_cand:
+            m = data.draw(st.integers(batch, n), label="n_candidates")
+            cand = rng.choice(n, size=m, replace=False)
+        idx = sel.select(cand)
+        assert isinstance(idx, np.ndarray) and idx.dtype == np.int64 and idx.shape == (batch,)
+        assert np.unique(idx).size == batch, "selection repeats a prompt"
+        assert idx.min() >= 0 and idx.max() < n
+        if cand is not None:
+            assert np.isin(idx, cand).all(), "selection left the candidates"
+        k = data.draw(st.integers(1, 5), label="k")
+        sel.observe(idx, rng.random((batch, k)))  # fractional rewards are allowed
+        pred = sel.predict()
+        assert pred.shape == (n,) and np.all((pred >= 0) & (pred <= 1))
+
+
+def test_uniform_epoch_covers_pool():
+    """Without candidates, uniform visits every prompt once per epoch (B does not divide N)."""
+    pool = make_pool(10)
+    sel = make("uniform", pool, 3)
+    seen = np.concatenate([sel.select() for _ in range(3)])  # 9 of 10 prompts
+    assert np.unique(seen).size == 9
+    nxt = sel.select()  # crosses the epoch boundary: 1 old prompt + 2 from a fresh permutation
+    assert np.unique(nxt).size == 3
+    assert np.setdiff1d(np.arange(10), seen)[0] in nxt
+
+
+# ---- determinism ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "extra"), CASES, ids=CASE_IDS)
+def test_same_seed_same_selections(name, extra):
+    a, b, _, truth = _twins(name, extra)
+    _continue_equal(a, b, truth)
+
+
+@pytest.mark.parametrize("name", ["uniform", "mopps"])
+def test_different_seeds_differ(name):
+    pool = make_pool(200)
+    picks = {tuple(make(name, pool, 20, seed=s).select()) for s in range(3)}
+    assert len(picks) == 3
+
+
+def test_gps_construction_leaves_global_torch_rng_alone():
+    pool = make_pool(20)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    sel = make("gps", pool, 4)
+    sel.observe(sel.select(), np.ones((4, 2)))
+    torch.testing.assert_close(torch.rand(3), expected, rtol=0, atol=0)
+
+
+# ---- persistence ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "extra"), CASES, ids=CASE_IDS)
+def test_save_load_round_trip(name, extra, tmp_path):
+    a, b, pool, truth = _twins(name, extra)
+    path = tmp_path / "sel.pt"
+    a.save(path)
+    loaded = rollwise.load_selector(path, pool)
+    assert type(loaded) is type(a) and loaded.name == a.name and loaded.step == a.step
+    assert loaded.hyper_params() == a.hyper_params()
+    # the uninterrupted twin b and the reloaded selector continue identically
+    _continue_equal(b, loaded, truth, steps=4)
+
+
+@pytest.mark.parametrize(("name", "extra"), CASES, ids=CASE_IDS)
+def test_save_load_round_trip_with_candidates(name, extra, tmp_path):
+    a, b, pool, truth = _twins(name, extra, n=30)
+    a.save(tmp_path / "sel.pt")
+    loaded = rollwise.load_selector(tmp_path / "sel.pt", pool)
+    _continue_equal(b, loaded, truth, candidates=np.arange(3, 25))
+
+
+@pytest.mark.parametrize(("name", "extra"), CASES, ids=CASE_IDS)
+def test_state_dict_is_a_snapshot(name, extra):
+    """A state_dict taken earlier restores that earlier state, even after more observations."""
+    a, b, _, truth = _twins(name, extra)
+    snap = a.state_dict()
+    run_steps(a, truth, 3, seed=5)  # a moves on
+    a.load_state_dict(snap)  # ... and is rolled back
+    _continue_equal(a, b, truth)
+
+
+def test_load_selector_leaves_global_torch_rng_alone(tmp_path):
+    a, _, pool, _ = _twins("gps", {})
+    a.save(tmp_path / "s.pt")
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    rollwise.load_selector(tmp_path / "s.pt", pool)
+    torch.testing.assert_close(torch.rand(3), expected, rtol=0, atol=0)
+
+
+def test_save_is_atomic_and_overwrites(tmp_path):
+    a, _, pool, truth = _twins("mopps", {})
+    path = tmp_path / "sub" / "sel.pt"
+    a.save(path)
+    run_steps(a, truth, 2)
+    a.save(path)
+    assert rollwise.load_selector(path, pool).step == a.step
+    assert [p.name for p in path.parent.iterdir()] == ["sel.pt"]  # no temp files left behind
+
+
+# ---- predict is pure -----------------------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "extra"), CASES, ids=CASE_IDS)
+def test_predict_is_pure(name, extra):
+    a, b, pool, truth = _twins(name, extra)
+    p1, p2 = a.predict(), a.predict()
+    np.testing.assert_array_equal(p1, p2)
+    assert p1.dtype == np.float64 and p1.shape == (len(pool),)
+    sub = np.array([3, 3, 0, 17])  # repeats are fine for predict
+    np.testing.assert_array_equal(a.predict(sub), a.predict(sub))
+    np.testing.assert_allclose(a.predict(sub), p1[sub], rtol=0, atol=1e-6)
+    # a called predict (full, subset and empty); b did not: their futures must not differ
+    assert a.predict(np.array([], dtype=np.int64)).shape == (0,)
+    # small candidate sets (GPS scores them directly) after a full predict, and the reverse
+    small = np.arange(2, 3 + a.batch_size)
+    assert small.size < len(pool) // 4
+    _continue_equal(a, b, truth, steps=1, candidates=small)
+    a.predict(np.arange(3))
+    a.predict()
+    _continue_equal(a, b, truth, steps=1, candidates=small)
+    _continue_equal(a, b, truth, steps=2)
+
+
+@pytest.mark.parametrize("name", ["gps", "gps-nolatent"])
+def test_gps_predict_does_not_depend_on_earlier_predict_calls(name):
+    """A subset prediction is bit-identical whether or not the full pool was predicted first."""
+    pool = make_pool(400, 16)
+    truth = np.random.default_rng(0).uniform(size=400)
+    a, b = rollwise.make_selector(name, pool, 8), rollwise.make_selector(name, pool, 8)
+    run_steps(a, truth, 2)
+    run_steps(b, truth, 2)
+    small = np.arange(5, 85)
+    a.predict()
+    np.testing.assert_array_equal(a.predict(small), b.predict(small))
+    np.testing.assert_array_equal(a.select(small), b.select(small))
+
+
+def test_gps_predict_embeddings_matches_pool_predictions(tmp_path):
+    a, _, pool, _ = _twins("gps", {})
+    raw = pool.embeddings[:5] * np.array([[1.0], [2.0], [0.5], [3.0], [1.0]], dtype=np.float32)
+    np.testing.assert_allclose(a.predict_embeddings(raw), a.predict(np.arange(5)), atol=1e-6)
+    texts_pool = rollwise.PromptPool.from_texts(["a cat", "a dog", "two cats"],
+                                                embedder="hashing", cache_dir=tmp_path)
+    sel = make("gps", texts_pool, 2)
+    out = sel.predict_texts(["a cat", "something new"], embedder="hashing", cache_dir=tmp_path)
+    assert out.shape == (2,)
+    np.testing.assert_allclose(out[0], sel.predict(np.array([0]))[0], atol=1e-6)
+
+
+# ---- loading failures ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", NAMES)
+def test_load_against_other_pool_raises(name, tmp_path):
+    a, _, pool, _ = _twins(name, {})
+    a.save(tmp_path / "s.pt")
+    other_emb = make_pool(len(pool), pool.dim, seed=99)
+    other_ids = rollwise.PromptPool(pool.embeddings, ids=[f"p{i}" for i in range(len(pool))])
+    for other in (other_emb, other_ids, make_pool(len(pool) + 1, pool.dim)):
+        with pytest.raises(ValueError, match="different prompt pool"):
+            rollwise.load_selector(tmp_path / "s.pt", other)
+        fresh = make(name, other, a.batch_size)
+        with pytest.raises(ValueError, match="different prompt pool"):
+            fresh.load_state_dict(a.state_dict())
+
+
+def _corrupt_files(tmp_path, good):
+    blob = good.read_bytes()
+    (tmp_path / "trunc.pt").write_bytes(blob[: len(blob) // 2])
+    (tmp_path / "garbage.pt").write_bytes(np.random.default_rng(0).bytes(4096))
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "text.pt").write_text("not a selector\n")
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    torch.save({"a": 1}, tmp_path / "dict.pt")
+    return ["trunc.pt", "garbage.pt", "empty.pt", "text.pt", "list.pt", "dict.pt"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_unreadable_state_files_raise_value_error(name, tmp_path):
+    a, _, pool, _ = _twins(name, {})
+    a.save(tmp_path / "good.pt")
+    for fname in _corrupt_files(tmp_path, tmp_path / "good.pt"):
+        with pytest.raises(ValueError):
+            rollwise.load_selector(tmp_path / fname, pool)
+    with pytest.raises(FileNotFoundError):
+        rollwise.load_selector(tmp_path / "missing.pt", pool)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_files_with_bad_fields_raise_value_error(name, tmp_path):
+    a, _, pool, _ = _twins(name, {})
+    good = a.state_dict()
+
+    def variants():
+        for key in ("batch_size", "seed", "strategy", "hyper", "rng", "model", "step", "version"):
+            s = dict(good)
+            del s[key]
+            yield f"no-{key}", s
+        yield "bad-hyper-json", {**good, "hyper": "{not json"}
+        yield "hyper-not-dict", {**good, "hyper": json.dumps([1, 2])}
+        yield "unknown-hyper", {**good, "hyper": json.dumps({"bogus": 1})}
+        yield "bad-batch", {**good, "batch_size": 10**6}
+        yield "unknown-strategy", {**good, "strategy": "nope"}
+        yield "bad-version", {**good, "version": STATE_VERSION + 1}
+        yield "bad-rng", {**good, "rng": json.dumps({"bit_generator": "nope"})}
+        yield "bad-step", {**good, "step": "three"}
+
+    from rollwise.selectors.base import _tensorise
+
+    for label, state in variants():
+        path = tmp_path / f"{label}.pt"
+        torch.save(_tensorise(state), path)
+        with pytest.raises(ValueError):
+            rollwise.load_selector(path, pool)
+
+
+def _bad_model_states(name, good_model):
+    """Corrupted ``state['model']`` dicts for each strategy."""
+    yield "not-a-dict", [1, 2]
+    for key in list(good_model):
+        m = dict(good_model)
+        del m[key]
+        yield f"no-{key}", m
+    if name == "mopps":
+        yield "alpha-shape", {**good_model, "alpha": np.ones(3)}
+        yield "beta-negative", {**good_model, "beta": -np.ones_like(good_model["beta"])}
+    elif name == "uniform":
+        yield "order-range", {**good_model, "order": np.array([0, 10**6])}
+        yield "cursor", {**good_model, "cursor": 10**6}
+        yield "sum", {**good_model, "sum": "lots"}
+        yield "count", {**good_model, "count": "many"}
+    else:
+        sd = dict(good_model["model"])
+        key = next(iter(sd))
+        yield "tensor-shape", {**good_model, "model": {**sd, key: torch.zeros(1, 1, 1)}}
+        yield "missing-tensor", {**good_model, "model": {k: v for k, v in sd.items() if k != key}}
+        yield "history-range", {**good_model, "history": [
+            {"indices": np.array([10**6]), "rates": np.array([0.5]), "k": np.array([4.0])}]}
+        yield "history-shape", {**good_model, "history": [
+            {"indices": np.array([0, 1]), "rates": np.array([0.5]), "k": np.array([4.0])}]}
+        yield "history-keys", {**good_model, "history": [{"indices": np.array([0])}]}
+        yield "history-long", {**good_model, "history": good_model["history"] * 10}
+        yield "previous-range", {**good_model, "previous": np.array([-1])}
+        yield "generator", {**good_model, "generator": torch.zeros(3, dtype=torch.uint8)}
+        yield "optimizer", {**good_model, "optimizer": {"state": {}, "param_groups": []}}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_failed_load_state_dict_changes_nothing(name):
+    a, b, pool, truth = _twins(name, {})
+    # corrupt the state of a *different* selector on the same pool, so that a partially
+    # applied state would show in a's later selections
+    c = make(name, pool, a.batch_size, seed=1234)
+    run_steps(c, truth, 2, seed=3)
+    good = c.state_dict()
+    other, _, _, _ = _twins(name, {}, seed=8)  # on another pool
+    bad_states = [
+        ("not-a-dict", [good]),
+        ("other-pool", other.state_dict()),
+        ("other-strategy", {**good, "strategy": "something-else"}),
+        ("bad-rng", {**good, "rng": "{}"}),
+        ("bad-step", {**good, "step": "three"}),
+        ("bad-version", {**good, "version": -1}),
+        ("missing", {k: v for k, v in good.items() if k != "model"}),
+    ]
+    bad_states += [(f"model:{lbl}", {**good, "model": m})
+                   for lbl, m in _bad_model_states(name, good["model"])]
+    for label, state in bad_states:
+        with pytest.raises((ValueError, TypeError)):
+            a.load_state_dict(state)
+        assert a.step == b.step, label
+    # after all those failures, a still behaves exactly like its untouched twin
+    _continue_equal(a, b, truth)
+    # and the uncorrupted state does load
+    a.load_state_dict(good)
+    assert a.step == c.step
