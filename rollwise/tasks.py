@@ -1,0 +1,150 @@
+"""Tasks with verifiable rewards for real RLVR runs: prompts, reference answers and a verifier.
+
+``arithmetic`` is generated offline with reasoning-gym's ``chain_sum`` at graded settings (from
+single-digit sums of two terms to sums of several multi-digit numbers), so the pool spans prompts
+a small model usually solves, sometimes solves and almost never solves. ``math`` reads any
+JSON/JSONL/parquet file of problems with an ``answer`` field and verifies with math-verify.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+INSTRUCTION = "\nGive the final answer on the last line as 'Answer: <number>'."
+
+# chain_sum settings from easiest to hardest
+ARITHMETIC_LEVELS: list[dict[str, int]] = [
+    dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1),
+    dict(min_terms=3, max_terms=3, min_digits=1, max_digits=1),
+    dict(min_terms=2, max_terms=2, min_digits=2, max_digits=2),
+    dict(min_terms=3, max_terms=3, min_digits=2, max_digits=2),
+    dict(min_terms=2, max_terms=2, min_digits=3, max_digits=3),
+]
+
+
+@dataclass
+class Task:
+    """Train and held-out rows: ``{"id", "prompt" (chat messages), "question", "answer", "level"}``
+    and the verifier that scores a completion against a row's answer."""
+
+    name: str
+    train: list[dict[str, Any]]
+    heldout: list[dict[str, Any]]
+    verify: Callable[[str, str], float]
+
+
+def _row(rid: str, question: str, answer: str, level: float) -> dict[str, Any]:
+    return {"id": rid, "question": question, "answer": str(answer), "level": float(level),
+            "prompt": [{"role": "user", "content": question + INSTRUCTION}]}
+
+
+def arithmetic(per_level: int = 80, heldout_per_level: int = 20, seed: int = 0) -> Task:
+    """Graded integer sums from reasoning-gym (deterministic per seed)."""
+    try:
+        import reasoning_gym
+    except ImportError as err:
+        raise ImportError("the arithmetic task needs reasoning-gym: pip install 'rollwise[sim]'") from err
+    if per_level < 1 or heldout_per_level < 0:
+        raise ValueError("per_level must be >= 1 and heldout_per_level >= 0")
+    train, held = [], []
+    for lvl, cfg in enumerate(ARITHMETIC_LEVELS):
+        ds = reasoning_gym.create_dataset("chain_sum", size=per_level + heldout_per_level,
+                                          seed=seed * 100 + lvl, **cfg)
+        for j in range(per_level + heldout_per_level):
+            item = ds[j]
+            row = _row(f"arith/{lvl}/{j}", item["question"], item["answer"], lvl)
+            (train if j < per_level else held).append(row)
+    return Task("arithmetic", train, held, verify_number)
+
+
+def from_file(path: str | Path, heldout_fraction: float = 0.1, seed: int = 0) -> Task:
+    """Problems with reference answers from a JSON/JSONL/parquet file, verified by math-verify."""
+    import numpy as np
+
+    from rollwise.sim.pools import load_prompt_file
+
+    ps = load_prompt_file(path)
+    if ps.answers is None:
+        raise ValueError(f"pool file {str(path)!r} has no 'answer' field: rewards cannot be verified")
+    rows = [_row(i, t, a, lv) for i, t, a, lv in zip(ps.ids, ps.texts, ps.answers, ps.level,
+                                                      strict=True)]
+    perm = np.random.default_rng(seed).permutation(len(rows))
+    cut = max(1, int(round(heldout_fraction * len(rows))))
+    held = [rows[i] for i in sorted(perm[:cut])]
+    train = [rows[i] for i in sorted(perm[cut:])]
+    return Task(Path(path).stem, train, held, verify_math)
+
+
+TASKS = {"arithmetic": arithmetic}
+
+
+def get_task(name: str, **kwargs: Any) -> Task:
+    """``arithmetic`` or a path to a problem file."""
+    if name in TASKS:
+        return TASKS[name](**kwargs)
+    if Path(name).suffix.lower() in (".json", ".jsonl", ".parquet"):
+        if not Path(name).exists():
+            raise FileNotFoundError(f"task file {name!r} does not exist")
+        return from_file(name, **kwargs)
+    raise ValueError(f"unknown task {name!r}; use {sorted(TASKS)} or a .json/.jsonl/.parquet file")
+
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_ANSWER_LINE = re.compile(r"answer\s*[:=]\s*(.*)", re.IGNORECASE)
+
+
+def extract_answer(text: str) -> str | None:
+    """The number on the last ``Answer:`` line, else the last number in the text."""
+    lines = _ANSWER_LINE.findall(text)
+    for candidate in reversed(lines):
+        nums = _NUMBER.findall(candidate)
+        if nums:
+            return nums[0].replace(",", "")
+    nums = _NUMBER.findall(text)
+    return nums[-1].replace(",", "") if nums else None
+
+
+def verify_number(completion: str, answer: str) -> float:
+    """1.0 when the extracted final number equals the reference exactly, else 0.0."""
+    got = extract_answer(completion)
+    if got is None:
+        return 0.0
+    try:
+        return float(float(got) == float(str(answer).replace(",", "")))
+    except ValueError:
+        return 0.0
+
+
+def verify_math(completion: str, answer: str) -> float:
+    """math-verify equivalence of the completion's final answer and the reference."""
+    from math_verify import parse, verify
+
+    gold = parse(f"${answer}$")
+    pred = parse(completion)
+    try:
+        return float(bool(verify(gold, pred)))
+    except Exception:  # math-verify raises on exotic expressions: count as wrong
+        return 0.0
+
+
+def completion_text(completion: Any) -> str:
+    """TRL passes plain strings or chat messages; return the assistant text."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
+        return str(completion[-1].get("content", ""))
+    return str(completion)
+
+
+def reward_function(task: Task) -> Callable[..., list[float]]:
+    """A TRL reward function: ``(completions, answer, **kwargs) -> list[float]`` in {0, 1}."""
+
+    def correctness(completions: list[Any], answer: list[str], **kwargs: Any) -> list[float]:
+        return [task.verify(completion_text(c), a) for c, a in zip(completions, answer, strict=True)]
+
+    correctness.__name__ = f"{task.name}_correct"
+    return correctness
