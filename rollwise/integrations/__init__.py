@@ -1,0 +1,1 @@
+"""Integrations with training frameworks (TRL, verl); each imports its framework lazily."""
