@@ -1,0 +1,169 @@
+"""TRL integration: real GRPO steps with a tiny random model; the SmolLM2 checkpoint."""
+
+from __future__ import annotations
+
+import string
+
+import numpy as np
+import pytest
+
+pytest.importorskip("trl")
+
+from datasets import Dataset  # noqa: E402
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers  # noqa: E402
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: E402
+from trl import GRPOConfig  # noqa: E402
+
+from rollwise import PromptPool, make_selector  # noqa: E402
+from rollwise.integrations.trl import SELECTOR_FILE, RollwiseGRPOTrainer  # noqa: E402
+
+
+def _tokenizer() -> PreTrainedTokenizerFast:
+    chars = ["<pad>", "<eos>", "<unk>"] + sorted(set(string.printable))
+    tok = Tokenizer(models.WordLevel({c: i for i, c in enumerate(chars)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), "isolated")
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>",
+                                   unk_token="<unk>")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    tok = _tokenizer()
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                      bos_token_id=tok.eos_token_id)
+    import torch
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny")
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    rows = [{"id": f"q{i}", "prompt": f"{i} + {i} =", "answer": str(2 * i)} for i in range(12)]
+    return str(path), Dataset.from_list(rows)
+
+
+class Recorder:
+    """Reward function that records which prompt each scored completion belongs to."""
+
+    __name__ = "recorder"
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, completions, id, **kwargs):  # noqa: A002 - TRL passes dataset columns
+        rewards = [float(len(c) % 2) for c in completions]  # arbitrary, varies across samples
+        self.calls.append((list(id), rewards))
+        return rewards
+
+
+def _spy(selector):
+    log = {"select": [], "observe": []}
+    select, observe = selector.select, selector.observe
+
+    def spy_select(*a, **k):
+        out = select(*a, **k)
+        log["select"].append(out.copy())
+        return out
+
+    def spy_observe(indices, rewards):
+        log["observe"].append((np.asarray(indices).copy(), np.asarray(rewards).copy()))
+        return observe(indices, rewards)
+
+    selector.select, selector.observe = spy_select, spy_observe
+    return log
+
+
+def _trainer(tiny, out, steps, selector=None, save_steps=100):
+    path, ds = tiny
+    pool = PromptPool.from_texts(ds["prompt"], ids=ds["id"], embedder="hashing")
+    selector = selector or make_selector("gps", pool, batch_size=3, seed=0, grad_steps=2)
+    args = GRPOConfig(output_dir=str(out), per_device_train_batch_size=6, num_generations=2,
+                      max_completion_length=6, max_steps=steps, logging_steps=1,
+                      save_steps=save_steps, report_to="none", use_cpu=True, seed=0,
+                      learning_rate=1e-3)
+    recorder = Recorder()
+    trainer = RollwiseGRPOTrainer(model=path, reward_funcs=recorder, args=args,
+                                  train_dataset=ds, selector=selector)
+    return trainer, recorder
+
+
+def test_selector_chooses_and_observes_every_step(tiny, tmp_path):
+    trainer, recorder = _trainer(tiny, tmp_path, steps=3)
+    log = _spy(trainer.selector)
+    trainer.train()
+    ids = tiny[1]["id"]
+    assert len(log["select"]) == 3 and len(log["observe"]) == 3 and len(recorder.calls) == 3
+    for chosen, (obs_idx, obs_rew), (scored_ids, rewards) in zip(
+            log["select"], log["observe"], recorder.calls, strict=True):
+        # the prompts generated for are exactly the selected ones, each num_generations times
+        assert scored_ids == [ids[i] for i in chosen for _ in range(2)]
+        np.testing.assert_array_equal(obs_idx, chosen)
+        np.testing.assert_array_equal(obs_rew, np.reshape(rewards, (3, 2)))
+    assert trainer.rollouts_spent == 3 * 3 * 2
+    esr = [h["rollwise/esr"] for h in trainer.state.log_history if "rollwise/esr" in h]
+    assert len(esr) == 3
+
+
+def test_checkpoint_resume_restores_selector(tiny, tmp_path):
+    full, _ = _trainer(tiny, tmp_path / "a", steps=2, save_steps=1)
+    log = _spy(full.selector)
+    full.train()
+    assert (tmp_path / "a" / "checkpoint-1" / SELECTOR_FILE).exists()
+    resumed, _ = _trainer(tiny, tmp_path / "a", steps=2, save_steps=100)
+    log_resumed = _spy(resumed.selector)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "a" / "checkpoint-1"))
+    assert len(log_resumed["select"]) == 1
+    np.testing.assert_array_equal(log_resumed["select"][0], log["select"][1])
+    assert resumed.rollouts_spent == full.rollouts_spent
+
+
+def test_bad_configuration_is_rejected(tiny, tmp_path):
+    path, ds = tiny
+    pool = PromptPool.from_texts(ds["prompt"][:5], embedder="hashing")
+    with pytest.raises(ValueError, match="selector"):
+        _trainer(tiny, tmp_path, steps=1, selector=make_selector("uniform", pool, 3))
+    pool = PromptPool.from_texts(ds["prompt"], embedder="hashing")
+    with pytest.raises(ValueError, match="batch_size"):
+        _trainer(tiny, tmp_path, steps=1, selector=make_selector("uniform", pool, 2))
+
+
+def test_train_settings_validation(tmp_path):
+    import json
+
+    from rollwise.tasks import get_task
+    from rollwise.train import TrainSettings, run
+
+    with pytest.raises(ValueError, match="num_generations"):
+        TrainSettings(num_generations=1).validate()
+    with pytest.raises(ValueError, match="strategy"):
+        TrainSettings(strategy="nope").validate()
+    with pytest.raises(ValueError, match="does not exist"):
+        run(TrainSettings(model="./no/such/model"))
+    with pytest.raises(ValueError, match="unknown task"):
+        get_task("nope")
+    (tmp_path / "p.json").write_text(json.dumps([{"problem": "1+1"}]))
+    with pytest.raises(ValueError, match="answer"):
+        get_task(str(tmp_path / "p.json"))
+
+
+def test_smollm2_checkpoint_builds_and_generates(tmp_path):
+    """The offline SmolLM2 GGUF converts to a trainable fp32 checkpoint that generates text."""
+    pytest.importorskip("gguf")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rollwise.models import smollm2
+
+    path = smollm2(cache_dir=tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    assert getattr(model, "hf_quantizer", None) is None
+    assert all(p.requires_grad and p.dtype.is_floating_point for p in model.parameters())
+    tok = AutoTokenizer.from_pretrained(path)
+    msgs = [{"role": "user", "content": "What is 2 + 3?"}]
+    ids = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt",
+                                  return_dict=True)
+    out = model.generate(**ids, max_new_tokens=8, do_sample=False)
+    text = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert len(text.strip()) > 0
+    assert smollm2(cache_dir=tmp_path) == path  # built once, then reused
