@@ -79,7 +79,9 @@ def run(settings: TrainSettings) -> dict[str, Any]:
 
     columns = ("id", "prompt", "answer", "level", "question")
     train_ds = Dataset.from_list([{k: r[k] for k in columns} for r in task.train])
-    held = task.heldout[: settings.eval_prompts]
+    # evenly spaced held-out rows, so every difficulty level is evaluated
+    stride = max(1, len(task.heldout) // max(1, settings.eval_prompts))
+    held = task.heldout[::stride][: settings.eval_prompts]
     eval_ds = Dataset.from_list([{k: r[k] for k in columns} for r in held]) if held else None
     pool = PromptPool.from_texts(train_ds["question"], ids=train_ds["id"],
                                  embedder=settings.embedder)
