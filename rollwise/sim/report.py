@@ -44,15 +44,15 @@ def plot(summary: dict[str, Any], path: str | Path, title: str = "") -> None:
     from rollwise._io import atomic_write
 
     fig, ax = plt.subplots(1, 3, figsize=(16, 4.5))
-    for name, m in summary["mean_curves"].items():
-        ax[0].plot(m["rollouts"], m["accuracy"], label=name)
+    for i, (name, m) in enumerate(summary["mean_curves"].items()):
+        style = {"label": name, "color": f"C{i % 10}", "lw": 1.2}
+        ax[0].plot(m["rollouts"], m["accuracy"], **style)
         steps = range(1, len(m["esr"]) + 1)
-        ax[1].plot(steps, m["esr"], label=name)
+        ax[1].plot(steps, m["esr"], **style)
         if any(v == v for v in m["spearman_unseen"]):
-            ax[2].plot(steps, m["spearman_unseen"], label=name)
+            ax[2].plot(steps, m["spearman_unseen"], **style)
     ax[0].axhline(summary["target_accuracy"], color="grey", ls="--", lw=0.8)
     ax[0].set(xlabel="rollouts", ylabel="held-out accuracy", title="accuracy vs rollouts")
-    ax[0].set_xscale("log")
     ax[1].set(xlabel="step", ylabel="ESR", title="effective sample ratio")
     ax[2].set(xlabel="step", ylabel="Spearman", title="predicted vs true rate, unseen prompts")
     for a in ax:
