@@ -13,10 +13,10 @@ with every term a *mean* over pairs, so a weight means the same at any B:
 * :class:`IntraBatchDispersion`: mean pairwise cosine distance inside S. Its marginal gain for
   candidate i is ``2 / (B - 1) * sum_{j in S} (1 - e_i . e_j)``, linear in ``s = sum_{j in S} e_j``.
 
-:func:`greedy_batch` adds, B times, the candidate with the largest marginal gain. Marginal gains are
-kept incrementally (one dot product per refreshed candidate, O(B N d) at worst) and refreshed lazily
-from exact upper bounds, so on large pools only a small frontier is ever touched; the result is the
-same as recomputing every gain from scratch.
+:func:`greedy_batch` adds, B times, the candidate with the largest marginal gain. Exact gains are
+kept incrementally for a frontier of the best candidates only; the rest of the pool is bounded, and
+visited again (one matrix-vector product) only when that bound could beat the frontier, so the
+result is the same as recomputing every gain from scratch.
 """
 
 from __future__ import annotations
@@ -47,7 +47,9 @@ class InterStepExploration:
         if previous is None or len(previous) == 0 or self.weight == 0:
             return np.zeros(len(emb))
         mean_prev = np.asarray(previous, dtype=np.float64).mean(axis=0)
-        return self.weight * (1.0 - emb @ mean_prev)
+        if emb.dtype == np.float32:  # no float64 copy of a large pool
+            mean_prev = mean_prev.astype(np.float32)
+        return self.weight * (1.0 - (emb @ mean_prev).astype(np.float64))
 
     def value(self, batch: np.ndarray, previous: np.ndarray | None) -> float:
         if previous is None or len(previous) == 0:
@@ -116,58 +118,132 @@ def greedy_batch(
     """Greedy maximisation of ``sum_i static_i + pair_coef * sum_{i<j in S} (1 - e_i . e_j)``.
 
     Step t adds ``argmax_i static_i + pair_coef * (t - e_i . s_t)`` over the remaining candidates,
-    with ``s_t`` the sum of the chosen embeddings (ties go to the lowest index). ``e_i . s`` is
-    cached per candidate together with the step it was computed at; since
-    ``e_i . s_t >= e_i . s_tau - ||s_t - s_tau||`` (unit vectors), a stale cache gives an exact
-    upper bound on the current gain, and a candidate is recomputed only when that bound could beat
-    the best exact gain. Candidates are visited in decreasing order of ``static`` and the unvisited
-    tail is bounded by its first element, so work grows with the frontier, not with N.
+    with ``s_t`` the sum of the chosen embeddings (ties go to the lowest index); rows of ``emb``
+    are unit vectors. The result is that of recomputing every gain from scratch at every step,
+    but the pool is swept with a few matrix products instead of one pass per step, in rounds:
+
+    1. every candidate's gain at the current state (one matrix-vector pass, or the previous
+       round's products); the best one, re-checked in float64 among all candidates within the
+       rounding error, is picked;
+    2. the next picks are made greedily inside a *frontier*, the ``max(chunk, 4 B)`` candidates
+       with the best gains, whose exact float64 gains are kept up to date;
+    3. those picks are verified against every candidate outside the frontier. After a pick's
+       predecessors a candidate's gain has grown by at most ``pair_coef * ||s_t - s_round||``
+       (unit vectors); the candidates that this bound cannot rule out get their exact gains from
+       one matrix product with the picks' embeddings. Picks are kept up to the first one that an
+       outside candidate could match or beat.
+
+    Rounding errors of the (float32) products are bounded and only ever widen the checks.
     """
+    static = np.asarray(static, dtype=np.float64)
     n = len(static)
     if not 1 <= batch_size <= n:
         raise ValueError(f"batch_size must lie in [1, {n}], got {batch_size}")
+    if np.isnan(static).any():
+        raise ValueError("static gains contain NaN")
     if pair_coef == 0.0:
         return np.argsort(-static, kind="stable")[:batch_size].astype(np.int64)
-    order = np.argsort(-static, kind="stable")  # position -> original index
-    st = static[order].astype(np.float64)
-    e_sorted = emb[order]
+    emb = np.asarray(emb)
+    if emb.dtype not in (np.float32, np.float64):
+        emb = emb.astype(np.float64)
+    c = float(pair_coef)
     dim = emb.shape[1]
-    sums = np.zeros((batch_size + 1, dim))  # s_0 .. s_B
-    acc = np.zeros(n)  # e_i . s_tau_i (positions), valid for visited positions
-    tau = np.zeros(n, dtype=np.int64)
+    # |fl(e_i . v) - e_i . v| <= eps * ||v|| for a unit e_i (a generous rounding-error bound)
+    eps = 4.0 * dim * float(np.finfo(emb.dtype).eps)
+    chosen: list[int] = []
     alive = np.ones(n, dtype=bool)
-    frontier = min(n, max(chunk, 2 * batch_size))
-    chosen = np.empty(batch_size, dtype=np.int64)
-    for t in range(batch_size):
-        s_t = sums[t]
-        drift = np.linalg.norm(s_t[None, :] - sums[: t + 1], axis=1)  # ||s_t - s_tau||
-        s_norm = drift[0]  # s_0 = 0
-        while True:
-            pre = slice(0, frontier)
-            gain_exact = st[pre] - pair_coef * acc[pre]
-            fresh = (tau[pre] == t) & alive[pre]
-            stale = (~fresh) & alive[pre]
-            ub = np.where(stale, gain_exact + pair_coef * drift[tau[pre]] + 1e-9, -np.inf)
-            best = gain_exact[fresh].max() if fresh.any() else -np.inf
-            tail_ub = st[frontier] + pair_coef * s_norm + 1e-9 if frontier < n else -np.inf
-            need = stale & (ub >= best)
-            if need.any():
-                pos = np.flatnonzero(need)
-                acc[pos] = e_sorted[pos].astype(np.float64) @ s_t
-                tau[pos] = t
-                continue
-            if tail_ub >= best:
-                new = min(n, frontier + max(chunk, frontier))
-                acc[frontier:new] = e_sorted[frontier:new].astype(np.float64) @ s_t
-                tau[frontier:new] = t
-                frontier = new
-                continue
+    s = np.zeros(dim)  # sum of the chosen embeddings, float64
+    size = min(n, max(int(chunk), 4 * batch_size))
+    spec = 16  # picks speculated per round
+    carried: tuple[np.ndarray, float] | None = None  # gains at the current state, their error
+    reuse = 0
+
+    def take(i: int) -> None:
+        chosen.append(i)
+        alive[i] = False
+        s[:] += emb[i]
+
+    while len(chosen) < batch_size:
+        # 1. every candidate's gain at the current state, and a certified pick
+        if carried is not None and reuse < 4:
+            (g, err), reuse = carried, reuse + 1
+        elif chosen:
+            g = static - c * (emb @ s.astype(emb.dtype)).astype(np.float64)
+            err, reuse = c * eps * (1.0 + float(np.linalg.norm(s))), 0
+        else:
+            g, err = static.copy(), 0.0
+        carried = None
+        g[~alive] = -np.inf
+        top = g.max()
+        near = np.flatnonzero(alive & (g >= top - 2.0 * err))
+        if near.size > 1 and err > 0:  # resolve in float64 (and ties by the lowest index)
+            exact = static[near] - c * (emb[near].astype(np.float64) @ s)
+            near = near[exact == exact.max()]
+        take(int(near.min()))
+        remaining = batch_size - len(chosen)
+        if remaining == 0:
             break
-        cand = np.flatnonzero(fresh)
-        g = gain_exact[cand]
-        top = cand[g == g.max()]
-        pos = top[np.argmin(order[top])]  # lowest original index among ties
-        chosen[t] = order[pos]
-        alive[pos] = False
-        sums[t + 1] = s_t + e_sorted[pos]
-    return chosen
+
+        # 2. speculate inside the frontier
+        live = np.flatnonzero(alive)
+        complete = size >= live.size
+        if complete:
+            front = live
+        else:
+            front = np.sort(live[np.argpartition(-g[live], size)[:size]])
+        e_front = emb[front].astype(np.float64)
+        acc = e_front @ s
+        st_front = static[front]
+        alive_f = np.ones(front.size, dtype=bool)
+        m = remaining if complete else min(spec, remaining)
+        picks = np.empty(m, dtype=np.int64)
+        bests = np.empty(m)
+        for k in range(m):
+            gains = np.where(alive_f, st_front - c * acc, -np.inf)
+            bests[k] = gains.max()
+            j = int(np.flatnonzero(alive_f & (gains == bests[k]))[0])  # front is sorted
+            picks[k] = front[j]
+            alive_f[j] = False
+            acc += e_front @ e_front[j]
+        if complete:  # nothing outside the frontier: the picks are the greedy's
+            for i in picks:
+                take(int(i))
+            break
+
+        # 3. verify the picks against everything outside the frontier
+        outside = alive.copy()
+        outside[front] = False
+        # embeddings added since g, before each speculative pick: chosen[-1], picks[:-1]
+        cols = np.concatenate([[chosen[-1]], picks[:-1]])
+        drift = np.linalg.norm(np.cumsum(emb[cols].astype(np.float64), axis=0), axis=1)
+        slack = 1e-12 * (1.0 + np.abs(bests))
+        threshold = np.min(bests - c * drift * (1.0 + 1e-6)) - err - float(slack.max())
+        risky = outside & (g >= threshold)
+        n_risky = int(risky.sum())
+        # error bound of the gains below: the products, then the float32 running sums
+        steps = np.arange(1, m + 1)
+        margin = err + c * (eps * steps + 2.0 * float(np.finfo(emb.dtype).eps) * steps**2) + slack
+        ok = np.ones(m, dtype=bool)
+        grown = None
+        if 4 * n_risky < n:  # gather the few rows at risk
+            if n_risky:
+                idx = np.flatnonzero(risky)
+                dots = emb[cols] @ emb[idx].T  # (m, n_risky): e_i . (step k's new embedding)
+                worst = (g[idx] - c * np.cumsum(dots, axis=0, dtype=np.float64)).max(axis=1)
+                ok = bests > worst + margin
+        else:  # most of the pool: one product with all of it, reused by the next round
+            grown = np.cumsum(emb[cols] @ emb.T, axis=0)  # (m, n): e_i . (s_k - s_round)
+            g_out = np.where(outside, g, -np.inf)
+            for k in range(m):
+                if not bests[k] > (g_out - c * grown[k]).max() + margin[k]:
+                    ok[k:] = False
+                    break
+        kept = m if ok.all() else int(np.argmin(ok))
+        for i in picks[:kept]:
+            take(int(i))
+        if grown is not None and kept < m:  # every gain at the new state, for the next round
+            g_new = g - c * grown[kept].astype(np.float64)
+            g_new[front] = static[front] - c * (e_front @ s)  # exact where cheap
+            carried = (g_new, float(margin[kept]))
+        spec = min(2 * spec, 256) if kept == m else max(4, 2 * kept)
+    return np.asarray(chosen, dtype=np.int64)
