@@ -152,8 +152,8 @@ def embed_texts(
             arr = np.load(path)
             if arr.shape[0] == len(texts):
                 return arr
-        except (OSError, ValueError):
-            pass  # unreadable cache entry: recompute and overwrite
+        except (OSError, ValueError, EOFError):
+            pass  # unreadable cache entry (empty, truncated, garbage): recompute and overwrite
     arr = np.asarray(emb.encode(texts), dtype=np.float32)
     if use_cache:
         atomic_write(path, lambda tmp: np.save(open(tmp, "wb"), arr))

@@ -31,13 +31,19 @@ class PromptPool:
             raise ValueError("embeddings: dimension d must be positive")
         if not np.issubdtype(emb.dtype, np.number):
             raise TypeError(f"embeddings must be numeric, got dtype {emb.dtype}")
-        emb = emb.astype(np.float32, copy=True)
-        if not np.all(np.isfinite(emb)):
+        # Normalise in float64 (float32 would overflow or underflow on extreme finite rows), and
+        # leave rows that are already unit in float32 as they are: normalising is idempotent, so
+        # a pool rebuilt from its own embeddings has the same fingerprint.
+        raw = emb.astype(np.float64, copy=True)
+        if not np.all(np.isfinite(raw)):
             raise ValueError("embeddings contain NaN or inf")
-        norms = np.linalg.norm(emb, axis=1, keepdims=True)
+        peak = np.abs(raw).max(axis=1, keepdims=True)
+        scaled = raw / np.maximum(peak, np.finfo(float).tiny)
+        norms = np.linalg.norm(scaled, axis=1, keepdims=True)
         if np.any(norms == 0):
             raise ValueError(f"embeddings: row {int(np.argmin(norms[:, 0]))} is all zeros")
-        emb /= norms
+        unit = (peak <= 1.0) & (np.abs(peak * norms - 1.0) <= 1e-6)
+        emb = np.where(unit, raw, scaled / norms).astype(np.float32)
         emb.setflags(write=False)
         n = emb.shape[0]
         if ids is None:
@@ -116,5 +122,7 @@ class PromptPool:
 
     def subset(self, indices: Sequence[int]) -> PromptPool:
         idx = np.asarray(indices, dtype=np.int64)
+        if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= len(self))):
+            raise ValueError(f"indices must be 1-D pool indices in [0, {len(self) - 1}]")
         texts = [self.texts[i] for i in idx] if self.texts is not None else None
         return PromptPool(self.embeddings[idx], ids=[self.ids[i] for i in idx], texts=texts)
