@@ -38,6 +38,8 @@ def load_selector(path: str | os.PathLike, pool: PromptPool) -> Selector:
     """Rebuild a selector saved with ``Selector.save`` against the same ``pool``."""
     import json
 
+    if not isinstance(pool, PromptPool):
+        raise TypeError(f"pool must be a PromptPool, got {type(pool).__name__}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:

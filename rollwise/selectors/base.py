@@ -163,7 +163,7 @@ class Selector(ABC):
     def _check_indices(self, indices: Any, arg: str, allow_repeats: bool) -> np.ndarray | None:
         if indices is None:
             return None
-        arr = np.asarray(indices)
+        arr = _as_array(indices, arg)
         if arr.ndim != 1:
             raise ValueError(f"{arg} must be 1-D, got shape {arr.shape}")
         if arr.size and not np.issubdtype(arr.dtype, np.integer):
@@ -188,7 +188,7 @@ class Selector(ABC):
         idx = self._check_indices(indices, "indices", allow_repeats=False)
         if idx is None or idx.size == 0:
             raise ValueError("indices must name at least one prompt")
-        rew = np.asarray(rewards)
+        rew = _as_array(rewards, "rewards")
         if rew.dtype == bool:
             rew = rew.astype(np.float64)
         if rew.size and not np.issubdtype(rew.dtype, np.number):
@@ -203,6 +203,13 @@ class Selector(ABC):
         if rew.min() < 0.0 or rew.max() > 1.0:
             raise ValueError("rewards must lie in [0, 1]")
         return idx, rew
+
+
+def _as_array(x: Any, arg: str) -> np.ndarray:
+    try:
+        return np.asarray(x)
+    except (ValueError, TypeError) as err:  # ragged nested lists and the like
+        raise ValueError(f"{arg} must be a rectangular array: {err}") from err
 
 
 def check_prepared(condition: bool, message: str) -> None:
