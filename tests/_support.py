@@ -44,3 +44,26 @@ def run_steps(sel, truth: np.ndarray, steps: int, seed: int = 0, k: int = 4,
         picks.append(idx)
         sel.observe(idx, bernoulli_rewards(rng, truth[idx], k))
     return picks
+
+
+def twins(name, extra, n=24, d=6, batch=4, steps=3, seed=7):
+    """Two selectors brought to the same state by the same calls, plus the pool and truth."""
+    pool = make_pool(n, d, seed=seed)
+    truth = np.random.default_rng(seed).uniform(size=n)
+    a, b = make(name, pool, batch, seed=seed, **extra), make(name, pool, batch, seed=seed, **extra)
+    pa, pb = run_steps(a, truth, steps, seed=1), run_steps(b, truth, steps, seed=1)
+    for x, y in zip(pa, pb, strict=True):
+        np.testing.assert_array_equal(x, y)
+    return a, b, pool, truth
+
+
+def continue_equal(a, b, truth, steps=3, seed=11, candidates=None):
+    """Feed both selectors the same rewards; their selections and predictions must agree."""
+    rng_a, rng_b = np.random.default_rng(seed), np.random.default_rng(seed)
+    for _ in range(steps):
+        ia, ib = a.select(candidates), b.select(candidates)
+        np.testing.assert_array_equal(ia, ib)
+        np.testing.assert_array_equal(a.predict(), b.predict())
+        a.observe(ia, bernoulli_rewards(rng_a, truth[ia], 4))
+        b.observe(ib, bernoulli_rewards(rng_b, truth[ib], 4))
+    assert a.step == b.step

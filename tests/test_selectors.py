@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from _support import bernoulli_rewards, make, make_pool, run_steps
+from _support import continue_equal, make, make_pool, run_steps, twins
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,29 +31,6 @@ def test_registry_is_what_make_selector_builds():
         assert isinstance(sel, rollwise.Selector)
         assert sel.name == name
         assert sel.batch_size == 3 and sel.step == 0
-
-
-def _twins(name, extra, n=24, d=6, batch=4, steps=3, seed=7):
-    """Two selectors brought to the same state by the same calls, plus the pool and truth."""
-    pool = make_pool(n, d, seed=seed)
-    truth = np.random.default_rng(seed).uniform(size=n)
-    a, b = make(name, pool, batch, seed=seed, **extra), make(name, pool, batch, seed=seed, **extra)
-    pa, pb = run_steps(a, truth, steps, seed=1), run_steps(b, truth, steps, seed=1)
-    for x, y in zip(pa, pb, strict=True):
-        np.testing.assert_array_equal(x, y)
-    return a, b, pool, truth
-
-
-def _continue_equal(a, b, truth, steps=3, seed=11, candidates=None):
-    """Feed both selectors the same rewards; their selections and predictions must agree."""
-    rng_a, rng_b = np.random.default_rng(seed), np.random.default_rng(seed)
-    for _ in range(steps):
-        ia, ib = a.select(candidates), b.select(candidates)
-        np.testing.assert_array_equal(ia, ib)
-        np.testing.assert_array_equal(a.predict(), b.predict())
-        a.observe(ia, bernoulli_rewards(rng_a, truth[ia], 4))
-        b.observe(ib, bernoulli_rewards(rng_b, truth[ib], 4))
-    assert a.step == b.step
 
 
 # ---- valid selections ----------------------------------------------------------------------
@@ -102,8 +79,8 @@ def test_uniform_epoch_covers_pool():
 
 @pytest.mark.parametrize(("name", "extra"), CASES, ids=CASE_IDS)
 def test_same_seed_same_selections(name, extra):
-    a, b, _, truth = _twins(name, extra)
-    _continue_equal(a, b, truth)
+    a, b, _, truth = twins(name, extra)
+    continue_equal(a, b, truth)
 
 
 @pytest.mark.parametrize("name", ["uniform", "mopps"])
@@ -127,36 +104,36 @@ def test_gps_construction_leaves_global_torch_rng_alone():
 
 @pytest.mark.parametrize(("name", "extra"), CASES, ids=CASE_IDS)
 def test_save_load_round_trip(name, extra, tmp_path):
-    a, b, pool, truth = _twins(name, extra)
+    a, b, pool, truth = twins(name, extra)
     path = tmp_path / "sel.pt"
     a.save(path)
     loaded = rollwise.load_selector(path, pool)
     assert type(loaded) is type(a) and loaded.name == a.name and loaded.step == a.step
     assert loaded.hyper_params() == a.hyper_params()
     # the uninterrupted twin b and the reloaded selector continue identically
-    _continue_equal(b, loaded, truth, steps=4)
+    continue_equal(b, loaded, truth, steps=4)
 
 
 @pytest.mark.parametrize(("name", "extra"), CASES, ids=CASE_IDS)
 def test_save_load_round_trip_with_candidates(name, extra, tmp_path):
-    a, b, pool, truth = _twins(name, extra, n=30)
+    a, b, pool, truth = twins(name, extra, n=30)
     a.save(tmp_path / "sel.pt")
     loaded = rollwise.load_selector(tmp_path / "sel.pt", pool)
-    _continue_equal(b, loaded, truth, candidates=np.arange(3, 25))
+    continue_equal(b, loaded, truth, candidates=np.arange(3, 25))
 
 
 @pytest.mark.parametrize(("name", "extra"), CASES, ids=CASE_IDS)
 def test_state_dict_is_a_snapshot(name, extra):
     """A state_dict taken earlier restores that earlier state, even after more observations."""
-    a, b, _, truth = _twins(name, extra)
+    a, b, _, truth = twins(name, extra)
     snap = a.state_dict()
     run_steps(a, truth, 3, seed=5)  # a moves on
     a.load_state_dict(snap)  # ... and is rolled back
-    _continue_equal(a, b, truth)
+    continue_equal(a, b, truth)
 
 
 def test_load_selector_leaves_global_torch_rng_alone(tmp_path):
-    a, _, pool, _ = _twins("gps", {})
+    a, _, pool, _ = twins("gps", {})
     a.save(tmp_path / "s.pt")
     torch.manual_seed(5)
     expected = torch.rand(3)
@@ -166,7 +143,7 @@ def test_load_selector_leaves_global_torch_rng_alone(tmp_path):
 
 
 def test_save_is_atomic_and_overwrites(tmp_path):
-    a, _, pool, truth = _twins("mopps", {})
+    a, _, pool, truth = twins("mopps", {})
     path = tmp_path / "sub" / "sel.pt"
     a.save(path)
     run_steps(a, truth, 2)
@@ -179,7 +156,7 @@ def test_save_is_atomic_and_overwrites(tmp_path):
 
 @pytest.mark.parametrize(("name", "extra"), CASES, ids=CASE_IDS)
 def test_predict_is_pure(name, extra):
-    a, b, pool, truth = _twins(name, extra)
+    a, b, pool, truth = twins(name, extra)
     p1, p2 = a.predict(), a.predict()
     np.testing.assert_array_equal(p1, p2)
     assert p1.dtype == np.float64 and p1.shape == (len(pool),)
@@ -191,11 +168,11 @@ def test_predict_is_pure(name, extra):
     # small candidate sets (GPS scores them directly) after a full predict, and the reverse
     small = np.arange(2, 3 + a.batch_size)
     assert small.size < len(pool) // 4
-    _continue_equal(a, b, truth, steps=1, candidates=small)
+    continue_equal(a, b, truth, steps=1, candidates=small)
     a.predict(np.arange(3))
     a.predict()
-    _continue_equal(a, b, truth, steps=1, candidates=small)
-    _continue_equal(a, b, truth, steps=2)
+    continue_equal(a, b, truth, steps=1, candidates=small)
+    continue_equal(a, b, truth, steps=2)
 
 
 @pytest.mark.parametrize("name", ["gps", "gps-nolatent"])
@@ -213,7 +190,7 @@ def test_gps_predict_does_not_depend_on_earlier_predict_calls(name):
 
 
 def test_gps_predict_embeddings_matches_pool_predictions(tmp_path):
-    a, _, pool, _ = _twins("gps", {})
+    a, _, pool, _ = twins("gps", {})
     raw = pool.embeddings[:5] * np.array([[1.0], [2.0], [0.5], [3.0], [1.0]], dtype=np.float32)
     np.testing.assert_allclose(a.predict_embeddings(raw), a.predict(np.arange(5)), atol=1e-6)
     texts_pool = rollwise.PromptPool.from_texts(["a cat", "a dog", "two cats"],
@@ -228,7 +205,7 @@ def test_gps_predict_embeddings_matches_pool_predictions(tmp_path):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_load_against_other_pool_raises(name, tmp_path):
-    a, _, pool, _ = _twins(name, {})
+    a, _, pool, _ = twins(name, {})
     a.save(tmp_path / "s.pt")
     other_emb = make_pool(len(pool), pool.dim, seed=99)
     other_ids = rollwise.PromptPool(pool.embeddings, ids=[f"p{i}" for i in range(len(pool))])
@@ -253,7 +230,7 @@ def _corrupt_files(tmp_path, good):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_unreadable_state_files_raise_value_error(name, tmp_path):
-    a, _, pool, _ = _twins(name, {})
+    a, _, pool, _ = twins(name, {})
     a.save(tmp_path / "good.pt")
     for fname in _corrupt_files(tmp_path, tmp_path / "good.pt"):
         with pytest.raises(ValueError):
@@ -264,7 +241,7 @@ def test_unreadable_state_files_raise_value_error(name, tmp_path):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_state_files_with_bad_fields_raise_value_error(name, tmp_path):
-    a, _, pool, _ = _twins(name, {})
+    a, _, pool, _ = twins(name, {})
     good = a.state_dict()
 
     def variants():
@@ -323,13 +300,13 @@ def _bad_model_states(name, good_model):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_failed_load_state_dict_changes_nothing(name):
-    a, b, pool, truth = _twins(name, {})
+    a, b, pool, truth = twins(name, {})
     # corrupt the state of a *different* selector on the same pool, so that a partially
     # applied state would show in a's later selections
     c = make(name, pool, a.batch_size, seed=1234)
     run_steps(c, truth, 2, seed=3)
     good = c.state_dict()
-    other, _, _, _ = _twins(name, {}, seed=8)  # on another pool
+    other, _, _, _ = twins(name, {}, seed=8)  # on another pool
     bad_states = [
         ("not-a-dict", [good]),
         ("other-pool", other.state_dict()),
@@ -346,7 +323,7 @@ def test_failed_load_state_dict_changes_nothing(name):
             a.load_state_dict(state)
         assert a.step == b.step, label
     # after all those failures, a still behaves exactly like its untouched twin
-    _continue_equal(a, b, truth)
+    continue_equal(a, b, truth)
     # and the uncorrupted state does load
     a.load_state_dict(good)
     assert a.step == c.step
