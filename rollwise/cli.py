@@ -1,4 +1,4 @@
-"""The ``rollwise`` command: ``demo`` (the main job) and ``bench``."""
+"""The ``rollwise`` command: ``demo`` (the main job), ``bench`` and ``train``."""
 
 from __future__ import annotations
 
@@ -104,6 +104,48 @@ def _add_bench_args(p: argparse.ArgumentParser, demo: bool) -> None:
                    help="target held-out accuracy (default: uniform's final accuracy)")
 
 
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    from rollwise.train import TrainSettings
+
+    d = TrainSettings()
+    p.add_argument("--model", default=d.model,
+                   help="'smollm2' (offline SmolLM2-135M-Instruct), a checkpoint dir or a hub id")
+    p.add_argument("--task", default=d.task,
+                   help="'arithmetic' or a JSON/JSONL/parquet file of problems with answers")
+    p.add_argument("--strategy", default=d.strategy, help="uniform, mopps, gps or a GPS ablation")
+    p.add_argument("--output-dir", default=d.output_dir)
+    p.add_argument("--steps", type=_positive_int, default=d.steps)
+    p.add_argument("--prompts-per-step", type=_positive_int, default=d.prompts_per_step)
+    p.add_argument("--num-generations", type=int, default=d.num_generations,
+                   help="rollouts per prompt (>= 2)")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=d.max_new_tokens)
+    p.add_argument("--temperature", type=float, default=d.temperature)
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--embedder", default=d.embedder)
+    p.add_argument("--eval-steps", type=_positive_int, default=d.eval_steps)
+    p.add_argument("--eval-prompts", type=int, default=d.eval_prompts,
+                   help="held-out prompts per evaluation (0: none)")
+    p.add_argument("--save-steps", type=_positive_int, default=d.save_steps)
+    p.add_argument("--resume", action="store_true", help="resume from the last checkpoint")
+    p.add_argument("--report-to", default=d.report_to,
+                   help="TRL logging backends (none, tensorboard, wandb, ...)")
+
+
+def run_train(args: argparse.Namespace) -> None:
+    from rollwise.train import TrainSettings, run
+
+    fields = TrainSettings.__dataclass_fields__
+    settings = TrainSettings(**{k: v for k, v in vars(args).items() if k in fields})
+    result = run(settings)
+    evals = [h for h in result["log_history"] if "eval_reward" in h]
+    start = result["initial_eval"].get("eval_reward")
+    print(f"trained {settings.steps} steps with {settings.strategy}: {result['rollouts']} rollouts, "
+          f"held-out accuracy {start if start is None else round(start, 3)} -> "
+          f"{round(evals[-1]['eval_reward'], 3) if evals else 'n/a'}; "
+          f"log in {settings.output_dir}/rollwise_run.json")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rollwise", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -113,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench_args(demo, demo=True)
     bench = sub.add_parser("bench", help="the simulated benchmark at any size, ablations included")
     _add_bench_args(bench, demo=False)
+    train = sub.add_parser("train", help="real GRPO with TRL, prompts chosen by a selector")
+    _add_train_args(train)
     return parser
 
 
@@ -128,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.heldout is not None and not Path(args.heldout).exists():
                 parser.error(f"--heldout: file {str(args.heldout)!r} does not exist")
             run_bench(args, title=f"rollwise {args.command}")
+        elif args.command == "train":
+            run_train(args)
     except (ValueError, FileNotFoundError, ImportError) as err:
         print(f"rollwise {args.command}: error: {err}", file=sys.stderr)
         return 2

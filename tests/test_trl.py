@@ -167,3 +167,12 @@ def test_smollm2_checkpoint_builds_and_generates(tmp_path):
     text = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
     assert len(text.strip()) > 0
     assert smollm2(cache_dir=tmp_path) == path  # built once, then reused
+
+
+def test_cli_train_rejects_bad_input_before_training(capsys, tmp_path):
+    from rollwise.cli import main
+
+    assert main(["train", "--num-generations", "1"]) == 2
+    assert "num_generations" in capsys.readouterr().err
+    assert main(["train", "--model", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
