@@ -113,7 +113,7 @@ class BatchAcquisition:
 
 
 def greedy_batch(
-    static: np.ndarray, emb: np.ndarray, batch_size: int, pair_coef: float, chunk: int = 512
+    static: np.ndarray, emb: np.ndarray, batch_size: int, pair_coef: float, chunk: int = 4096
 ) -> np.ndarray:
     """Greedy maximisation of ``sum_i static_i + pair_coef * sum_{i<j in S} (1 - e_i . e_j)``.
 
@@ -125,7 +125,7 @@ def greedy_batch(
     1. every candidate's gain at the current state (one matrix-vector pass, or the previous
        round's products); the best one, re-checked in float64 among all candidates within the
        rounding error, is picked;
-    2. the next picks are made greedily inside a *frontier*, the ``max(chunk, 4 B)`` candidates
+    2. the next picks are made greedily inside a *frontier*, the ``max(chunk, 8 B)`` candidates
        with the best gains, whose exact float64 gains are kept up to date;
     3. those picks are verified against every candidate outside the frontier. After a pick's
        predecessors a candidate's gain has grown by at most ``pair_coef * ||s_t - s_round||``
@@ -153,7 +153,7 @@ def greedy_batch(
     chosen: list[int] = []
     alive = np.ones(n, dtype=bool)
     s = np.zeros(dim)  # sum of the chosen embeddings, float64
-    size = min(n, max(int(chunk), 4 * batch_size))
+    size = min(n, max(int(chunk), 8 * batch_size))
     spec = 16  # picks speculated per round
     carried: tuple[np.ndarray, float] | None = None  # gains at the current state, their error
     reuse = 0
