@@ -10,6 +10,7 @@ Core API::
     sel.save("sel.pt"); sel = rollwise.load_selector("sel.pt", pool)
 """
 
+from rollwise.allocation import allocate
 from rollwise.dynamic_sampling import DynamicSamplingBuffer, informative_mask
 from rollwise.metrics import effective_sample_ratio, spearman
 from rollwise.pool import PromptPool
@@ -27,4 +28,5 @@ __all__ = [
     "informative_mask",
     "effective_sample_ratio",
     "spearman",
+    "allocate",
 ]
