@@ -29,6 +29,27 @@ def build_world(
     Without ``pool_file`` the default reasoning-gym set is generated. With a file and no
     ``heldout_file``, a seeded ``heldout_fraction`` of its rows is held out.
     """
+    train, held, groups = world_prompt_sets(pool_file, heldout_file, heldout_fraction, data_seed)
+    pool = PromptPool.from_texts(train.texts, ids=train.ids, embedder=embedder)
+
+    def make_world(seed: int) -> PromptWorld:
+        return PromptWorld(train.skills, train.level, held.skills, held.level,
+                           config=config, groups=groups, seed=seed)
+
+    return pool, train, make_world
+
+
+def world_prompt_sets(
+    pool_file: str | Path | None = None,
+    heldout_file: str | Path | None = None,
+    heldout_fraction: float = 0.1,
+    data_seed: int = 0,
+) -> tuple[PromptSet, PromptSet, dict[str, str] | None]:
+    """The train and held-out prompt sets behind :func:`build_world` (same arguments), and the
+    skill groups of the default set (``None`` for a file).
+
+    ``make_world(seed).heldout_gamma()`` follows the order of the held-out set returned here.
+    """
     groups = None
     if pool_file is None:
         train, held = reasoning_gym_sets(seed=data_seed)
@@ -41,13 +62,7 @@ def build_world(
             if not 0 < heldout_fraction < 1:
                 raise ValueError(f"heldout_fraction must lie in (0, 1), got {heldout_fraction}")
             train, held = _split(full, heldout_fraction, data_seed)
-    pool = PromptPool.from_texts(train.texts, ids=train.ids, embedder=embedder)
-
-    def make_world(seed: int) -> PromptWorld:
-        return PromptWorld(train.skills, train.level, held.skills, held.level,
-                           config=config, groups=groups, seed=seed)
-
-    return pool, train, make_world
+    return train, held, groups
 
 
 def _split(ps: PromptSet, frac: float, seed: int) -> tuple[PromptSet, PromptSet]:
@@ -67,5 +82,5 @@ def _split(ps: PromptSet, frac: float, seed: int) -> tuple[PromptSet, PromptSet]
     return take(perm[cut:]), take(perm[:cut])
 
 
-__all__ = ["build_world", "PromptWorld", "WorldConfig", "RunSettings", "run_one", "summarise",
-           "OracleSelector", "PromptSet", "load_prompt_file", "reasoning_gym_sets"]
+__all__ = ["build_world", "world_prompt_sets", "PromptWorld", "WorldConfig", "RunSettings", "run_one",
+           "summarise", "OracleSelector", "PromptSet", "load_prompt_file", "reasoning_gym_sets"]
