@@ -29,20 +29,20 @@ Data flow of one step:
    trajectory of the group.
    Prompts still in flight (served, rewards not yet seen) are excluded from the candidates, so
    async mode does not pick the same prompt again before it has been scored.
-2. **Roll out and score.** verl as usual: agent loop workers generate ``rollout.n`` sessions per
+2. **Roll out and score.** verl as usual: agent loop workers generate ``rollout.n`` rollouts per
    prompt, rule-based rewards are computed in the agent loop, and trajectories land in
-   TransferQueue under keys ``{uid}_{session}_{index}`` with ``rm_scores`` and ``rollwise_id``.
+   TransferQueue under keys ``{uid}_{session_id}_{index}`` with ``rm_scores`` and ``rollwise_id``.
 3. **Observe.** :class:`RollwiseReplayBuffer` (a subclass of verl's ``ReplayBuffer``, or of
    ``ReplayBufferAsync`` for the async trainers) reads the rewards of every finished group exactly
    once, whatever happens to it: groups sampled for training (``_materialize_batch``), groups
    evicted by DAPO filtering, staleness or failure, and surplus groups (``_clear_groups``), and,
    just before each selection, groups that have finished but are still waiting in the buffer.
-   Rewards are grouped per uid (one reward per session: the last output of the session), mapped
-   to the pool by ``rollwise_id`` (never by position) and queued; the queue is applied with
+   Rewards are grouped per uid (one reward per rollout: the last output of each ``session_id``),
+   mapped to the pool by ``rollwise_id`` (never by position) and queued; the queue is applied with
    ``selector.observe`` right before the next selection, so one call carries about a batch of
    groups (GPS's window counts calls) even when verl refills one prompt at a time. ``observe``
    needs the same k in one call, so the queue is split into one call per k (a failed group with
-   3 of 4 sessions goes in a k=3 call; nothing is padded) and a prompt seen twice goes in two
+   3 of 4 rollouts goes in a k=3 call; nothing is padded) and a prompt seen twice goes in two
    calls. Calls and their rows are ordered by k and pool index, not by arrival, so a resumed run
    repeats them exactly.
 
@@ -288,7 +288,7 @@ class SelectionHub:
         return uid in self._harvested
 
     def record(self, uid: str, prompt_id: str, rewards: Iterable[float]) -> None:
-        """The rewards of one finished group (one per session); applied before the next selection."""
+        """The rewards of one finished group (one per rollout); applied before the next selection."""
         with self._lock:
             sel = self._require_bound()
             if uid in self._harvested:
@@ -605,8 +605,8 @@ def _split_key(key: str) -> tuple[str, str, int] | None:
         return None
 
 
-def _session_order(session: str) -> tuple[int, Any]:
-    return (0, int(session)) if session.isdigit() else (1, session)
+def _rollout_order(rollout: str) -> tuple[int, Any]:
+    return (0, int(rollout)) if rollout.isdigit() else (1, rollout)
 
 
 class RollwiseReplayBuffer(ReplayBuffer):
@@ -692,26 +692,26 @@ class RollwiseReplayBuffer(ReplayBuffer):
         if not uids:
             return
         wanted = set(uids)
-        last: dict[str, dict[str, tuple[int, str]]] = defaultdict(dict)  # uid -> session -> (index, key)
+        last: dict[str, dict[str, tuple[int, str]]] = defaultdict(dict)  # uid -> session_id -> (index, key)
         for key in partition:
             parsed = _split_key(key)
             if parsed is None or parsed[0] not in wanted:
                 continue
-            uid, session, index = parsed
-            if session not in last[uid] or index > last[uid][session][0]:
-                last[uid][session] = (index, key)
+            uid, rollout, index = parsed
+            if rollout not in last[uid] or index > last[uid][rollout][0]:
+                last[uid][rollout] = (index, key)
         keys = [key for u in uids
-                for _, (_, key) in sorted(last[u].items(), key=lambda s: _session_order(s[0]))]
+                for _, (_, key) in sorted(last[u].items(), key=lambda s: _rollout_order(s[0]))]
         values = self._read_rewards(keys) if keys else {}
         for u in uids:
-            sessions = sorted(last[u].items(), key=lambda s: _session_order(s[0]))
-            if not sessions:
+            rollouts = sorted(last[u].items(), key=lambda s: _rollout_order(s[0]))
+            if not rollouts:
                 self.hub.record_empty(u)
                 continue
-            ids = {values[key][0] for _, (_, key) in sessions}
+            ids = {values[key][0] for _, (_, key) in rollouts}
             if len(ids) != 1:
                 raise RuntimeError(f"group {u}: its trajectories name different prompts {sorted(ids)}")
-            self.hub.record(u, ids.pop(), [values[key][1] for _, (_, key) in sessions])
+            self.hub.record(u, ids.pop(), [values[key][1] for _, (_, key) in rollouts])
 
     def _read_rewards(self, keys: list[str]) -> dict[str, tuple[str, float]]:
         metric = self.rollwise_config.reward_metric
