@@ -43,11 +43,12 @@ class PPMConfig:
     grad_steps: int = 8  # optimiser steps per observation
     lr: float = 3e-3
     kl_weight: float = 1.0
+    encoder_set_size: int = 64  # encoders read a random subset of a larger batch (0: all)
 
     def validate(self) -> None:
         for name, lo in (("latent_dim", 0), ("hidden", 1), ("encoder_layers", 1),
                          ("encoder_heads", 1), ("decoder_layers", 1), ("mc_samples", 1),
-                         ("window", 1), ("grad_steps", 0)):
+                         ("window", 1), ("grad_steps", 0), ("encoder_set_size", 0)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
@@ -135,6 +136,8 @@ class PromptPredictiveModel(nn.Module):
         counts: torch.Tensor,
         has_prev: torch.Tensor,
         generator: torch.Generator,
+        enc_sets: torch.Tensor | None = None,
+        enc_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Negative ELBO per rollout over a window.
 
@@ -142,12 +145,16 @@ class PromptPredictiveModel(nn.Module):
         batches 1..W are fitted, batch j - 1 conditions the prior of batch j. has_prev: (W,) bool,
         False where batch j's predecessor is missing (then the prior is N(0, I)).
         counts: (W + 1, n) rollouts per element (k), zero on padding.
+        enc_sets / enc_mask: what the encoders read (default: ``sets``), e.g. a subset of each
+        batch: the latent summarises a batch, the likelihood still covers every element.
         """
-        x, m, k = sets[1:], mask[1:], counts[1:]
+        x, k = sets[1:], counts[1:]
         emb, rate = x[..., :-1], x[..., -1]
+        if enc_sets is None:
+            enc_sets, enc_mask = sets, mask
         if self.latent:
-            mu_q, lv_q = self.posterior(x, m)
-            mu_p, lv_p = self.prior(sets[:-1], mask[:-1])
+            mu_q, lv_q = self.posterior(enc_sets[1:], enc_mask[1:])
+            mu_p, lv_p = self.prior(enc_sets[:-1], enc_mask[:-1])
             keep = has_prev.unsqueeze(-1)
             mu_p = torch.where(keep, mu_p, torch.zeros_like(mu_p))
             lv_p = torch.where(keep, lv_p, torch.zeros_like(lv_p))

@@ -146,7 +146,14 @@ class GPSSelector(Selector):
                           torch.from_numpy(rate.astype(np.float32)).unsqueeze(-1)], dim=-1)
 
     def _last_set(self) -> torch.Tensor | None:
-        return self._set_tensor(self._history[-1]) if self._history else None
+        if not self._history:
+            return None
+        full = self._set_tensor(self._history[-1])
+        size = self.cfg.encoder_set_size
+        if size and full.shape[0] > size:  # a fixed subset per (seed, step): predict stays pure
+            gen = torch.Generator().manual_seed(zlib.crc32(f"{self.seed}:{self.step}:enc".encode()))
+            full = full[torch.randperm(full.shape[0], generator=gen)[:size]]
+        return full
 
     # ---- learning --------------------------------------------------------------------------
     def _observe(self, indices: np.ndarray, rewards: np.ndarray) -> None:
@@ -172,13 +179,30 @@ class GPSSelector(Selector):
             counts[j, :m] = torch.from_numpy(b[2])
         has_prev = torch.ones(len(fit), dtype=torch.bool)
         has_prev[0] = prev is not None
+        enc_sets, enc_mask = self._encoder_subsets(sets, mask, [b[0].size for b in batches])
         self.model.train()
         for _ in range(self.cfg.grad_steps):
             self.optimizer.zero_grad()
-            loss = self.model.elbo_loss(sets, mask, counts, has_prev, self._gen)
+            loss = self.model.elbo_loss(sets, mask, counts, has_prev, self._gen,
+                                        enc_sets, enc_mask)
             loss.backward()
             self.optimizer.step()
         self.last_loss = float(loss.detach())
+
+    def _encoder_subsets(self, sets: torch.Tensor, mask: torch.Tensor, sizes: list[int]):
+        """Random subsets of at most ``encoder_set_size`` elements per batch for the encoders:
+        their cost grows with the square of the set size, and a few dozen (embedding, rate)
+        pairs summarise a batch's optimisation state as well as hundreds."""
+        size = self.cfg.encoder_set_size
+        if not size or max(sizes) <= size:
+            return None, None
+        enc = torch.zeros(sets.shape[0], size, sets.shape[2])
+        enc_mask = torch.zeros(sets.shape[0], size, dtype=torch.bool)
+        for j, m in enumerate(sizes):
+            take = torch.randperm(m, generator=self._gen)[:size]
+            enc[j, : take.numel()] = sets[j, take]
+            enc_mask[j, : take.numel()] = True
+        return enc, enc_mask
 
     # ---- state -----------------------------------------------------------------------------
     def _model_state(self) -> dict[str, Any]:
