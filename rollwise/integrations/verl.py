@@ -619,9 +619,8 @@ class RollwiseReplayBuffer(ReplayBuffer):
 
     def __new__(cls, *args: Any, **kwargs: Any):
         # verl names one class for every trainer mode; the async trainers get the async variant
-        target = cls
-        if cls is RollwiseReplayBuffer and kwargs.get("trainer_mode", "sync") != "sync":
-            target = RollwiseReplayBufferAsync
+        mode = kwargs.get("trainer_mode", args[0] if args else "sync")
+        target = RollwiseReplayBufferAsync if cls is RollwiseReplayBuffer and mode != "sync" else cls
         return object.__new__(target)
 
     def __init__(self, trainer_mode: str, trainer_config: Any, max_off_policy_threshold: int | None,
