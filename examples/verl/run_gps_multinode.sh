@@ -7,7 +7,7 @@
 #
 #   head:     ray start --head --port=6379 --dashboard-host=0.0.0.0
 #   workers:  ray start --address=<head-ip>:6379
-#   head:     NNODES=4 MODEL=Qwen/Qwen2.5-7B-Instruct DATA=/shared/data/arithmetic \
+#   head:     NNODES=4 MODEL=Qwen/Qwen2.5-7B-Instruct DATA=/nfs/data/arithmetic \
 #             bash examples/verl/run_gps_multinode.sh [overrides ...]
 #
 # rollwise adds no process of its own: the selector lives in verl's driver, so the rollwise block
@@ -15,7 +15,7 @@
 set -euo pipefail
 
 MODEL=${MODEL:-Qwen/Qwen2.5-7B-Instruct}
-DATA=${DATA:-/shared/data/arithmetic}
+DATA=${DATA:-/nfs/data/arithmetic}
 NNODES=${NNODES:-2}
 NGPUS=${NGPUS:-8}
 RAY_ADDRESS=${RAY_ADDRESS:-http://127.0.0.1:8265}
