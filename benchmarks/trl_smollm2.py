@@ -52,8 +52,17 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runs", default="runs/trl_smollm2")
     p.add_argument("--out", default="benchmarks/results/trl_smollm2")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the arms already in OUT.json that this call does not run")
+    p.add_argument("--previous-suffix", default=None,
+                   help="with --merge: keep an arm this call re-runs under NAME + SUFFIX")
     args = p.parse_args()
     arms = {}
+    if args.merge and Path(args.out).with_suffix(".json").exists():
+        arms = json.loads(Path(args.out).with_suffix(".json").read_text())["arms"]
+        for strategy in args.strategies.split(","):
+            if strategy in arms and args.previous_suffix:
+                arms[strategy + args.previous_suffix] = arms.pop(strategy)
     for strategy in args.strategies.split(","):
         settings = TrainSettings(
             model="smollm2", task="arithmetic", strategy=strategy, seed=args.seed,
@@ -63,6 +72,8 @@ def main() -> None:
             eval_steps=args.eval_steps, eval_prompts=args.eval_prompts,
             save_steps=args.steps)
         arms[strategy] = _curves(run(settings))
+        arms[strategy]["args"] = {k: v for k, v in vars(args).items()
+                                  if k not in ("strategies", "merge", "previous_suffix")}
         print(strategy, json.dumps({k: arms[strategy][k] for k in ("eval_step", "eval_accuracy")}))
         _write(args, arms)
 

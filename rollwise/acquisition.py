@@ -12,6 +12,12 @@ with every term a *mean* over pairs, so a weight means the same at any B:
   step's batch. It does not depend on the rest of S, so it is a static per-candidate bonus.
 * :class:`IntraBatchDispersion`: mean pairwise cosine distance inside S. Its marginal gain for
   candidate i is ``2 / (B - 1) * sum_{j in S} (1 - e_i . e_j)``, linear in ``s = sum_{j in S} e_j``.
+* :class:`PredictedSignalScale` (optional): multiplies every diversity weight by the candidates'
+  mean predicted reward variance ``4 gamma_hat (1 - gamma_hat)``. Diversity spreads a batch over
+  *informative* prompts; when the predictor says almost nothing is informative (e.g. every rate
+  near 0 after a run of all-wrong groups) the utility's differences shrink with it, and an
+  unscaled diversity bonus would decide the batch alone, picking the embedding's outliers again
+  and again. Scaled, the ranking of the predictions keeps the say.
 
 :func:`greedy_batch` adds, B times, the candidate with the largest marginal gain. Exact gains are
 kept incrementally for a frontier of the best candidates only; the rest of the pool is bounded, and
@@ -76,12 +82,29 @@ class IntraBatchDispersion:
 
 
 @dataclass(frozen=True)
+class PredictedSignalScale:
+    """Diversity multiplier: mean over the candidates of ``4 gamma_hat (1 - gamma_hat)`` (1 when
+    every prediction is 0.5, 0 when every prompt is predicted always or never solved)."""
+
+    def __call__(self, pred: np.ndarray) -> float:
+        p = np.clip(np.asarray(pred, dtype=np.float64), 0.0, 1.0)
+        return float(np.mean(4.0 * p * (1.0 - p))) if p.size else 0.0
+
+
+@dataclass(frozen=True)
 class BatchAcquisition:
-    """Utility plus diversity terms; ``select`` builds the batch greedily."""
+    """Utility plus diversity terms; ``select`` builds the batch greedily.
+
+    ``scale`` (e.g. :class:`PredictedSignalScale`) maps the candidates' predictions to a factor
+    applied to every diversity term; None keeps the weights as they are."""
 
     utility: TargetRateUtility
     intra: IntraBatchDispersion | None = None
     inter: InterStepExploration | None = None
+    scale: PredictedSignalScale | None = None
+
+    def diversity_factor(self, pred: np.ndarray) -> float:
+        return 1.0 if self.scale is None else self.scale(pred)
 
     def objective(
         self, batch: Sequence[int], pred: np.ndarray, emb: np.ndarray, previous: np.ndarray | None
@@ -90,11 +113,12 @@ class BatchAcquisition:
         idx = np.asarray(batch, dtype=np.int64)
         e = emb[idx].astype(np.float64)
         f = float(self.utility(pred[idx]).mean())
+        factor = self.diversity_factor(pred)  # over all candidates, as in select
         if self.intra is not None:
             # D_intra uses the final batch size; here the batch is complete
-            f += self.intra.value(e)
+            f += factor * self.intra.value(e)
         if self.inter is not None:
-            f += self.inter.value(e, previous)
+            f += factor * self.inter.value(e, previous)
         return f
 
     def select(
@@ -106,9 +130,10 @@ class BatchAcquisition:
     ) -> np.ndarray:
         """Indices (into ``pred``/``emb``) of the greedy batch."""
         static = self.utility(pred)
-        if self.inter is not None:
-            static = static + self.inter.static_gain(emb, previous)
-        coef = 0.0 if self.intra is None else self.intra.pair_coefficient(batch_size)
+        factor = self.diversity_factor(pred)
+        if self.inter is not None and factor > 0:
+            static = static + factor * self.inter.static_gain(emb, previous)
+        coef = 0.0 if self.intra is None else factor * self.intra.pair_coefficient(batch_size)
         return greedy_batch(static, emb, batch_size, coef)
 
 

@@ -11,6 +11,7 @@ from rollwise.acquisition import (
     BatchAcquisition,
     InterStepExploration,
     IntraBatchDispersion,
+    PredictedSignalScale,
     TargetRateUtility,
     greedy_batch,
 )
@@ -213,6 +214,7 @@ def final_b_objective(acq, pred, emb, batch_size, previous):
     """
     e_all = emb.astype(np.float64)
     prev = None if previous is None or len(previous) == 0 else np.asarray(previous, np.float64)
+    factor = 1.0 if acq.scale is None else float(np.mean(4 * pred * (1 - pred)))
 
     def f(batch):
         s = np.asarray(batch, dtype=np.int64)
@@ -220,9 +222,9 @@ def final_b_objective(acq, pred, emb, batch_size, previous):
         val = float(acq.utility(pred[s]).sum()) / batch_size
         if acq.intra is not None and batch_size > 1:
             pairs = pair_distance_sum(e)
-            val += acq.intra.weight * 2.0 / (batch_size * (batch_size - 1)) * pairs
+            val += factor * acq.intra.weight * 2.0 / (batch_size * (batch_size - 1)) * pairs
         if acq.inter is not None and prev is not None:
-            val += acq.inter.weight * float((1.0 - e @ prev.T).sum()) / (batch_size * len(prev))
+            val += factor * acq.inter.weight * float((1.0 - e @ prev.T).sum()) / (batch_size * len(prev))
         return val
 
     return f
@@ -237,10 +239,11 @@ def final_b_objective(acq, pred, emb, batch_size, previous):
     w_intra=st.sampled_from([None, 0.0, 0.05, 0.5, 3.0]),
     w_inter=st.sampled_from([None, 0.0, 0.1, 1.0]),
     n_prev=st.integers(0, 6),
+    scaled=st.booleans(),
     seed=st.integers(0, 2**32 - 1),
 )
 def test_batch_acquisition_is_greedy_on_final_b_objective(
-    n, d, frac, target, w_intra, w_inter, n_prev, seed
+    n, d, frac, target, w_intra, w_inter, n_prev, scaled, seed
 ):
     rng = np.random.default_rng(seed)
     batch = max(1, int(round(frac * n)))
@@ -250,11 +253,32 @@ def test_batch_acquisition_is_greedy_on_final_b_objective(
         TargetRateUtility(target),
         None if w_intra is None else IntraBatchDispersion(w_intra),
         None if w_inter is None else InterStepExploration(w_inter),
+        PredictedSignalScale() if scaled else None,
     )
     out = acq.select(pred, emb, batch, previous)
     f = final_b_objective(acq, pred, emb, batch, previous)
     np.testing.assert_allclose(f(out), acq.objective(out, pred, emb, previous), atol=1e-6)
     check_greedy(out, lambda prefix, i: batch * (f(prefix + [i]) - f(prefix)), n, tol=1e-8)
+
+
+def test_signal_scale_lets_the_ranking_decide_when_nothing_is_predicted_informative():
+    # Every prediction near 0 (after all-wrong groups): the utility's differences are tiny.
+    # Unscaled, a diversity weight of 0.1 picks the two outliers; scaled by the mean predicted
+    # reward variance, the two prompts predicted most often solved win.
+    emb = np.array([[1.0, 0.0], [0.99, 0.141], [0.6, 0.8], [0.6, -0.8]])
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    pred = np.array([0.004, 0.003, 0.0001, 0.0001])
+    plain = BatchAcquisition(TargetRateUtility(0.5), IntraBatchDispersion(0.1),
+                             InterStepExploration(0.1))
+    scaled = BatchAcquisition(TargetRateUtility(0.5), IntraBatchDispersion(0.1),
+                              InterStepExploration(0.1), PredictedSignalScale())
+    previous = emb[[0]]
+    assert set(plain.select(pred, emb, 2, previous)) == {2, 3}
+    assert set(scaled.select(pred, emb, 2, previous)) == {0, 1}
+    assert PredictedSignalScale()(np.full(3, 0.5)) == pytest.approx(1.0)
+    assert PredictedSignalScale()(np.array([0.0, 1.0])) == 0.0
+    # predictions spread around the target keep most of the diversity weight
+    assert PredictedSignalScale()(np.array([0.3, 0.5, 0.7])) == pytest.approx((0.84 + 1 + 0.84) / 3)
 
 
 def test_utility_prefers_the_target_rate():

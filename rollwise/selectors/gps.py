@@ -14,6 +14,7 @@ from rollwise.acquisition import (
     BatchAcquisition,
     InterStepExploration,
     IntraBatchDispersion,
+    PredictedSignalScale,
     TargetRateUtility,
 )
 from rollwise.ppm import PPMConfig, PromptPredictiveModel
@@ -27,7 +28,9 @@ class GPSSelector(Selector):
     ``window`` batches. ``select`` predicts the candidates' success rates (mean over
     ``mc_samples`` latent samples from the prior given the latest batch) and builds the batch with
     :class:`~rollwise.acquisition.BatchAcquisition`: utility ``-(gamma_hat - target)^2`` plus
-    ``diversity`` times (intra-batch dispersion + inter-step exploration).
+    ``diversity`` times (intra-batch dispersion + inter-step exploration), that weight multiplied
+    by the candidates' mean predicted reward variance ``4 gamma_hat (1 - gamma_hat)`` unless
+    ``scale_diversity=False`` (see :class:`~rollwise.acquisition.PredictedSignalScale`).
 
     Parameters beyond the protocol's: ``target`` (gamma*), ``diversity`` (lambda), ``intra`` and
     ``inter`` (which diversity terms are on), ``candidate_ratio`` (score a random
@@ -46,6 +49,7 @@ class GPSSelector(Selector):
         intra: bool = True,
         inter: bool = True,
         candidate_ratio: float | None = None,
+        scale_diversity: bool = True,
         strategy_name: str = "gps",
         **ppm: Any,
     ) -> None:
@@ -65,10 +69,12 @@ class GPSSelector(Selector):
         self.target, self.diversity = float(target), float(diversity)
         self.intra, self.inter = bool(intra), bool(inter)
         self.candidate_ratio = None if candidate_ratio is None else float(candidate_ratio)
+        self.scale_diversity = bool(scale_diversity)
         self.acquisition = BatchAcquisition(
             TargetRateUtility(self.target),
             IntraBatchDispersion(self.diversity) if self.intra and self.diversity > 0 else None,
             InterStepExploration(self.diversity) if self.inter and self.diversity > 0 else None,
+            PredictedSignalScale() if scale_diversity else None,
         )
         self._gen = torch.Generator().manual_seed(self.seed)
         with torch.random.fork_rng():  # seeded init without touching the global RNG
@@ -85,7 +91,7 @@ class GPSSelector(Selector):
     def hyper_params(self) -> dict[str, Any]:
         return {"target": self.target, "diversity": self.diversity, "intra": self.intra,
                 "inter": self.inter, "candidate_ratio": self.candidate_ratio,
-                "strategy_name": self.name, **self.cfg.as_dict()}
+                "scale_diversity": self.scale_diversity, "strategy_name": self.name, **self.cfg.as_dict()}
 
     # ---- selection -------------------------------------------------------------------------
     def _select(self, candidates: np.ndarray | None) -> np.ndarray:
