@@ -24,7 +24,8 @@ HYPO = settings(max_examples=15, deadline=None,
 
 
 def test_registry_is_what_make_selector_builds():
-    assert {"uniform", "mopps", "gps", "gps-nodiv", "gps-nolatent", "gps-nointer"} <= set(NAMES)
+    assert {"uniform", "mopps", "gps", "gps-nodiv", "gps-nolatent", "gps-nointer",
+            "gps-unscaled"} <= set(NAMES)
     pool = make_pool(10)
     for name in NAMES:
         sel = make(name, pool, 3)

@@ -21,6 +21,7 @@ STRATEGIES: dict[str, tuple[type[Selector], dict[str, Any]]] = {
     "gps-nodiv": (GPSSelector, {"strategy_name": "gps-nodiv", "diversity": 0.0}),
     "gps-nolatent": (GPSSelector, {"strategy_name": "gps-nolatent", "latent_dim": 0}),
     "gps-nointer": (GPSSelector, {"strategy_name": "gps-nointer", "inter": False}),
+    "gps-unscaled": (GPSSelector, {"strategy_name": "gps-unscaled", "scale_diversity": False}),
 }
 
 
