@@ -269,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     alloc = sub.add_parser("allocate", help="test-time samples per new prompt from a trained GPS "
                                             "selector's predicted success rates")
     _add_allocate_args(alloc)
+    from rollwise.genselect.cli import add_parser as add_genselect_parser
+
+    add_genselect_parser(sub)
     return parser
 
 
@@ -288,6 +291,10 @@ def main(argv: list[str] | None = None) -> int:
             run_train(args)
         elif args.command == "allocate":
             run_allocate(args)
+        elif args.command == "genselect":
+            from rollwise.genselect.cli import run as run_genselect
+
+            run_genselect(args)
     except (ValueError, FileNotFoundError, ImportError) as err:
         print(f"rollwise {args.command}: error: {err}", file=sys.stderr)
         return 2

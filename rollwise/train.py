@@ -60,13 +60,38 @@ def run(settings: TrainSettings) -> dict[str, Any]:
     """Train; returns (and writes to ``output_dir/rollwise_run.json``) the run's log."""
     settings.validate()
     from rollwise.models import resolve_model
-    from rollwise.tasks import get_task
+    from rollwise.tasks import get_task, reward_function
 
     model_path = resolve_model(settings.model)  # errors before anything heavy starts
     task = get_task(settings.task)
     if any(not r["answer"] for r in task.train):
         raise ValueError(f"task {settings.task!r}: some prompts lack answers")
+    columns = ("id", "prompt", "answer", "level", "question")
+    train_rows = [{k: r[k] for k in columns} for r in task.train]
+    # evenly spaced held-out rows, so every difficulty level is evaluated
+    stride = max(1, len(task.heldout) // max(1, settings.eval_prompts))
+    held = task.heldout[::stride][: settings.eval_prompts]
+    eval_rows = [{k: r[k] for k in columns} for r in held]
+    return run_grpo(settings, model_path, train_rows, eval_rows, reward_function(task))
 
+
+def run_grpo(
+    settings: TrainSettings,
+    model_path: str,
+    train_rows: list[dict[str, Any]],
+    eval_rows: list[dict[str, Any]],
+    reward_funcs: Any,
+    pool_texts: list[str] | None = None,
+    final_model_dir: str | None = None,
+    **config_overrides: Any,
+) -> dict[str, Any]:
+    """The GRPO engine behind :func:`run`, for any rows and reward functions.
+
+    Rows need ``id`` and ``prompt`` plus whatever columns the reward functions read; the pool is
+    embedded from ``pool_texts`` (default: the rows' ``question``). ``config_overrides`` go to
+    ``GRPOConfig`` (e.g. ``epsilon_high``), so callers change TRL settings without copying this.
+    """
+    settings.validate()
     import torch
     from datasets import Dataset
     from trl import GRPOConfig
@@ -75,21 +100,18 @@ def run(settings: TrainSettings) -> dict[str, Any]:
     from rollwise.integrations.trl import RollwiseGRPOTrainer
     from rollwise.pool import PromptPool
     from rollwise.selectors import make_selector
-    from rollwise.tasks import reward_function
 
-    columns = ("id", "prompt", "answer", "level", "question")
-    train_ds = Dataset.from_list([{k: r[k] for k in columns} for r in task.train])
-    # evenly spaced held-out rows, so every difficulty level is evaluated
-    stride = max(1, len(task.heldout) // max(1, settings.eval_prompts))
-    held = task.heldout[::stride][: settings.eval_prompts]
-    eval_ds = Dataset.from_list([{k: r[k] for k in columns} for r in held]) if held else None
-    pool = PromptPool.from_texts(train_ds["question"], ids=train_ds["id"],
-                                 embedder=settings.embedder)
+    train_ds = Dataset.from_list(train_rows)
+    eval_ds = Dataset.from_list(eval_rows) if eval_rows else None
+    texts = list(pool_texts) if pool_texts is not None else train_ds["question"]
+    if len(texts) != len(train_ds):
+        raise ValueError(f"pool_texts has {len(texts)} entries but there are {len(train_ds)} rows")
+    pool = PromptPool.from_texts(texts, ids=train_ds["id"], embedder=settings.embedder)
     selector = make_selector(settings.strategy, pool, settings.prompts_per_step,
                              seed=settings.seed, **settings.hyper)
     per_step = settings.prompts_per_step * settings.num_generations
     use_gpu = torch.cuda.is_available()
-    config = GRPOConfig(
+    config_args: dict[str, Any] = dict(
         output_dir=settings.output_dir,
         per_device_train_batch_size=per_step,
         gradient_accumulation_steps=1,
@@ -114,9 +136,10 @@ def run(settings: TrainSettings) -> dict[str, Any]:
         use_cpu=not use_gpu,
         dataloader_num_workers=0,
     )
+    config = GRPOConfig(**{**config_args, **config_overrides})
     trainer = RollwiseGRPOTrainer(
         model=model_path,
-        reward_funcs=reward_function(task),
+        reward_funcs=reward_funcs,
         args=config,
         train_dataset=train_ds,
         eval_dataset=eval_ds,
@@ -139,5 +162,7 @@ def run(settings: TrainSettings) -> dict[str, Any]:
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }
     atomic_write_json(os.path.join(settings.output_dir, "rollwise_run.json"), result)
+    if final_model_dir is not None:
+        trainer.save_model(final_model_dir)
     trainer.selector.save(os.path.join(settings.output_dir, "rollwise_selector.pt"))
     return result
