@@ -89,8 +89,11 @@ def _write(args: argparse.Namespace, arms: dict) -> None:
                     f"{'n/a' if math.isnan(rho) else f'{rho:.2f}'} | "
                     f"{np.mean(c['train_reward']):.3f} | {c['wall_seconds']:.0f} |")
     table = "\n".join(rows) + "\n"
+    import torch
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     atomic_write_json(out.with_suffix(".json"), {"args": vars(args), "arms": arms})
-    atomic_write_text(out.with_suffix(".md"), "# GRPO on SmolLM2-135M-Instruct (CPU)\n\n" + table)
+    atomic_write_text(out.with_suffix(".md"), f"# GRPO on SmolLM2-135M-Instruct ({device})\n\n" + table)
     import matplotlib
 
     matplotlib.use("Agg")
