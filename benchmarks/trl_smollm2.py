@@ -52,6 +52,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runs", default="runs/trl_smollm2")
     p.add_argument("--out", default="benchmarks/results/trl_smollm2")
+    p.add_argument("--hyper", type=json.loads, default={},
+                   help='selector hyper-parameters as JSON, e.g. \'{"candidate_ratio": 4}\'')
+    p.add_argument("--suffix", default="", help="appended to each arm's name (e.g. '+stream')")
     p.add_argument("--merge", action="store_true",
                    help="keep the arms already in OUT.json that this call does not run")
     p.add_argument("--previous-suffix", default=None,
@@ -61,8 +64,8 @@ def main() -> None:
     if args.merge and Path(args.out).with_suffix(".json").exists():
         arms = json.loads(Path(args.out).with_suffix(".json").read_text())["arms"]
         for strategy in args.strategies.split(","):
-            if strategy in arms and args.previous_suffix:
-                arms[strategy + args.previous_suffix] = arms.pop(strategy)
+            if strategy + args.suffix in arms and args.previous_suffix:
+                arms[strategy + args.suffix + args.previous_suffix] = arms.pop(strategy + args.suffix)
     for strategy in args.strategies.split(","):
         settings = TrainSettings(
             model="smollm2", task="arithmetic", strategy=strategy, seed=args.seed,
@@ -70,11 +73,12 @@ def main() -> None:
             prompts_per_step=args.prompts_per_step, num_generations=args.num_generations,
             max_new_tokens=args.max_new_tokens, learning_rate=args.learning_rate,
             eval_steps=args.eval_steps, eval_prompts=args.eval_prompts,
-            save_steps=args.steps)
-        arms[strategy] = _curves(run(settings))
-        arms[strategy]["args"] = {k: v for k, v in vars(args).items()
-                                  if k not in ("strategies", "merge", "previous_suffix")}
-        print(strategy, json.dumps({k: arms[strategy][k] for k in ("eval_step", "eval_accuracy")}))
+            save_steps=args.steps, hyper=dict(args.hyper))
+        name = strategy + args.suffix
+        arms[name] = _curves(run(settings))
+        arms[name]["args"] = {k: v for k, v in vars(args).items()
+                              if k not in ("strategies", "merge", "previous_suffix")}
+        print(name, json.dumps({k: arms[name][k] for k in ("eval_step", "eval_accuracy")}))
         _write(args, arms)
 
 

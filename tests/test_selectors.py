@@ -76,6 +76,19 @@ def test_uniform_epoch_covers_pool():
     assert np.setdiff1d(np.arange(10), seen)[0] in nxt
 
 
+def test_gps_candidate_stream_offers_each_prompt_once_per_epoch():
+    """With candidate_ratio, GPS chooses from candidates drawn without replacement epoch by
+    epoch: a prompt the PPM keeps predicting near 0.5 cannot be chosen step after step."""
+    pool = make_pool(40)
+    truth = np.full(40, 0.5)  # every prompt equally attractive: nothing but the stream limits repeats
+    sel = make("gps", pool, 2, candidate_ratio=2.5)  # 5 candidates a step, 8 steps an epoch
+    picks = run_steps(sel, truth, 8)
+    assert np.unique(np.concatenate(picks)).size == 16  # no repeat inside the epoch
+    whole = make("gps", pool, 2)
+    again = run_steps(whole, truth, 8)
+    assert np.unique(np.concatenate(again)).size < 16  # the whole-pool GPS does repeat here
+
+
 # ---- determinism ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("name", "extra"), CASES, ids=CASE_IDS)

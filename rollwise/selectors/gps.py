@@ -33,8 +33,11 @@ class GPSSelector(Selector):
     ``scale_diversity=False`` (see :class:`~rollwise.acquisition.PredictedSignalScale`).
 
     Parameters beyond the protocol's: ``target`` (gamma*), ``diversity`` (lambda), ``intra`` and
-    ``inter`` (which diversity terms are on), ``candidate_ratio`` (score a random
-    ``ratio * batch_size`` subset instead of the whole pool), and every :class:`PPMConfig` field.
+    ``inter`` (which diversity terms are on), ``candidate_ratio`` (choose from ``ratio *
+    batch_size`` candidates instead of the whole pool, drawn epoch by epoch without replacement,
+    as a trainer's dataloader hands MoPPS and GPS their candidate batches: every prompt is a
+    candidate once per pass over the pool, so no prompt can be chosen step after step), and every
+    :class:`PPMConfig` field.
     """
 
     name = "gps"
@@ -86,6 +89,7 @@ class GPSSelector(Selector):
             maxlen=self.cfg.window + 1
         )
         self._previous = np.empty(0, dtype=np.int64)  # last selected batch
+        self._stream = np.empty(0, dtype=np.int64)  # this epoch's candidates not yet offered
         self._cache: tuple[int, np.ndarray] | None = None  # (step, full-pool prediction)
 
     def hyper_params(self) -> dict[str, Any]:
@@ -96,8 +100,7 @@ class GPSSelector(Selector):
     # ---- selection -------------------------------------------------------------------------
     def _select(self, candidates: np.ndarray | None) -> np.ndarray:
         if candidates is None and self.candidate_ratio is not None:
-            m = min(len(self.pool), int(np.ceil(self.candidate_ratio * self.batch_size)))
-            candidates = np.sort(self.rng.choice(len(self.pool), size=m, replace=False))
+            candidates = self._next_candidates()
         if candidates is None:
             pred, emb = self._predict(None), self.pool.embeddings
         else:
@@ -107,6 +110,15 @@ class GPSSelector(Selector):
         chosen = local if candidates is None else candidates[local]
         self._previous = chosen.copy()
         return chosen
+
+    def _next_candidates(self) -> np.ndarray:
+        n = len(self.pool)
+        m = min(n, int(np.ceil(self.candidate_ratio * self.batch_size)))
+        if self._stream.size < m:  # the epoch's rest, then every other prompt in a fresh order
+            fresh = self.rng.permutation(n)
+            self._stream = np.concatenate([self._stream, fresh[~np.isin(fresh, self._stream)]])
+        out, self._stream = np.sort(self._stream[:m]), self._stream[m:]
+        return out
 
     # ---- prediction ------------------------------------------------------------------------
     def _predict(self, indices: np.ndarray | None) -> np.ndarray:
@@ -218,6 +230,7 @@ class GPSSelector(Selector):
             "generator": self._gen.get_state(),
             "history": [{"indices": i, "rates": r, "k": k} for i, r, k in self._history],
             "previous": self._previous,
+            "stream": self._stream,
         }
 
     def _prepare_model_state(self, model: dict[str, Any]):
@@ -238,6 +251,10 @@ class GPSSelector(Selector):
         previous = as_numpy(model["previous"], np.int64)
         check_prepared(bool(previous.size == 0 or (previous.min() >= 0 and previous.max() < n)),
                        "previous batch indices out of range")
+        stream = as_numpy(model.get("stream", np.empty(0)), np.int64)
+        check_prepared(bool(stream.size == 0 or (stream.min() >= 0 and stream.max() < n)),
+                       "candidate stream indices out of range")
+        check_prepared(np.unique(stream).size == stream.size, "candidate stream repeats a prompt")
         # Load into fresh copies first: a mismatching tensor raises before anything changes.
         with torch.random.fork_rng():  # its random init is overwritten; keep the global RNG
             fresh = PromptPredictiveModel(self.pool.dim, self.cfg)
@@ -254,6 +271,7 @@ class GPSSelector(Selector):
             self.model, self.optimizer, self._gen = fresh, opt, gen
             self._history = deque(history, maxlen=self.cfg.window + 1)
             self._previous = previous
+            self._stream = stream
             self._cache = None
 
         return commit
