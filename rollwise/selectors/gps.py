@@ -235,7 +235,7 @@ class GPSSelector(Selector):
 
     def _prepare_model_state(self, model: dict[str, Any]):
         check_prepared(isinstance(model, dict), "not a dict")
-        for key in ("model", "optimizer", "generator", "history", "previous"):
+        for key in ("model", "optimizer", "generator", "history", "previous", "stream"):
             check_prepared(key in model, f"missing {key!r}")
         n = len(self.pool)
         history = []
@@ -251,7 +251,7 @@ class GPSSelector(Selector):
         previous = as_numpy(model["previous"], np.int64)
         check_prepared(bool(previous.size == 0 or (previous.min() >= 0 and previous.max() < n)),
                        "previous batch indices out of range")
-        stream = as_numpy(model.get("stream", np.empty(0)), np.int64)
+        stream = as_numpy(model["stream"], np.int64)
         check_prepared(bool(stream.size == 0 or (stream.min() >= 0 and stream.max() < n)),
                        "candidate stream indices out of range")
         check_prepared(np.unique(stream).size == stream.size, "candidate stream repeats a prompt")
