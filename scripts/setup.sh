@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Create .venv and install rollwise with the given extras (default: dev,embed,sim,trl,verl).
+# Create .venv and install rollwise with the given extras (default: dev,embed,sim,trl,verl,rescue).
 # On a machine without an NVIDIA GPU, torch is pinned to its CPU build (constraints-cpu.txt);
 # with a GPU, torch is left to pip (or to whatever the user installed before).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="${1:-dev,embed,sim,trl,verl}"
+extras="${1:-dev,embed,sim,trl,verl,rescue}"
 python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
