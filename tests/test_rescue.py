@@ -442,3 +442,40 @@ def test_evolve_template_rejects_bad_arguments_before_any_rollout(kwargs, err, m
     with pytest.raises(err, match=match):
         evolve_template(**{**args, **kwargs})
     assert policy.prompts == []
+
+
+def test_transformers_policy_generates_one_completion_per_prompt(tmp_path):
+    """A tiny random checkpoint through the batched HF path: shapes, determinism, evolve_template."""
+    transformers = pytest.importorskip("transformers")
+    import string
+
+    import torch
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    from rollwise.rescue.gepa_adapter import TransformersPolicy
+
+    chars = ["<pad>", "<eos>", "<unk>"] + sorted(set(string.printable))
+    raw = Tokenizer(models.WordLevel({c: i for i, c in enumerate(chars)}, unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.Split(Regex("."), "isolated")
+    raw.decoder = decoders.Fuse()
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="<pad>", eos_token="<eos>",
+                                               unk_token="<unk>")
+    cfg = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32,
+                                   num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                   pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                                   bos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    policy = TransformersPolicy(str(tmp_path), max_new_tokens=4, batch_size=2, device="cpu")
+    prompts = ["1 + 1 =", "a much longer prompt: 12 + 30 =", "7 + 0 ="]
+    out = policy(prompts)
+    assert len(out) == 3 and all(isinstance(o, str) for o in out)
+    assert policy(prompts) == out  # greedy: deterministic, and batching does not mix prompts up
+    assert policy(prompts[1:2]) == out[1:2]
+    with pytest.raises(TypeError, match="prompts"):
+        policy("1 + 1 =")
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        TransformersPolicy(str(tmp_path), max_new_tokens=0)
+    res = evolve_template(ROWS[:2], policy, verify_number, "policy", max_metric_calls=6)
+    assert res.rollouts_spent == res.metric_calls >= 2 and res.tried[0][0] == DEFAULT_TEMPLATE
