@@ -154,6 +154,9 @@ def test_state_round_trip_and_file(tmp_path):
     bank.save(path)
     loaded = HardPromptBank.load(path)
     assert loaded.state_dict() == bank.state_dict() and loaded.hard_ids() == ["c", "d"]
+    (tmp_path / "other.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not a hard-prompt bank"):
+        HardPromptBank.load(tmp_path / "other.json")
     # both continue identically
     for b in (bank, loaded):
         b.observe(["x", "z"], np.zeros((2, 2)))

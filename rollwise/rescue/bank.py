@@ -237,7 +237,10 @@ class HardPromptBank:
         import json
 
         state = json.loads(Path(path).read_text(encoding="utf-8"))
-        bank = cls(**state.get("config", {}))
+        config = state.get("config") if isinstance(state, dict) else None
+        if not isinstance(config, dict):
+            raise ValueError(f"{str(path)!r} is not a hard-prompt bank state")
+        bank = cls(**config)
         bank.load_state_dict(state)
         return bank
 

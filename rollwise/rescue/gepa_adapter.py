@@ -277,7 +277,8 @@ class EvolutionResult:
 
     ``tried`` lists the templates GEPA scored on the whole set (mean verifier score), seed first;
     proposals rejected on a minibatch are not in it but their rollouts are in ``rollouts_spent``.
-    ``skipped`` says why evolution stopped early or never started (reflection LM unavailable).
+    ``skipped`` says why evolution stopped early or never started (reflection LM unavailable);
+    when it never started, ``best_template`` is the seed and ``best_score`` is nan (not scored).
     """
 
     best_template: str
