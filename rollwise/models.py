@@ -15,6 +15,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from rollwise.embed import default_cache_dir
 
@@ -90,3 +91,24 @@ def resolve_model(name_or_path: str) -> str:
         return name_or_path
     raise ValueError(f"model path {name_or_path!r} does not exist (use 'smollm2', a local "
                      "checkpoint directory or a Hugging Face hub id)")
+
+
+def load_for_generation(model: Any, tokenizer: Any = None, device: str | None = None):
+    """``(model, tokenizer, device)`` ready for batched generation: ``model`` is a path, a name
+    :func:`resolve_model` knows, or a loaded model (then ``tokenizer`` is required); the tokenizer
+    pads on the left (decoder-only generation) and the model is in eval mode on ``device``
+    (default: CUDA when available)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(model, str):
+        path = resolve_model(model)
+        tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path)
+    if tokenizer is None:
+        raise ValueError("tokenizer is required when model is an already loaded model")
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.to(device).eval(), tokenizer, device

@@ -38,27 +38,13 @@ class GenSelectModel:
                  max_chars: int = 200, prefix: str = "Selected:", max_new_tokens: int = 8,
                  temperature: float = 0.0, batch_size: int = 16, seed: int = 0,
                  device: str | None = None) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         if max_new_tokens < 1 or batch_size < 1:
             raise ValueError("max_new_tokens and batch_size must be >= 1")
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0: greedy), got {temperature}")
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if isinstance(model, str):
-            from rollwise.models import resolve_model
+        from rollwise.models import load_for_generation
 
-            path = resolve_model(model)
-            tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path)
-        if tokenizer is None:
-            raise ValueError("tokenizer is required when model is an already loaded model")
-        tokenizer.padding_side = "left"
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        self.model = model.to(self.device).eval()
-        self.tokenizer = tokenizer
+        self.model, self.tokenizer, self.device = load_for_generation(model, tokenizer, device)
         self.view, self.max_chars, self.prefix = view, max_chars, prefix
         self.max_new_tokens, self.temperature = max_new_tokens, temperature
         self.batch_size, self.seed = batch_size, seed

@@ -159,29 +159,15 @@ class TransformersPolicy:
     def __init__(self, model: Any, tokenizer: Any = None, *, max_new_tokens: int = 256,
                  temperature: float = 0.0, batch_size: int = 16, seed: int = 0,
                  device: str | None = None) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         if not temperature >= 0:
             raise ValueError(f"temperature must be >= 0 (0: greedy), got {temperature}")
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if isinstance(model, str):
-            from rollwise.models import resolve_model
+        from rollwise.models import load_for_generation
 
-            path = resolve_model(model)
-            tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path)
-        if tokenizer is None:
-            raise ValueError("tokenizer is required when model is an already loaded model")
-        tokenizer.padding_side = "left"
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        self.model = model.to(self.device).eval()
-        self.tokenizer = tokenizer
+        self.model, self.tokenizer, self.device = load_for_generation(model, tokenizer, device)
         self.max_new_tokens, self.temperature = max_new_tokens, float(temperature)
         self.batch_size, self.seed = batch_size, seed
 
