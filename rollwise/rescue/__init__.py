@@ -1,26 +1,31 @@
-"""Hard-prompt rescue (P²O): mine the prompts the policy keeps failing and evolve prompt templates
-(with GEPA) under which it solves them.
+"""Hard-prompt rescue (P²O): mine the prompts the policy keeps failing, evolve prompt templates
+(with GEPA) under which it solves them, and distil the template-guided successes into the policy
+inside TRL's GRPO loop.
 
-``HardPromptBank`` needs nothing beyond rollwise; template evolution needs the ``rescue`` extra
-(``pip install 'rollwise[rescue]'``), so it is imported lazily.
+``HardPromptBank`` and ``render_template`` need nothing beyond rollwise; template evolution needs
+the ``rescue`` extra (``pip install 'rollwise[rescue]'``) and distillation the ``trl`` extra, so
+both are imported lazily.
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
 from rollwise.rescue.bank import HardPromptBank
+from rollwise.rescue.templates import render_template
 
-_LAZY = {"EvolutionResult", "TransformersPolicy", "ReflectionLMError", "OpenAIReflectionLM",
-         "TemplateAdapter", "evolve_template", "render_template", "make_reflection_lm"}
+_LAZY = {
+    **dict.fromkeys(("EvolutionResult", "TransformersPolicy", "ReflectionLMError", "OpenAIReflectionLM",
+                     "TemplateAdapter", "evolve_template", "make_reflection_lm"), "gepa_adapter"),
+    "RescueGRPOTrainer": "distill",
+}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from rollwise.rescue import gepa_adapter
-
-        return getattr(gepa_adapter, name)
+        return getattr(import_module(f"rollwise.rescue.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'rollwise.rescue' has no attribute {name!r}")
 
 
-__all__ = ["HardPromptBank", *sorted(_LAZY)]
+__all__ = ["HardPromptBank", "render_template", *sorted(_LAZY)]

@@ -31,26 +31,16 @@ try:
 except ImportError as err:  # pragma: no cover - exercised only without the extra
     raise ImportError("template evolution needs GEPA: pip install 'rollwise[rescue]'") from err
 
+from rollwise.rescue.templates import PLACEHOLDER, render_template
 from rollwise.tasks import INSTRUCTION, extract_answer
 
 log = logging.getLogger(__name__)
 
-PLACEHOLDER = "{problem}"
 COMPONENT = "template"  # the one text component GEPA evolves
 DEFAULT_TEMPLATE = PLACEHOLDER + INSTRUCTION
 
 Generate = Callable[[list[str]], list[str]]
 Verify = Callable[[str, str], float]
-
-
-def render_template(template: str, problem: str) -> str:
-    """The prompt for ``problem``: substituted at ``{problem}``, else appended after a blank line.
-
-    Plain replacement, not ``str.format``: evolved templates may contain other braces.
-    """
-    if PLACEHOLDER in template:
-        return template.replace(PLACEHOLDER, problem)
-    return f"{template.rstrip()}\n\n{problem}"
 
 
 class ReflectionLMError(RuntimeError):

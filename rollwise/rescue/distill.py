@@ -1,0 +1,157 @@
+"""P²O distillation inside TRL's GRPO loop: template-guided successes trained as bare-prompt completions.
+
+A group of a hard prompt (every rollout fails) has zero reward variance, so GRPO learns nothing
+from it. :class:`RescueGRPOTrainer` generates the last ``guided_per_group`` rollouts of such a
+group from the prompt wrapped in its rescue template, then hands TRL the *original* prompt's
+tokens for those rows. Everything TRL computes afterwards (rewards, group advantages, the
+reference and behaviour log-probabilities, the loss) therefore treats a guided completion as a
+completion of the bare prompt: the policy is pushed towards producing it without the template,
+and a guided success gives the group the variance it lacked.
+
+Off-policy correction. A guided completion y was sampled from pi(.|template(x)), not pi(.|x).
+The exact correction would weight its loss by pi(y|x) / pi(y|template(x)); for the prompts this
+is for, that ratio is near zero precisely on the successes worth distilling (the bare policy
+would not have produced them), and its variance is unbounded, so the signal would vanish. We
+use no such weight: the behaviour log-probabilities are those of the current policy under the
+*original* prompt (TRL's default: ``old_per_token_logps`` = the detached current log-probs, or
+recomputed on ``prompt_ids`` = the original prompt when TRL needs them), so the PPO ratio starts
+at 1 and TRL's ratio clipping (``epsilon``) bounds how far repeated updates on the same batch
+(``num_iterations > 1``) move pi(y|x). The update is thus the advantage-weighted likelihood
+gradient of guided samples under the bare prompt: biased on purpose (towards the guided
+success distribution, as in P²O and other guidance methods), with clipping as the only brake.
+Guided rows are at most ``guided_per_group < num_generations`` of a group, so every group keeps
+on-policy rollouts.
+
+Only unguided rewards reach the selector and the hard-prompt bank: a template's success is not
+the policy's. Guided rollouts are counted as cost (``rollouts_spent`` and ``guided_rollouts``).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from rollwise.integrations.trl import RollwiseGRPOTrainer
+from rollwise.metrics import effective_sample_ratio
+from rollwise.rescue.bank import HardPromptBank
+from rollwise.rescue.templates import render_template
+
+
+def wrap_prompt(prompt: Any, template: str) -> Any:
+    """``prompt`` (text, or chat messages: the last user message) rendered inside ``template``."""
+    if isinstance(prompt, str):
+        return render_template(template, prompt)
+    messages = copy.deepcopy(list(prompt))
+    for message in reversed(messages):
+        if message.get("role") == "user" and isinstance(message.get("content"), str):
+            message["content"] = render_template(template, message["content"])
+            return messages
+    raise ValueError("a conversational prompt needs a user message with text content to wrap")
+
+
+class RescueGRPOTrainer(RollwiseGRPOTrainer):
+    """:class:`RollwiseGRPOTrainer` that distils rescue templates into the policy on hard prompts.
+
+    A chosen prompt is guided when ``bank.is_hard(pool id)`` and it has a template
+    (``templates[pool id]``, else ``template``). ``bank`` and ``templates`` may be updated between
+    steps (e.g. after :func:`rollwise.rescue.evolve_template`). ``guided_rows`` holds the last
+    generation batch's guided mask (global rows, group-major). Logged: ``rescue/guided_rows``,
+    ``rescue/guided_success`` (mean guided success), ``rescue/hard`` (guided groups), and
+    ``rollwise/esr`` over the batch as trained (guided rows included); ``rollwise/spearman`` is not
+    logged, since guided groups have fewer bare rollouts.
+    Not supported yet: vLLM, tools, environments, custom ``rollout_func``.
+    """
+
+    def __init__(self, *args: Any, bank: HardPromptBank, templates: Mapping[str, str] | None = None,
+                 template: str | None = None, guided_per_group: int = 1, **kwargs: Any) -> None:
+        if not isinstance(bank, HardPromptBank):
+            raise TypeError(f"bank must be a HardPromptBank, got {type(bank).__name__}")
+        for name, text in [("template", template), *((f"templates[{k!r}]", v)
+                                                     for k, v in (templates or {}).items())]:
+            if text is not None and (not isinstance(text, str) or not text.strip()):
+                raise ValueError(f"{name} must be a non-empty string")
+        super().__init__(*args, **kwargs)
+        if isinstance(guided_per_group, bool) or not isinstance(guided_per_group, int) or \
+                not 1 <= guided_per_group < self.num_generations:
+            raise ValueError(f"guided_per_group must be an int in [1, num_generations="
+                             f"{self.num_generations}), got {guided_per_group!r}: every group keeps an "
+                             "unguided rollout")
+        unsupported = [name for name, on in [("use_vllm", self.use_vllm), ("tools", self.tools),
+                                             ("rollout_func", self.rollout_func is not None),
+                                             ("environment_factory", self.environment_factories is not None)]
+                       if on]
+        if unsupported:
+            raise ValueError(f"RescueGRPOTrainer does not support {', '.join(unsupported)} yet")
+        self.bank, self.templates, self.template = bank, dict(templates or {}), template
+        self.guided_per_group = guided_per_group
+        self.guided_rollouts = 0
+        self.guided_rows: np.ndarray | None = None
+
+    def template_for(self, pid: str) -> str | None:
+        """The template to guide ``pid`` with, or None when it is not hard or has none."""
+        if not self.bank.is_hard(pid):
+            return None
+        return self.templates.get(pid, self.template)
+
+    # -- generation: template for sampling, original prompt for everything after ------------
+    def _generate(self, prompts: list):
+        if self._pending is None or not self.model.training:
+            return super()._generate(prompts)
+        chosen, n = self._pending[0], self.num_generations
+        ids = [self.selector.pool.ids[int(i)] for i in chosen]
+        templates = [self.template_for(pid) for pid in ids]
+        guided = np.array([templates[j // n] is not None and j % n >= n - self.guided_per_group
+                           for j in range(len(chosen) * n)])
+        self.guided_rows = guided
+        lo = self.accelerator.process_index * len(prompts)
+        local = [j for j in range(len(prompts)) if guided[lo + j]]
+        if not local:
+            return super()._generate(prompts)
+        sampled = list(prompts)
+        for j in local:
+            sampled[j] = wrap_prompt(prompts[j], templates[(lo + j) // n])
+        out = list(super()._generate(sampled))
+        original_ids, _, _ = self._tokenize_prompts([prompts[j] for j in local])
+        prompt_ids = list(out[0])
+        for j, row in zip(local, original_ids, strict=True):
+            prompt_ids[j] = list(row)
+        out[0] = prompt_ids
+        return tuple(out)
+
+    # -- observation: unguided rewards only -------------------------------------------------
+    def _observe(self, rewards: np.ndarray) -> None:
+        """Bank and selector see bare-prompt rewards: full groups in one call, the unguided part
+        of guided groups in a second (their groups are smaller); the batch metrics count all."""
+        chosen, predicted = self._pending
+        n, bare = self.num_generations, self.num_generations - self.guided_per_group
+        guided = self.guided_rows if self.guided_rows is not None else np.zeros(rewards.size, dtype=bool)
+        grouped, rescued = rewards.reshape(len(chosen), n), guided.reshape(len(chosen), n).any(axis=1)
+        success = grouped
+        if self.success_threshold is not None:
+            success = (grouped >= self.success_threshold).astype(np.float64)
+        elif grouped.min() < 0 or grouped.max() > 1:
+            raise ValueError(
+                "reward functions returned values outside [0, 1]; pass success_threshold= to map "
+                "rewards to success/failure for the selector"
+            )
+        ids = np.array([self.selector.pool.ids[int(i)] for i in chosen])
+        for part, cols in ((~rescued, n), (rescued, bare)):
+            if part.any():
+                self.bank.observe(list(ids[part]), grouped[part, :cols])
+                self.selector.observe(chosen[part], success[part, :cols])
+        self.rollouts_spent += grouped.size
+        self.guided_rollouts += int(guided.sum())
+        metrics = self._metrics["train"]
+        metrics["rollwise/esr"].append(effective_sample_ratio(success))
+        metrics["rollwise/rollouts"].append(float(self.rollouts_spent))
+        metrics["rollwise/predicted_rate"].append(float(np.mean(predicted)))
+        metrics["rescue/guided_rows"].append(float(guided.sum()))
+        metrics["rescue/hard"].append(float(rescued.sum()))
+        if guided.any():
+            metrics["rescue/guided_success"].append(float(success.ravel()[guided].mean()))
+
+
+__all__ = ["RescueGRPOTrainer", "wrap_prompt"]

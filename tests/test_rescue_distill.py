@@ -1,0 +1,188 @@
+"""P²O distillation in TRL's GRPO loop: real GRPO steps with a tiny random model on CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("trl")
+
+import torch  # noqa: E402
+from datasets import Dataset  # noqa: E402
+from test_trl import _tokenizer  # noqa: E402
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM  # noqa: E402
+from trl import GRPOConfig  # noqa: E402
+
+from rollwise import PromptPool, make_selector  # noqa: E402
+from rollwise.rescue import HardPromptBank, RescueGRPOTrainer, render_template  # noqa: E402
+from rollwise.rescue.distill import wrap_prompt  # noqa: E402
+
+TEMPLATE = "Think step by step: {problem} ?"
+N_GEN = 2
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    tok = _tokenizer()
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                      bos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny")
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    rows = [{"id": f"q{i}", "prompt": f"{i} + {i} =", "answer": str(2 * i)} for i in range(12)]
+    return str(path), Dataset.from_list(rows)
+
+
+class Rewards:
+    """Reward function: by default arbitrary per completion; ``guided=True`` rewards guided rows only.
+
+    Records, per call, the prompts TRL scored and the guided mask at that moment.
+    """
+
+    __name__ = "rewards"
+
+    def __init__(self, guided: bool = False):
+        self.guided, self.trainer, self.calls = guided, None, []
+
+    def __call__(self, prompts, completions, **kwargs):
+        mask = self.trainer.guided_rows.copy()
+        if self.guided:
+            rewards = [float(g) for g in mask]
+        else:
+            rewards = [float(len(c) % 2) for c in completions]
+        self.calls.append({"prompts": list(prompts), "guided": mask, "rewards": np.array(rewards)})
+        return rewards
+
+
+def _hard_bank(ids):
+    bank = HardPromptBank(window=1)
+    bank.observe(list(ids), np.zeros((len(ids), 1)))
+    return bank
+
+
+def _trainer(tiny, out, bank, steps=1, rewards=None, lr=1e-3, **kw):
+    path, ds = tiny
+    pool = PromptPool.from_texts(ds["prompt"], ids=ds["id"], embedder="hashing")
+    selector = make_selector("uniform", pool, batch_size=3, seed=0)
+    args = GRPOConfig(output_dir=str(out), per_device_train_batch_size=6, num_generations=N_GEN,
+                      max_completion_length=6, max_steps=steps, logging_steps=1, save_steps=100,
+                      report_to="none", use_cpu=True, seed=0, learning_rate=lr)
+    rewards = rewards or Rewards()
+    trainer = RescueGRPOTrainer(model=path, reward_funcs=rewards, args=args, train_dataset=ds,
+                                selector=selector, bank=bank, **{"template": TEMPLATE, **kw})
+    rewards.trainer = trainer
+    return trainer, rewards
+
+
+def _unpadded(ids, mask):
+    return [row[m.bool()].tolist() for row, m in zip(ids, mask, strict=True)]
+
+
+def _completion_logp(model, prompt_ids, completion_ids, completion_mask):
+    """Summed log-probability of each completion given its (left-padded) prompt."""
+    prompt_mask = (prompt_ids != model.config.pad_token_id).long()
+    ids = torch.cat([prompt_ids, completion_ids], dim=1)
+    attn = torch.cat([prompt_mask, completion_mask], dim=1)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=attn).logits[:, prompt_ids.shape[1] - 1 : -1]
+    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
+    return (logp * completion_mask).sum(dim=1)
+
+
+def test_guided_rows_sample_under_template_and_carry_original_prompt(tiny, tmp_path):
+    trainer, rewards = _trainer(tiny, tmp_path, _hard_bank(tiny[1]["id"]))
+    generated = []
+    generate = trainer._generate_single_turn
+
+    def spy(prompt_ids, *args, **kwargs):
+        generated.extend(list(p) for p in prompt_ids)
+        return generate(prompt_ids, *args, **kwargs)
+
+    trainer._generate_single_turn = spy
+    trainer.model.train()
+    batch = trainer._generate_and_score_completions([tiny[1][0]] * 6)
+    tok = trainer.processing_class
+    prompts = rewards.calls[0]["prompts"]
+    np.testing.assert_array_equal(trainer.guided_rows, [False, True] * 3)  # the last row of each group
+    trained = _unpadded(batch["prompt_ids"], batch["prompt_mask"])
+    for j, prompt in enumerate(prompts):
+        original = tok(prompt)["input_ids"]
+        assert trained[j] == original  # every row is trained as a completion of the bare prompt
+        if trainer.guided_rows[j]:
+            assert generated[j] == tok(render_template(TEMPLATE, prompt))["input_ids"] != original
+        else:
+            assert generated[j] == original
+    assert trainer.guided_rollouts == 3 and trainer.rollouts_spent == 6
+
+
+def test_step_raises_guided_completion_logp_under_original_prompt(tiny, tmp_path):
+    trainer, _ = _trainer(tiny, tmp_path, _hard_bank(tiny[1]["id"]), rewards=Rewards(guided=True), lr=1e-2)
+    batches = []
+    generate_and_score = trainer._generate_and_score_completions
+
+    def keep(inputs):
+        batches.append(generate_and_score(inputs))
+        return batches[-1]
+
+    trainer._generate_and_score_completions = keep
+    before = AutoModelForCausalLM.from_pretrained(tiny[0]).eval()
+    trainer.train()
+    batch, guided = batches[0], torch.as_tensor(trainer.guided_rows)
+    assert guided.any() and (batch["advantages"][guided] > 0).all()
+    args = (batch["prompt_ids"][guided], batch["completion_ids"][guided], batch["completion_mask"][guided])
+    logp_before = _completion_logp(before, *args)
+    logp_after = _completion_logp(trainer.model.eval(), *args)
+    assert (logp_after > logp_before).all(), (logp_before, logp_after)
+
+
+def test_selector_and_bank_observe_only_unguided_rewards(tiny, tmp_path):
+    ids = tiny[1]["id"]
+    trainer, rewards = _trainer(tiny, tmp_path, _hard_bank(ids[:6]), steps=4)
+    seen = {"selector": [], "bank": []}
+    for name, obj in (("selector", trainer.selector), ("bank", trainer.bank)):
+        observe = obj.observe
+
+        def spy(keys, rew, _observe=observe, _log=seen[name]):
+            _log.append((list(np.asarray(keys)), np.array(rew)))
+            return _observe(keys, rew)
+
+        obj.observe = spy
+    trainer.train()
+    assert len(rewards.calls) == 4
+    assert any(c["guided"].any() for c in rewards.calls)  # some steps were guided
+    for name, keys_of in (("selector", lambda c: list(trainer.selector.pool.ids[i] for i in c)),
+                          ("bank", list)):
+        observed = {}
+        for keys, rew in seen[name]:
+            for key, row in zip(keys_of(keys), rew, strict=True):
+                observed.setdefault(key, []).append(row.tolist())
+        expected = {}
+        for call in rewards.calls:
+            guided, rew = call["guided"].reshape(-1, N_GEN), call["rewards"].reshape(-1, N_GEN)
+            for g in range(len(guided)):
+                key = ids[[p for p in tiny[1]["prompt"]].index(call["prompts"][g * N_GEN])]
+                expected.setdefault(key, []).append(rew[g][~guided[g]].tolist())
+        assert observed == expected, name
+
+
+def test_bad_configuration_is_rejected(tiny, tmp_path):
+    bank = _hard_bank(["q0"])
+    with pytest.raises(ValueError, match="guided_per_group"):
+        _trainer(tiny, tmp_path, bank, guided_per_group=N_GEN)
+    with pytest.raises(TypeError, match="HardPromptBank"):
+        _trainer(tiny, tmp_path, {"q0": True})
+    with pytest.raises(ValueError, match="template"):
+        _trainer(tiny, tmp_path, bank, template=" ")
+
+
+def test_wrap_prompt_text_and_chat():
+    assert wrap_prompt("2+2", "Q: {problem}!") == "Q: 2+2!"
+    chat = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "2+2"}]
+    wrapped = wrap_prompt(chat, "Q: {problem}!")
+    assert wrapped[1]["content"] == "Q: 2+2!" and wrapped[0] == chat[0]
+    assert chat[1]["content"] == "2+2"  # the dataset's row is not modified
+    with pytest.raises(ValueError, match="user message"):
+        wrap_prompt([{"role": "system", "content": "x"}], "{problem}")
