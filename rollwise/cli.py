@@ -7,6 +7,10 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rollwise.train import TrainSettings
 
 log = logging.getLogger("rollwise")
 
@@ -130,13 +134,39 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="resume from the last checkpoint")
     p.add_argument("--report-to", default=d.report_to,
                    help="TRL logging backends (none, tensorboard, wandb, ...)")
+    r = p.add_argument_group("hard-prompt rescue (P²O; needs the rescue extra)")
+    r.add_argument("--rescue", choices=["p2o"], default=d.rescue,
+                   help="guide hard prompts' groups with a GEPA-evolved template and distil it")
+    r.add_argument("--rescue-every", type=_positive_int, default=d.rescue_every,
+                   help="optimiser steps between template evolutions")
+    r.add_argument("--rescue-guided", type=int, default=d.rescue_guided,
+                   help="template-guided rollouts per hard prompt's group (1..num_generations-1)")
+    r.add_argument("--rescue-reflection", default=d.rescue_reflection,
+                   help="reflection LM: 'policy' (the policy itself) or an OpenAI-compatible URL")
+    r.add_argument("--rescue-max-metric-calls", type=_positive_int, default=d.rescue_max_metric_calls,
+                   help="GEPA rollout budget per evolution")
+    r.add_argument("--rescue-max-hard", type=_positive_int, default=d.rescue_max_hard,
+                   help="hard prompts given to GEPA per evolution")
+    r.add_argument("--rescue-seed-template", default=d.rescue_seed_template,
+                   help="first template GEPA starts from ('{problem}' marks where the problem goes)")
+    r.add_argument("--rescue-window", type=_positive_int, default=d.rescue_window,
+                   help="failed groups in a row that make a prompt hard")
+    r.add_argument("--rescue-threshold", type=float, default=d.rescue_threshold,
+                   help="a reward at least this counts as a success")
+
+
+def train_settings(args: argparse.Namespace) -> TrainSettings:
+    """The ``TrainSettings`` the ``train`` arguments describe (not yet validated)."""
+    from rollwise.train import TrainSettings
+
+    fields = TrainSettings.__dataclass_fields__
+    return TrainSettings(**{k: v for k, v in vars(args).items() if k in fields})
 
 
 def run_train(args: argparse.Namespace) -> None:
-    from rollwise.train import TrainSettings, run
+    from rollwise.train import run
 
-    fields = TrainSettings.__dataclass_fields__
-    settings = TrainSettings(**{k: v for k, v in vars(args).items() if k in fields})
+    settings = train_settings(args)
     result = run(settings)
     evals = [h for h in result["log_history"] if "eval_reward" in h]
     start = result["initial_eval"].get("eval_reward")
@@ -144,6 +174,10 @@ def run_train(args: argparse.Namespace) -> None:
           f"held-out accuracy {start if start is None else round(start, 3)} -> "
           f"{round(evals[-1]['eval_reward'], 3) if evals else 'n/a'}; "
           f"log in {settings.output_dir}/rollwise_run.json")
+    if "rescue" in result:
+        rescue = result["rescue"]
+        print(f"rescue: {len(rescue['evolutions'])} evolutions, {rescue['gepa_rollouts']} GEPA rollouts "
+              f"(included above), {rescue['guided_rollouts']} guided, {rescue['rescued']} prompts rescued")
 
 
 def _quantiles(text: str) -> tuple[float, float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,16 @@ class TrainSettings:
     resume: bool = False
     report_to: str = "none"
     hyper: dict[str, Any] = field(default_factory=dict)
+    # hard-prompt rescue (P²O): None (off) or "p2o"
+    rescue: str | None = None
+    rescue_every: int = 10  # optimiser steps between template evolutions
+    rescue_guided: int = 1  # template-guided rollouts per hard prompt's group
+    rescue_reflection: Any = "policy"  # "policy", an http(s) URL, or (Python API) a str -> str callable
+    rescue_max_metric_calls: int = 200  # GEPA rollout budget per evolution
+    rescue_max_hard: int = 16  # hard prompts given to GEPA per evolution (the oldest)
+    rescue_seed_template: str | None = None  # None: the task's instruction after the problem
+    rescue_window: int = 2  # failed groups in a row that make a prompt hard
+    rescue_threshold: float = 0.5  # a reward at least this is a success
 
     def validate(self) -> None:
         from rollwise.sim.runner import known_strategies
@@ -54,6 +65,45 @@ class TrainSettings:
             raise ValueError("eval_prompts must be >= 0 and eval_generations >= 2")
         if not (self.temperature > 0 and self.learning_rate > 0):
             raise ValueError("temperature and learning_rate must be > 0")
+        self._validate_rescue()
+
+    def _validate_rescue(self) -> None:
+        if self.rescue is None:
+            return
+        if self.rescue != "p2o":
+            raise ValueError(f"unknown rescue mode {self.rescue!r}; choose 'p2o' or None (off)")
+        for name, low in (("rescue_every", 1), ("rescue_max_metric_calls", 1), ("rescue_max_hard", 1),
+                          ("rescue_window", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        guided = self.rescue_guided
+        if isinstance(guided, bool) or not isinstance(guided, int) or not 1 <= guided < self.num_generations:
+            raise ValueError(f"rescue_guided must be an int in 1..num_generations-1 = 1.."
+                             f"{self.num_generations - 1} (every group keeps a bare rollout), got {guided!r}")
+        if self.rescue_max_hard > self.rescue_max_metric_calls:
+            raise ValueError(f"rescue_max_hard={self.rescue_max_hard} exceeds rescue_max_metric_calls="
+                             f"{self.rescue_max_metric_calls}: GEPA could not even score the seed template")
+        if not 0 < self.rescue_threshold <= 1:
+            raise ValueError(f"rescue_threshold must lie in (0, 1], got {self.rescue_threshold!r}")
+        reflection = self.rescue_reflection
+        if not callable(reflection) and not (isinstance(reflection, str) and (
+                reflection == "policy" or reflection.startswith(("http://", "https://")))):
+            raise ValueError(f"rescue_reflection must be 'policy', an http(s) URL or a callable, "
+                             f"got {reflection!r}")
+        template = self.rescue_seed_template
+        if template is not None and (not isinstance(template, str) or not template.strip()):
+            raise ValueError("rescue_seed_template must be a non-empty string or None")
+        if self.resume:
+            raise ValueError("resume with rescue is not supported yet: the hard-prompt bank and "
+                             "templates are not checkpointed")
+
+    def as_record(self) -> dict[str, Any]:
+        """The settings as JSON values (a reflection callable is recorded by its name)."""
+        record = asdict(self)
+        if callable(self.rescue_reflection):
+            record["rescue_reflection"] = f"callable:{type(self.rescue_reflection).__name__}"
+        return record
 
 
 def run(settings: TrainSettings) -> dict[str, Any]:
@@ -72,7 +122,7 @@ def run(settings: TrainSettings) -> dict[str, Any]:
     stride = max(1, len(task.heldout) // max(1, settings.eval_prompts))
     held = task.heldout[::stride][: settings.eval_prompts]
     eval_rows = [{k: r[k] for k in columns} for r in held]
-    return run_grpo(settings, model_path, train_rows, eval_rows, reward_function(task))
+    return run_grpo(settings, model_path, train_rows, eval_rows, reward_function(task), verify=task.verify)
 
 
 def run_grpo(
@@ -83,6 +133,7 @@ def run_grpo(
     reward_funcs: Any,
     pool_texts: list[str] | None = None,
     final_model_dir: str | None = None,
+    verify: Callable[[str, str], float] | None = None,
     **config_overrides: Any,
 ) -> dict[str, Any]:
     """The GRPO engine behind :func:`run`, for any rows and reward functions.
@@ -90,6 +141,8 @@ def run_grpo(
     Rows need ``id`` and ``prompt`` plus whatever columns the reward functions read; the pool is
     embedded from ``pool_texts`` (default: the rows' ``question``). ``config_overrides`` go to
     ``GRPOConfig`` (e.g. ``epsilon_high``), so callers change TRL settings without copying this.
+    With ``settings.rescue`` on, rows also need ``question`` and ``answer`` (GEPA scores templates
+    with ``verify(completion, answer)``, default :func:`rollwise.tasks.verify_number`).
     """
     settings.validate()
     import torch
@@ -101,6 +154,10 @@ def run_grpo(
     from rollwise.pool import PromptPool
     from rollwise.selectors import make_selector
 
+    if settings.rescue is not None:
+        missing = sorted({c for row in train_rows for c in ("question", "answer") if c not in row})
+        if missing:
+            raise ValueError(f"train_rows: rescue needs the columns {missing} in every row")
     train_ds = Dataset.from_list(train_rows)
     eval_ds = Dataset.from_list(eval_rows) if eval_rows else None
     texts = list(pool_texts) if pool_texts is not None else train_ds["question"]
@@ -137,14 +194,13 @@ def run_grpo(
         dataloader_num_workers=0,
     )
     config = GRPOConfig(**{**config_args, **config_overrides})
-    trainer = RollwiseGRPOTrainer(
-        model=model_path,
-        reward_funcs=reward_funcs,
-        args=config,
-        train_dataset=train_ds,
-        eval_dataset=eval_ds,
-        selector=selector,
-    )
+    common = dict(model=model_path, reward_funcs=reward_funcs, args=config, train_dataset=train_ds,
+                  eval_dataset=eval_ds, selector=selector)
+    rescue = None
+    if settings.rescue is None:
+        trainer = RollwiseGRPOTrainer(**common)
+    else:
+        trainer, rescue = _rescue_trainer(settings, common, train_rows, verify)
     t0 = time.perf_counter()
     if eval_ds is not None:
         start_eval = trainer.evaluate()  # accuracy of the starting model, same protocol
@@ -154,15 +210,35 @@ def run_grpo(
     resume = settings.resume and any(Path(settings.output_dir).glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=True if resume else None)
     result = {
-        "settings": asdict(settings),
+        "settings": settings.as_record(),
         "model_path": model_path,
         "initial_eval": start_eval,
         "log_history": trainer.state.log_history,
-        "rollouts": trainer.rollouts_spent,
+        # every completion generated for training, template evolution included
+        "rollouts": trainer.rollouts_spent + (rescue.gepa_rollouts if rescue is not None else 0),
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }
+    if rescue is not None:
+        result["rescue"] = {"training_rollouts": trainer.rollouts_spent, **rescue.summary()}
     atomic_write_json(os.path.join(settings.output_dir, "rollwise_run.json"), result)
     if final_model_dir is not None:
         trainer.save_model(final_model_dir)
     trainer.selector.save(os.path.join(settings.output_dir, "rollwise_selector.pt"))
     return result
+
+
+def _rescue_trainer(settings: TrainSettings, common: dict[str, Any], train_rows: list[dict[str, Any]],
+                    verify: Callable[[str, str], float] | None) -> tuple[Any, Any]:
+    """A RescueGRPOTrainer with its hard-prompt bank, and the callback that evolves its template."""
+    from rollwise.rescue import HardPromptBank, RescueCallback, RescueGRPOTrainer
+    from rollwise.tasks import verify_number
+
+    bank = HardPromptBank(window=settings.rescue_window, success_threshold=settings.rescue_threshold)
+    # no template until the first evolution scores one on the current policy
+    trainer = RescueGRPOTrainer(**common, bank=bank, guided_per_group=settings.rescue_guided)
+    rescue = RescueCallback(trainer, train_rows, verify or verify_number, settings.rescue_reflection,
+                            every=settings.rescue_every, max_metric_calls=settings.rescue_max_metric_calls,
+                            max_hard=settings.rescue_max_hard, seed_template=settings.rescue_seed_template,
+                            max_new_tokens=settings.max_new_tokens, seed=settings.seed)
+    trainer.add_callback(rescue)
+    return trainer, rescue

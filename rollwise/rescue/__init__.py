@@ -19,6 +19,7 @@ _LAZY = {
     **dict.fromkeys(("EvolutionResult", "TransformersPolicy", "ReflectionLMError", "OpenAIReflectionLM",
                      "TemplateAdapter", "evolve_template", "make_reflection_lm"), "gepa_adapter"),
     "RescueGRPOTrainer": "distill",
+    "RescueCallback": "loop",
 }
 
 

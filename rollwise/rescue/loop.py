@@ -1,0 +1,130 @@
+"""P²O inside a training run: every ``every`` optimiser steps, evolve a rescue template on the bank's
+hard prompts with the *current* policy and hand it to the :class:`RescueGRPOTrainer`.
+
+The evolution runs in a ``TrainerCallback`` (``on_step_end``), so it sees the weights the next
+generation batch will sample from. Its rollouts are cost like any other: they are counted in
+``gepa_rollouts`` and logged (``rescue/gepa_rollouts``) next to TRL's metrics of the step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from transformers import TrainerCallback
+
+from rollwise.rescue.gepa_adapter import (
+    DEFAULT_TEMPLATE,
+    EvolutionResult,
+    ReflectionLMError,
+    TransformersPolicy,
+    evolve_template,
+    make_reflection_lm,
+)
+
+log = logging.getLogger(__name__)
+
+REFLECTION_TOKENS = 512  # a proposed template needs more room than a task answer
+
+
+class RescueCallback(TrainerCallback):
+    """Evolves the trainer's rescue template every ``every`` steps from its bank's hard prompts.
+
+    ``rows`` are the training rows (``question``, ``answer``) in pool order, so a hard prompt id
+    maps to its row. At most ``max_hard`` hard prompts (the oldest) are given to GEPA. A reflection
+    LM that cannot be reached skips the evolution (logged, recorded) and training goes on.
+    """
+
+    def __init__(self, trainer: Any, rows: Sequence[Mapping[str, Any]], verify: Callable[[str, str], float],
+                 reflection_lm: Any, *, every: int, max_metric_calls: int = 200, max_hard: int = 16,
+                 seed_template: str | None = None, max_new_tokens: int = 256, seed: int = 0) -> None:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be an int >= 1, got {every!r}")
+        if isinstance(max_hard, bool) or not isinstance(max_hard, int) or max_hard < 1:
+            raise ValueError(f"max_hard must be an int >= 1, got {max_hard!r}")
+        ids = trainer.selector.pool.ids
+        if len(rows) != len(ids):
+            raise ValueError(f"rows has {len(rows)} entries for a pool of {len(ids)} prompts")
+        self.trainer, self.verify, self.reflection_lm = trainer, verify, reflection_lm
+        self.rows_by_id = {pid: rows[i] for i, pid in enumerate(ids)}
+        self.every, self.max_metric_calls, self.max_hard = every, max_metric_calls, max_hard
+        self.template = seed_template or DEFAULT_TEMPLATE  # each evolution starts from the last best
+        self.max_new_tokens, self.seed = max_new_tokens, seed
+        self.gepa_rollouts = 0
+        self.evolutions: list[dict[str, Any]] = []
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step % self.every == 0:
+            self.evolve(state.global_step)
+
+    def evolve(self, step: int) -> dict[str, Any]:
+        """One evolution on the current hard prompts; returns (and records) what happened."""
+        hard = self.trainer.bank.hard_ids()
+        rows = [self.rows_by_id[pid] for pid in hard[: min(self.max_hard, self.max_metric_calls)]]
+        record: dict[str, Any] = {"step": step, "hard": len(hard), "used": len(rows)}
+        if not rows:
+            record["skipped"] = "no hard prompts"
+        else:
+            result = self._run_gepa(rows)
+            self.gepa_rollouts += result.rollouts_spent
+            record.update(rollouts=result.rollouts_spent, tried=len(result.tried),
+                          best_score=None if math.isnan(result.best_score) else result.best_score,
+                          seed_score=None if math.isnan(result.seed_score) else result.seed_score,
+                          reflection_calls=result.reflection_calls, seconds=round(result.seconds, 1),
+                          skipped=result.skipped)
+            if result.tried:  # scored: guide hard prompts with the best template found
+                self.template = self.trainer.template = result.best_template
+                record["template"] = result.best_template
+        record["rescued"] = len(self.trainer.bank.rescued)
+        self.evolutions.append(record)
+        self._log(record)
+        return record
+
+    def _run_gepa(self, rows: list[Mapping[str, Any]]) -> EvolutionResult:
+        trainer = self.trainer
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        tok = trainer.processing_class
+        was_training, padding_side = model.training, tok.padding_side
+        policy = TransformersPolicy(model, tok, max_new_tokens=self.max_new_tokens,
+                                    device=str(next(model.parameters()).device), seed=self.seed)
+        reflection = self.reflection_lm
+        if reflection == "policy":  # the policy reflects, with room to write a template
+            reflection = make_reflection_lm("policy", TransformersPolicy(
+                model, tok, max_new_tokens=REFLECTION_TOKENS, device=policy.device, seed=self.seed))
+        try:
+            return evolve_template(rows, policy, self.verify, reflection,
+                                   seed_template=self.template, max_metric_calls=self.max_metric_calls,
+                                   seed=self.seed, on_unreachable="skip")
+        except ReflectionLMError as err:  # belt and braces: evolve_template already skips
+            log.warning("template evolution skipped: %s", err)
+            return EvolutionResult(self.template, math.nan, skipped=str(err))
+        finally:
+            model.train(was_training)
+            tok.padding_side = padding_side
+
+    def _log(self, record: dict[str, Any]) -> None:
+        metrics = self.trainer._metrics["train"]  # averaged into the step's TRL log
+        metrics["rescue/hard_prompts"].append(float(record["hard"]))
+        metrics["rescue/templates_tried"].append(float(record.get("tried", 0)))
+        if record.get("best_score") is not None:
+            metrics["rescue/best_score"].append(float(record["best_score"]))
+        metrics["rescue/gepa_rollouts"].append(float(self.gepa_rollouts))
+        metrics["rescue/rescued"].append(float(record["rescued"]))
+        if record.get("skipped"):
+            log.warning("step %d: template evolution skipped (%s)", record["step"], record["skipped"])
+        else:
+            log.info("step %d: %d hard prompts, %d templates tried, best score %s, %d GEPA rollouts",
+                     record["step"], record["hard"], record["tried"], record["best_score"],
+                     record["rollouts"])
+
+    def summary(self) -> dict[str, Any]:
+        """What the rescue did over the run, for ``rollwise_run.json``."""
+        return {"evolutions": self.evolutions, "gepa_rollouts": self.gepa_rollouts,
+                "guided_rollouts": self.trainer.guided_rollouts, "template": self.trainer.template,
+                "hard_prompts": len(self.trainer.bank.hard_ids()),
+                "rescued": len(self.trainer.bank.rescued), "rescued_ids": self.trainer.bank.rescued}
+
+
+__all__ = ["RescueCallback"]

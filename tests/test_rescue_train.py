@@ -1,0 +1,183 @@
+"""``rollwise train --rescue p2o``: settings, CLI flags, and short real runs on a tiny random model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rollwise.cli import build_parser, main, train_settings
+from rollwise.train import TrainSettings
+
+SEED_TEMPLATE = "Solve carefully: {problem}"
+
+
+def _settings(tmp_path, **kw):
+    base = dict(model="unused", output_dir=str(tmp_path / "run"), steps=3, prompts_per_step=3,
+                num_generations=2, max_new_tokens=4, embedder="hashing", strategy="uniform", eval_prompts=0,
+                save_steps=100,
+                rescue="p2o", rescue_every=2, rescue_window=1, rescue_max_metric_calls=8, rescue_max_hard=3,
+                rescue_seed_template=SEED_TEMPLATE)
+    return TrainSettings(**{**base, **kw})
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    (dict(rescue="p3o"), "unknown rescue mode 'p3o'"),
+    (dict(rescue_guided=0), "rescue_guided must be an int in 1..num_generations-1"),
+    (dict(rescue_guided=2), "rescue_guided must be an int in 1..num_generations-1 = 1..1"),
+    (dict(rescue_every=0), "rescue_every must be an int >= 1"),
+    (dict(rescue_max_metric_calls=2), "rescue_max_hard=3 exceeds rescue_max_metric_calls=2"),
+    (dict(rescue_threshold=0.0), "rescue_threshold must lie in"),
+    (dict(rescue_reflection="gpt-4"), "rescue_reflection must be 'policy', an http"),
+    (dict(rescue_seed_template="  "), "rescue_seed_template must be a non-empty"),
+    (dict(resume=True), "resume with rescue is not supported"),
+])
+def test_bad_rescue_settings_are_rejected(tmp_path, change, match):
+    _settings(tmp_path).validate()  # the base is valid: only the change can fail it
+    with pytest.raises(ValueError, match=match):
+        _settings(tmp_path, **change).validate()
+
+
+def test_rescue_off_ignores_rescue_fields(tmp_path):
+    _settings(tmp_path, rescue=None, rescue_guided=5).validate()
+
+
+def test_cli_parses_rescue_flags():
+    args = build_parser().parse_args([
+        "train", "--rescue", "p2o", "--rescue-every", "5", "--rescue-guided", "3",
+        "--rescue-reflection", "http://localhost:8000", "--rescue-max-metric-calls", "50",
+        "--rescue-max-hard", "7", "--rescue-seed-template", "Q: {problem}", "--rescue-window", "3",
+        "--rescue-threshold", "0.9"])
+    s = train_settings(args)
+    assert (s.rescue, s.rescue_every, s.rescue_guided, s.rescue_reflection, s.rescue_max_metric_calls,
+            s.rescue_max_hard, s.rescue_seed_template, s.rescue_window, s.rescue_threshold) == \
+        ("p2o", 5, 3, "http://localhost:8000", 50, 7, "Q: {problem}", 3, 0.9)
+    s.validate()
+    off = train_settings(build_parser().parse_args(["train"]))
+    assert off.rescue is None and off.rescue_reflection == "policy"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--rescue", "p3o"])
+
+
+def test_cli_reports_bad_rescue_before_training(capsys):
+    assert main(["train", "--rescue", "p2o", "--num-generations", "4", "--rescue-guided", "4"]) == 2
+    assert "rescue_guided must be an int in 1..num_generations-1 = 1..3" in capsys.readouterr().err
+
+
+# ---- real runs ---------------------------------------------------------------------------------
+
+trl = pytest.importorskip("trl")
+pytest.importorskip("gepa")
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory):
+    import torch
+    from test_trl import _tokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = _tokenizer()
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, pad_token_id=tok.pad_token_id,
+                      eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny")
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+# three prompts, three per step: every prompt is chosen at every step
+ROWS = [{"id": f"q{i}", "prompt": f"{i} + {i} =", "question": f"{i} + {i}", "answer": str(2 * i)}
+        for i in range(3)]
+
+
+def never(completions, **kwargs):
+    """Every rollout fails, so after one step (window 1) every prompt is hard."""
+    return [0.0] * len(completions)
+
+
+class Reflection:
+    """Deterministic reflection LM: always proposes the same template."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, prompt):
+        self.calls += 1
+        return "A better instruction:\n```\nThink, then answer: {problem}\n```"
+
+
+@pytest.fixture
+def spy_evolve(monkeypatch):
+    """Records, after each evolution, the step, the trainer's template and whether it trains again."""
+    from rollwise.rescue.loop import RescueCallback
+
+    seen = []
+    evolve = RescueCallback.evolve
+
+    def spy(self, step):
+        record = evolve(self, step)
+        seen.append({"step": step, "training": self.trainer.model.training, "template": self.trainer.template,
+                     "guided_so_far": self.trainer.guided_rollouts})
+        return record
+
+    monkeypatch.setattr(RescueCallback, "evolve", spy)
+    return seen
+
+
+def test_run_grpo_with_rescue_evolves_at_the_configured_step(tiny_path, tmp_path, spy_evolve):
+    from rollwise.train import run_grpo
+
+    reflection = Reflection()
+    settings = _settings(tmp_path, rescue_reflection=reflection)
+    result = run_grpo(settings, tiny_path, ROWS, [], never)
+    rescue = result["rescue"]
+    assert [e["step"] for e in rescue["evolutions"]] == [2] and [s["step"] for s in spy_evolve] == [2]
+    evo = rescue["evolutions"][0]
+    assert evo["hard"] == 3 and evo["used"] == 3 and evo["skipped"] is None and evo["tried"] >= 1
+    assert evo["rollouts"] >= 3 and rescue["gepa_rollouts"] == evo["rollouts"]  # the seed scored at least
+    assert evo["reflection_calls"] == reflection.calls >= 1
+    # the policy is back in train mode, the best template is set, and guidance started only after it
+    assert spy_evolve[0]["training"] and spy_evolve[0]["template"] == evo["template"] == rescue["template"]
+    assert spy_evolve[0]["guided_so_far"] == 0 and rescue["guided_rollouts"] == 3  # step 3: 3 groups x 1
+    assert rescue["training_rollouts"] == 3 * 3 * 2
+    assert result["rollouts"] == rescue["training_rollouts"] + rescue["gepa_rollouts"]
+    logs = {h["step"]: h for h in result["log_history"] if "loss" in h}
+    assert sorted(logs) == [1, 2, 3]
+    assert logs[2]["rescue/gepa_rollouts"] == evo["rollouts"] and logs[2]["rescue/hard_prompts"] == 3
+    assert logs[2]["rescue/templates_tried"] == evo["tried"] and "rescue/rescued" in logs[2]
+    assert "rescue/gepa_rollouts" not in logs[1] and "rescue/gepa_rollouts" not in logs[3]
+    saved = json.loads((tmp_path / "run" / "rollwise_run.json").read_text())
+    assert saved["rescue"]["gepa_rollouts"] == rescue["gepa_rollouts"]
+    assert saved["settings"]["rescue_reflection"] == "callable:Reflection"
+
+
+def test_unreachable_reflection_endpoint_is_a_skip(tiny_path, tmp_path, spy_evolve):
+    from rollwise.train import run_grpo
+
+    settings = _settings(tmp_path, rescue_reflection="http://127.0.0.1:9", steps=2)
+    result = run_grpo(settings, tiny_path, ROWS, [], never)
+    (evo,) = result["rescue"]["evolutions"]
+    assert evo["step"] == 2 and "127.0.0.1:9" in evo["skipped"] and evo["rollouts"] == 0
+    assert result["rescue"]["template"] is None and result["rollouts"] == 2 * 3 * 2
+    assert spy_evolve[0]["training"]
+
+
+def test_rescue_needs_question_and_answer_columns(tiny_path, tmp_path):
+    from rollwise.train import run_grpo
+
+    rows = [{k: v for k, v in r.items() if k != "question"} for r in ROWS]
+    with pytest.raises(ValueError, match=r"rescue needs the columns \['question'\]"):
+        run_grpo(_settings(tmp_path), tiny_path, rows, [], never)
+
+
+def test_policy_as_reflection_lm_in_a_run(tiny_path, tmp_path, spy_evolve, monkeypatch):
+    from rollwise.rescue import loop
+    from rollwise.train import run_grpo
+
+    monkeypatch.setattr(loop, "REFLECTION_TOKENS", 8)  # a random model's reflection: keep it short
+    result = run_grpo(_settings(tmp_path, rescue_reflection="policy", steps=2), tiny_path, ROWS, [], never)
+    (evo,) = result["rescue"]["evolutions"]
+    assert evo["step"] == 2 and evo["skipped"] is None and evo["rollouts"] >= 3
+    assert evo["reflection_calls"] >= 1 and spy_evolve[0]["training"]
