@@ -1,4 +1,4 @@
-"""Shared helpers for the core tests: small pools, tiny GPS settings, reward simulation."""
+"""Shared helpers for the tests: small pools, tiny GPS settings, reward simulation, tiny LLMs."""
 
 from __future__ import annotations
 
@@ -67,3 +67,35 @@ def continue_equal(a, b, truth, steps=3, seed=11, candidates=None):
         a.observe(ia, bernoulli_rewards(rng_a, truth[ia], 4))
         b.observe(ib, bernoulli_rewards(rng_b, truth[ib], 4))
     assert a.step == b.step
+
+
+def char_tokenizer():
+    """A character-level fast tokenizer over printable ASCII, built offline."""
+    import string
+
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    chars = ["<pad>", "<eos>", "<unk>"] + sorted(set(string.printable))
+    tok = Tokenizer(models.WordLevel({c: i for i, c in enumerate(chars)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), "isolated")
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>",
+                                   unk_token="<unk>")
+
+
+def save_tiny_llama(path, hidden: int = 32, intermediate: int = 64, layers: int = 2, seed: int = 0) -> str:
+    """A randomly initialised tiny Llama and :func:`char_tokenizer` saved at ``path`` (seeds torch's
+    global RNG with ``seed`` first, so the weights are the same every time)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = char_tokenizer()
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=intermediate,
+                      num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=2,
+                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                      bos_token_id=tok.eos_token_id)
+    torch.manual_seed(seed)
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)

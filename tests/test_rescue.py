@@ -449,27 +449,12 @@ def test_evolve_template_rejects_bad_arguments_before_any_rollout(kwargs, err, m
 
 def test_transformers_policy_generates_one_completion_per_prompt(tmp_path):
     """A tiny random checkpoint through the batched HF path: shapes, determinism, evolve_template."""
-    transformers = pytest.importorskip("transformers")
-    import string
-
-    import torch
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    pytest.importorskip("transformers")
+    from _support import save_tiny_llama
 
     from rollwise.rescue.gepa_adapter import TransformersPolicy
 
-    chars = ["<pad>", "<eos>", "<unk>"] + sorted(set(string.printable))
-    raw = Tokenizer(models.WordLevel({c: i for i, c in enumerate(chars)}, unk_token="<unk>"))
-    raw.pre_tokenizer = pre_tokenizers.Split(Regex("."), "isolated")
-    raw.decoder = decoders.Fuse()
-    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="<pad>", eos_token="<eos>",
-                                               unk_token="<unk>")
-    cfg = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32,
-                                   num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                                   pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                                   bos_token_id=tok.eos_token_id)
-    torch.manual_seed(0)
-    transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path)
-    tok.save_pretrained(tmp_path)
+    save_tiny_llama(tmp_path, hidden=16, intermediate=32, layers=1)
     policy = TransformersPolicy(str(tmp_path), max_new_tokens=4, batch_size=2, device="cpu")
     prompts = ["1 + 1 =", "a much longer prompt: 12 + 30 =", "7 + 0 ="]
     out = policy(prompts)

@@ -8,9 +8,9 @@ import pytest
 pytest.importorskip("trl")
 
 import torch  # noqa: E402
+from _support import save_tiny_llama  # noqa: E402
 from datasets import Dataset  # noqa: E402
-from test_trl import _tokenizer  # noqa: E402
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM  # noqa: E402
+from transformers import AutoModelForCausalLM  # noqa: E402
 from trl import GRPOConfig  # noqa: E402
 
 from rollwise import PromptPool, make_selector  # noqa: E402
@@ -23,15 +23,7 @@ N_GEN = 2
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    tok = _tokenizer()
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                      num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                      bos_token_id=tok.eos_token_id)
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny")
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
+    path = save_tiny_llama(tmp_path_factory.mktemp("tiny"))
     rows = [{"id": f"q{i}", "prompt": f"{i} + {i} =", "answer": str(2 * i)} for i in range(12)]
     return str(path), Dataset.from_list(rows)
 

@@ -72,19 +72,9 @@ pytest.importorskip("gepa")
 
 @pytest.fixture(scope="module")
 def tiny_path(tmp_path_factory):
-    import torch
-    from test_trl import _tokenizer
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from _support import save_tiny_llama
 
-    tok = _tokenizer()
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, pad_token_id=tok.pad_token_id,
-                      eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny")
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny"))
 
 
 # three prompts, three per step: every prompt is chosen at every step

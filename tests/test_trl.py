@@ -2,44 +2,22 @@
 
 from __future__ import annotations
 
-import string
-
 import numpy as np
 import pytest
 
 pytest.importorskip("trl")
 
+from _support import save_tiny_llama  # noqa: E402
 from datasets import Dataset  # noqa: E402
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: E402
 from trl import GRPOConfig  # noqa: E402
 
 from rollwise import PromptPool, make_selector  # noqa: E402
 from rollwise.integrations.trl import SELECTOR_FILE, RollwiseGRPOTrainer  # noqa: E402
 
 
-def _tokenizer() -> PreTrainedTokenizerFast:
-    chars = ["<pad>", "<eos>", "<unk>"] + sorted(set(string.printable))
-    tok = Tokenizer(models.WordLevel({c: i for i, c in enumerate(chars)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), "isolated")
-    tok.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>",
-                                   unk_token="<unk>")
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    tok = _tokenizer()
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                      num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                      bos_token_id=tok.eos_token_id)
-    import torch
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny")
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
+    path = save_tiny_llama(tmp_path_factory.mktemp("tiny"))
     rows = [{"id": f"q{i}", "prompt": f"{i} + {i} =", "answer": str(2 * i)} for i in range(12)]
     return str(path), Dataset.from_list(rows)
 
