@@ -109,16 +109,21 @@ class RollwiseGRPOTrainer(GRPOTrainer):
             self._observe(rewards)
         return rewards_per_func
 
-    def _observe(self, rewards: np.ndarray) -> None:
-        chosen, predicted = self._pending
-        grouped = rewards.reshape(len(chosen), self.num_generations)
+    def _successes(self, rewards: np.ndarray) -> np.ndarray:
+        """Rewards as the selector sees them: thresholded to 0/1 when ``success_threshold`` is
+        set, else as they are (then they must lie in [0, 1])."""
         if self.success_threshold is not None:
-            grouped = (grouped >= self.success_threshold).astype(np.float64)
-        elif grouped.min() < 0 or grouped.max() > 1:
+            return (rewards >= self.success_threshold).astype(np.float64)
+        if rewards.min() < 0 or rewards.max() > 1:
             raise ValueError(
                 "reward functions returned values outside [0, 1]; pass success_threshold= to map "
                 "rewards to success/failure for the selector"
             )
+        return rewards
+
+    def _observe(self, rewards: np.ndarray) -> None:
+        chosen, predicted = self._pending
+        grouped = self._successes(rewards.reshape(len(chosen), self.num_generations))
         self.selector.observe(chosen, grouped)
         self.rollouts_spent += grouped.size
         metrics = self._metrics["train"]

@@ -129,14 +129,7 @@ class RescueGRPOTrainer(RollwiseGRPOTrainer):
         n, bare = self.num_generations, self.num_generations - self.guided_per_group
         guided = self.guided_rows if self.guided_rows is not None else np.zeros(rewards.size, dtype=bool)
         grouped, rescued = rewards.reshape(len(chosen), n), guided.reshape(len(chosen), n).any(axis=1)
-        success = grouped
-        if self.success_threshold is not None:
-            success = (grouped >= self.success_threshold).astype(np.float64)
-        elif grouped.min() < 0 or grouped.max() > 1:
-            raise ValueError(
-                "reward functions returned values outside [0, 1]; pass success_threshold= to map "
-                "rewards to success/failure for the selector"
-            )
+        success = self._successes(grouped)
         ids = np.array([self.selector.pool.ids[int(i)] for i in chosen])
         for part, cols in ((~rescued, n), (rescued, bare)):
             if part.any():
