@@ -119,6 +119,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy", default=d.strategy, help="uniform, mopps, gps or a GPS ablation")
     p.add_argument("--output-dir", default=d.output_dir)
     p.add_argument("--steps", type=_positive_int, default=d.steps)
+    p.add_argument("--max-rollouts", type=_positive_int, default=d.max_rollouts,
+                   help="rollout budget: stop before the run would exceed it (template evolution's "
+                        "rollouts included); default: --steps alone")
     p.add_argument("--prompts-per-step", type=_positive_int, default=d.prompts_per_step)
     p.add_argument("--num-generations", type=int, default=d.num_generations,
                    help="rollouts per prompt (>= 2)")
@@ -170,7 +173,7 @@ def run_train(args: argparse.Namespace) -> None:
     result = run(settings)
     evals = [h for h in result["log_history"] if "eval_reward" in h]
     start = result["initial_eval"].get("eval_reward")
-    print(f"trained {settings.steps} steps with {settings.strategy}: {result['rollouts']} rollouts, "
+    print(f"trained {result['steps']} steps with {settings.strategy}: {result['rollouts']} rollouts, "
           f"held-out accuracy {start if start is None else round(start, 3)} -> "
           f"{round(evals[-1]['eval_reward'], 3) if evals else 'n/a'}; "
           f"log in {settings.output_dir}/rollwise_run.json")

@@ -38,6 +38,7 @@ class TrainSettings:
     resume: bool = False
     report_to: str = "none"
     hyper: dict[str, Any] = field(default_factory=dict)
+    max_rollouts: int | None = None  # stop before this many completions (rescue's included); None: steps only
     # hard-prompt rescue (P²O): None (off) or "p2o"
     rescue: str | None = None
     rescue_every: int = 10  # optimiser steps between template evolutions
@@ -65,6 +66,12 @@ class TrainSettings:
             raise ValueError("eval_prompts must be >= 0 and eval_generations >= 2")
         if not (self.temperature > 0 and self.learning_rate > 0):
             raise ValueError("temperature and learning_rate must be > 0")
+        budget = self.max_rollouts
+        per_step = self.prompts_per_step * self.num_generations
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int)
+                                   or budget < per_step):
+            raise ValueError(f"max_rollouts must be None or an int >= one step's rollouts "
+                             f"(prompts_per_step x num_generations = {per_step}), got {budget!r}")
         self._validate_rescue()
 
     def _validate_rescue(self) -> None:
@@ -94,9 +101,6 @@ class TrainSettings:
         template = self.rescue_seed_template
         if template is not None and (not isinstance(template, str) or not template.strip()):
             raise ValueError("rescue_seed_template must be a non-empty string or None")
-        if self.resume:
-            raise ValueError("resume with rescue is not supported yet: the hard-prompt bank and "
-                             "templates are not checkpointed")
 
     def as_record(self) -> dict[str, Any]:
         """The settings as JSON values (a reflection callable is recorded by its name)."""
@@ -150,7 +154,7 @@ def run_grpo(
     from trl import GRPOConfig
 
     from rollwise._io import atomic_write_json
-    from rollwise.integrations.trl import RollwiseGRPOTrainer
+    from rollwise.integrations.trl import RolloutBudget, RollwiseGRPOTrainer
     from rollwise.pool import PromptPool
     from rollwise.selectors import make_selector
 
@@ -201,6 +205,10 @@ def run_grpo(
         trainer = RollwiseGRPOTrainer(**common)
     else:
         trainer, rescue = _rescue_trainer(settings, common, train_rows, verify)
+    budget = None
+    if settings.max_rollouts is not None:  # after the rescue callback: it sees a step's GEPA cost
+        budget = RolloutBudget(trainer, settings.max_rollouts)
+        trainer.add_callback(budget)
     t0 = time.perf_counter()
     if eval_ds is not None:
         start_eval = trainer.evaluate()  # accuracy of the starting model, same protocol
@@ -215,9 +223,12 @@ def run_grpo(
         "initial_eval": start_eval,
         "log_history": trainer.state.log_history,
         # every completion generated for training, template evolution included
-        "rollouts": trainer.rollouts_spent + (rescue.gepa_rollouts if rescue is not None else 0),
+        "rollouts": trainer.total_rollouts,
+        "steps": trainer.state.global_step,
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }
+    if budget is not None:
+        result["budget_stopped_at"] = budget.stopped_at
     if rescue is not None:
         result["rescue"] = {"training_rollouts": trainer.rollouts_spent, **rescue.summary()}
     atomic_write_json(os.path.join(settings.output_dir, "rollwise_run.json"), result)
@@ -234,8 +245,10 @@ def _rescue_trainer(settings: TrainSettings, common: dict[str, Any], train_rows:
     from rollwise.tasks import verify_number
 
     bank = HardPromptBank(window=settings.rescue_window, success_threshold=settings.rescue_threshold)
-    # no template until the first evolution scores one on the current policy
-    trainer = RescueGRPOTrainer(**common, bank=bank, guided_per_group=settings.rescue_guided)
+    # no template until the first evolution scores one on the current policy; templates wrap the
+    # bare question in training as in evolution
+    trainer = RescueGRPOTrainer(**common, bank=bank, guided_per_group=settings.rescue_guided,
+                                problems={row["id"]: row["question"] for row in train_rows})
     rescue = RescueCallback(trainer, train_rows, verify or verify_number, settings.rescue_reflection,
                             every=settings.rescue_every, max_metric_calls=settings.rescue_max_metric_calls,
                             max_hard=settings.rescue_max_hard, seed_template=settings.rescue_seed_template,

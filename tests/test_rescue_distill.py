@@ -110,6 +110,54 @@ def test_guided_rows_sample_under_template_and_carry_original_prompt(tiny, tmp_p
     assert trainer.guided_rollouts == 3 and trainer.rollouts_spent == 6
 
 
+def test_problems_make_guided_rows_sample_the_template_around_the_bare_problem(tiny, tmp_path):
+    ids = tiny[1]["id"]
+    problems = {pid: f"problem {pid}" for pid in ids}
+    trainer, rewards = _trainer(tiny, tmp_path, _hard_bank(ids), problems=problems)
+    generated = []
+    generate = trainer._generate_single_turn
+
+    def spy(prompt_ids, *args, **kwargs):
+        generated.extend(list(p) for p in prompt_ids)
+        return generate(prompt_ids, *args, **kwargs)
+
+    trainer._generate_single_turn = spy
+    trainer.model.train()
+    batch = trainer._generate_and_score_completions([tiny[1][0]] * 6)
+    tok = trainer.processing_class
+    prompts = rewards.calls[0]["prompts"]
+    trained = _unpadded(batch["prompt_ids"], batch["prompt_mask"])
+    for j, prompt in enumerate(prompts):
+        assert trained[j] == tok(prompt)["input_ids"]
+        if trainer.guided_rows[j]:
+            pid = ids[list(tiny[1]["prompt"]).index(prompt)]
+            assert generated[j] == tok(render_template(TEMPLATE, problems[pid]))["input_ids"]
+
+
+def test_rescue_state_round_trip_and_bad_state_changes_nothing(tiny, tmp_path):
+    ids = tiny[1]["id"]
+    trainer, _ = _trainer(tiny, tmp_path, _hard_bank(ids[:4]), templates={"q1": "Only q1: {problem}"})
+    trainer.gepa_rollouts, trainer.guided_rollouts = 7, 3
+    trainer.evolutions.append({"step": 2, "tried": 1})
+    state = trainer.rescue_state()
+    other, _ = _trainer(tiny, tmp_path / "b", HardPromptBank(window=1), template=None)
+    for bad in ({**state, "gepa_rollouts": -1}, {**state, "template": " "}, {**state, "version": 9},
+                {k: v for k, v in state.items() if k != "bank"},
+                {**state, "bank": {**state["bank"], "entries": [{"id": 3}]}}):
+        with pytest.raises(ValueError):
+            other.load_rescue_state(bad)
+        assert other.template is None and other.gepa_rollouts == 0 and len(other.bank) == 0
+    other.load_rescue_state(state)
+    assert other.rescue_state() == state
+    assert other.bank.hard_ids() == list(ids[:4]) and other.template_for("q1") == "Only q1: {problem}"
+    assert other.total_rollouts == other.rollouts_spent + 7
+
+
+def test_problems_must_cover_the_pool(tiny, tmp_path):
+    with pytest.raises(ValueError, match="problems lacks 11 pool ids"):
+        _trainer(tiny, tmp_path, _hard_bank(["q0"]), problems={"q0": "x"})
+
+
 def test_step_raises_guided_completion_logp_under_original_prompt(tiny, tmp_path):
     trainer, _ = _trainer(tiny, tmp_path, _hard_bank(tiny[1]["id"]), rewards=Rewards(guided=True), lr=1e-2)
     batches = []
@@ -178,3 +226,7 @@ def test_wrap_prompt_text_and_chat():
     assert chat[1]["content"] == "2+2"  # the dataset's row is not modified
     with pytest.raises(ValueError, match="user message"):
         wrap_prompt([{"role": "system", "content": "x"}], "{problem}")
+    # with the bare problem, the template replaces the user text (no doubled instruction)
+    chat = [{"role": "user", "content": "2+2\nAnswer with a number."}]
+    assert wrap_prompt(chat, "{problem}\nAnswer with a number.", "2+2") == chat
+    assert wrap_prompt("2+2 then stop", "Q: {problem}!", "2+2") == "Q: 2+2!"

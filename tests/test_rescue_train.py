@@ -30,7 +30,8 @@ def _settings(tmp_path, **kw):
     (dict(rescue_threshold=0.0), "rescue_threshold must lie in"),
     (dict(rescue_reflection="gpt-4"), "rescue_reflection must be 'policy', an http"),
     (dict(rescue_seed_template="  "), "rescue_seed_template must be a non-empty"),
-    (dict(resume=True), "resume with rescue is not supported"),
+    (dict(max_rollouts=5), "max_rollouts must be None or an int >= one step's rollouts"),
+    (dict(max_rollouts=12.5), "max_rollouts must be None or an int"),
 ])
 def test_bad_rescue_settings_are_rejected(tmp_path, change, match):
     _settings(tmp_path).validate()  # the base is valid: only the change can fail it
@@ -54,7 +55,8 @@ def test_cli_parses_rescue_flags():
         ("p2o", 5, 3, "http://localhost:8000", 50, 7, "Q: {problem}", 3, 0.9)
     s.validate()
     off = train_settings(build_parser().parse_args(["train"]))
-    assert off.rescue is None and off.rescue_reflection == "policy"
+    assert off.rescue is None and off.rescue_reflection == "policy" and off.max_rollouts is None
+    assert train_settings(build_parser().parse_args(["train", "--max-rollouts", "640"])).max_rollouts == 640
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--rescue", "p3o"])
 
@@ -171,3 +173,32 @@ def test_policy_as_reflection_lm_in_a_run(tiny_path, tmp_path, spy_evolve, monke
     (evo,) = result["rescue"]["evolutions"]
     assert evo["step"] == 2 and evo["skipped"] is None and evo["rollouts"] >= 3
     assert evo["reflection_calls"] >= 1 and spy_evolve[0]["training"]
+
+
+def test_resume_restores_bank_template_and_rescue_counters(tiny_path, tmp_path):
+    from rollwise.train import run_grpo
+
+    first = run_grpo(_settings(tmp_path, steps=2, save_steps=2, rescue_reflection=Reflection()),
+                     tiny_path, ROWS, [], never)["rescue"]
+    assert first["template"] is not None and first["guided_rollouts"] == 0
+    resumed = run_grpo(_settings(tmp_path, steps=3, save_steps=2, resume=True,
+                                 rescue_reflection=Reflection()), tiny_path, ROWS, [], never)
+    rescue = resumed["rescue"]
+    # step 3 is guided with the template evolved before the checkpoint; no new evolution (every 2)
+    assert rescue["template"] == first["template"] and rescue["evolutions"] == first["evolutions"]
+    assert rescue["gepa_rollouts"] == first["gepa_rollouts"] and rescue["guided_rollouts"] == 3
+    assert rescue["hard_prompts"] == 3 and rescue["training_rollouts"] == 3 * 3 * 2
+
+
+def test_rollout_budget_stops_training_and_counts_gepa(tiny_path, tmp_path):
+    from rollwise.train import run_grpo
+
+    plain = run_grpo(_settings(tmp_path, rescue=None, steps=5, max_rollouts=13), tiny_path, ROWS, [], never)
+    assert plain["steps"] == 2 and plain["rollouts"] == 12 and plain["budget_stopped_at"] == 2
+    # the evolution at step 2 spends g >= 3 rollouts: 12 + g + 6 > 20, so the run stops there
+    result = run_grpo(_settings(tmp_path / "r", steps=5, max_rollouts=20, rescue_reflection=Reflection()),
+                      tiny_path, ROWS, [], never)
+    gepa = result["rescue"]["gepa_rollouts"]
+    assert gepa >= 3 and result["steps"] == 2 and result["rollouts"] == 12 + gepa
+    unlimited = run_grpo(_settings(tmp_path / "u", rescue=None, steps=3), tiny_path, ROWS, [], never)
+    assert unlimited["steps"] == 3 and "budget_stopped_at" not in unlimited

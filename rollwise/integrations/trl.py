@@ -37,6 +37,7 @@ from rollwise.metrics import effective_sample_ratio, spearman
 from rollwise.selectors import Selector, load_selector
 
 try:
+    from transformers import TrainerCallback
     from trl import GRPOTrainer
 except ImportError as err:  # pragma: no cover - exercised only without the extra
     raise ImportError("rollwise.integrations.trl needs TRL: pip install 'rollwise[trl]'") from err
@@ -134,14 +135,23 @@ class RollwiseGRPOTrainer(GRPOTrainer):
         metrics["rollwise/rollouts"].append(float(self.rollouts_spent))
         metrics["rollwise/predicted_rate"].append(float(np.mean(predicted)))
 
+    @property
+    def total_rollouts(self) -> int:
+        """Every completion generated for this run: training rollouts plus any spent elsewhere
+        (subclasses add theirs, e.g. template evolution); what a rollout budget counts."""
+        return self.rollouts_spent
+
     # -- 3. checkpoints --------------------------------------------------------------------
+    def _checkpoint_dir(self, trial) -> str:
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        return os.path.join(self._get_output_dir(trial=trial), folder)
+
     def _save_checkpoint(self, model, trial) -> None:
         super()._save_checkpoint(model, trial)
         if self.args.should_save:
-            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
-            folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            path = os.path.join(self._get_output_dir(trial=trial), folder, SELECTOR_FILE)
+            path = os.path.join(self._checkpoint_dir(trial), SELECTOR_FILE)
             self.selector.save(path)
             atomic_write_json(os.path.join(os.path.dirname(path), TRAINER_STATE_FILE),
                               {"rollouts_spent": self.rollouts_spent})
@@ -161,3 +171,29 @@ class RollwiseGRPOTrainer(GRPOTrainer):
             with open(extra) as f:
                 self.rollouts_spent = int(json.load(f)["rollouts_spent"])
         log.info("restored selector state from %s", path)
+
+
+class RolloutBudget(TrainerCallback):
+    """Stops a :class:`RollwiseGRPOTrainer` run before its next generation batch would take it past
+    ``max_rollouts`` completions (``trainer.total_rollouts``: rollouts spent outside training, such
+    as template evolution, included), so runs are compared at equal cost rather than equal steps.
+
+    Checked after each optimiser step; cost added inside a step (e.g. a template evolution at its
+    end) can take the run over by that amount, which ``total_rollouts`` then reports. The learning
+    rate schedule still follows ``max_steps``.
+    """
+
+    def __init__(self, trainer: RollwiseGRPOTrainer, max_rollouts: int) -> None:
+        if isinstance(max_rollouts, bool) or not isinstance(max_rollouts, int) or max_rollouts < 1:
+            raise ValueError(f"max_rollouts must be an int >= 1, got {max_rollouts!r}")
+        self.trainer, self.max_rollouts = trainer, max_rollouts
+        self.stopped_at: int | None = None  # the step after which the budget stopped training
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        trainer = self.trainer
+        per_batch = trainer.selector.batch_size * trainer.num_generations
+        if trainer.total_rollouts + per_batch > self.max_rollouts:
+            control.should_training_stop = True
+            self.stopped_at = state.global_step
+            log.info("rollout budget: %d spent, the next batch (%d) would exceed %d; stopping at step %d",
+                     trainer.total_rollouts, per_batch, self.max_rollouts, state.global_step)

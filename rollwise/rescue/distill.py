@@ -29,25 +29,37 @@ the policy's. Guided rollouts are counted as cost (``rollouts_spent`` and ``guid
 from __future__ import annotations
 
 import copy
+import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from rollwise._io import atomic_write_json
 from rollwise.integrations.trl import RollwiseGRPOTrainer
 from rollwise.metrics import effective_sample_ratio
 from rollwise.rescue.bank import HardPromptBank
 from rollwise.rescue.templates import render_template
 
+RESCUE_FILE = "rollwise_rescue.json"
+RESCUE_STATE_VERSION = 1
 
-def wrap_prompt(prompt: Any, template: str) -> Any:
-    """``prompt`` (text, or chat messages: the last user message) rendered inside ``template``."""
+
+def wrap_prompt(prompt: Any, template: str, problem: str | None = None) -> Any:
+    """``prompt`` (text, or chat messages: the last user message) with its text rendered inside
+    ``template``; with ``problem``, that text is replaced by ``template`` rendered around
+    ``problem`` instead (the text GEPA scored the template on), so training samples guided rows
+    from exactly the prompt the template was chosen for."""
+    def render(text: str) -> str:
+        return render_template(template, text if problem is None else problem)
+
     if isinstance(prompt, str):
-        return render_template(template, prompt)
+        return render(prompt)
     messages = copy.deepcopy(list(prompt))
     for message in reversed(messages):
         if message.get("role") == "user" and isinstance(message.get("content"), str):
-            message["content"] = render_template(template, message["content"])
+            message["content"] = render(message["content"])
             return messages
     raise ValueError("a conversational prompt needs a user message with text content to wrap")
 
@@ -57,7 +69,10 @@ class RescueGRPOTrainer(RollwiseGRPOTrainer):
 
     A chosen prompt is guided when ``bank.is_hard(pool id)`` and it has a template
     (``templates[pool id]``, else ``template``). ``bank`` and ``templates`` may be updated between
-    steps (e.g. after :func:`rollwise.rescue.evolve_template`). ``guided_rows`` holds the last
+    steps (e.g. after :func:`rollwise.rescue.evolve_template`). ``problems`` maps pool ids to the
+    bare problem text the templates are rendered around (as in template evolution: a template
+    that restates the answer format is not doubled by the prompt's own instruction); without it,
+    the template wraps the prompt's user text. ``guided_rows`` holds the last
     generation batch's guided mask (global rows, group-major). Logged: ``rescue/guided_rows``,
     ``rescue/guided_success`` (mean guided success), ``rescue/hard`` (guided groups), and
     ``rollwise/esr`` over the batch as trained (guided rows included); ``rollwise/spearman`` is not
@@ -66,7 +81,8 @@ class RescueGRPOTrainer(RollwiseGRPOTrainer):
     """
 
     def __init__(self, *args: Any, bank: HardPromptBank, templates: Mapping[str, str] | None = None,
-                 template: str | None = None, guided_per_group: int = 1, **kwargs: Any) -> None:
+                 template: str | None = None, guided_per_group: int = 1,
+                 problems: Mapping[str, str] | None = None, **kwargs: Any) -> None:
         if not isinstance(bank, HardPromptBank):
             raise TypeError(f"bank must be a HardPromptBank, got {type(bank).__name__}")
         for name, text in [("template", template), *((f"templates[{k!r}]", v)
@@ -85,10 +101,22 @@ class RescueGRPOTrainer(RollwiseGRPOTrainer):
                        if on]
         if unsupported:
             raise ValueError(f"RescueGRPOTrainer does not support {', '.join(unsupported)} yet")
+        if problems is not None:
+            missing = [pid for pid in self.selector.pool.ids if pid not in problems]
+            if missing:
+                raise ValueError(f"problems lacks {len(missing)} pool ids, e.g. {missing[0]!r}")
         self.bank, self.templates, self.template = bank, dict(templates or {}), template
+        self.problems = None if problems is None else {
+            pid: str(problems[pid]) for pid in self.selector.pool.ids}
         self.guided_per_group = guided_per_group
         self.guided_rollouts = 0
+        self.gepa_rollouts = 0  # spent by template evolution (RescueCallback), part of the run's cost
+        self.evolutions: list[dict[str, Any]] = []  # what each template evolution did (RescueCallback)
         self.guided_rows: np.ndarray | None = None
+
+    @property
+    def total_rollouts(self) -> int:
+        return self.rollouts_spent + self.gepa_rollouts
 
     def template_for(self, pid: str) -> str | None:
         """The template to guide ``pid`` with, or None when it is not hard or has none."""
@@ -112,7 +140,9 @@ class RescueGRPOTrainer(RollwiseGRPOTrainer):
             return super()._generate(prompts)
         sampled = list(prompts)
         for j in local:
-            sampled[j] = wrap_prompt(prompts[j], templates[(lo + j) // n])
+            pid = ids[(lo + j) // n]
+            sampled[j] = wrap_prompt(prompts[j], templates[(lo + j) // n],
+                                     None if self.problems is None else self.problems[pid])
         out = list(super()._generate(sampled))
         original_ids, _, _ = self._tokenize_prompts([prompts[j] for j in local])
         prompt_ids = list(out[0])
@@ -147,4 +177,51 @@ class RescueGRPOTrainer(RollwiseGRPOTrainer):
             metrics["rescue/guided_success"].append(float(success.ravel()[guided].mean()))
 
 
-__all__ = ["RescueGRPOTrainer", "wrap_prompt"]
+    # -- checkpoints: the bank, the templates and the rescue's counters resume with the run ---
+    def rescue_state(self) -> dict[str, Any]:
+        return {"version": RESCUE_STATE_VERSION, "bank": self.bank.state_dict(), "template": self.template,
+                "templates": dict(self.templates), "guided_rollouts": self.guided_rollouts,
+                "gepa_rollouts": self.gepa_rollouts, "evolutions": copy.deepcopy(self.evolutions)}
+
+    def load_rescue_state(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`rescue_state`; checked whole first, so a bad state changes nothing."""
+        keys = {"version", "bank", "template", "templates", "guided_rollouts", "gepa_rollouts", "evolutions"}
+        if not isinstance(state, Mapping) or set(state) != keys:
+            raise ValueError(f"a rescue state needs exactly the keys {sorted(keys)}")
+        if state["version"] != RESCUE_STATE_VERSION:
+            raise ValueError(f"rescue state version {state['version']!r} is not {RESCUE_STATE_VERSION}")
+        template, templates = state["template"], state["templates"]
+        if template is not None and not (isinstance(template, str) and template.strip()):
+            raise ValueError("rescue state: template must be a non-empty string or null")
+        if not isinstance(templates, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in templates.items()):
+            raise ValueError("rescue state: templates must map ids to non-empty strings")
+        counts = (state["guided_rollouts"], state["gepa_rollouts"])
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+            raise ValueError("rescue state: rollout counts must be ints >= 0")
+        if not isinstance(state["evolutions"], list):
+            raise ValueError("rescue state: evolutions must be a list")
+        bank = HardPromptBank(**self.bank.config())
+        bank.load_state_dict(state["bank"])  # raises on a bad bank before anything is replaced
+        self.bank, self.template, self.templates = bank, template, dict(templates)
+        self.guided_rollouts, self.gepa_rollouts = counts
+        self.evolutions = copy.deepcopy(state["evolutions"])
+
+    def _save_checkpoint(self, model, trial) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            atomic_write_json(os.path.join(self._checkpoint_dir(trial), RESCUE_FILE), self.rescue_state())
+
+    def _load_optimizer_and_scheduler(self, checkpoint) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None:
+            return
+        path = os.path.join(checkpoint, RESCUE_FILE)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"checkpoint {checkpoint!r} has no {RESCUE_FILE}: it was not saved by "
+                                    "a RescueGRPOTrainer")
+        with open(path, encoding="utf-8") as f:
+            self.load_rescue_state(json.load(f))
+
+
+__all__ = ["RESCUE_FILE", "RescueGRPOTrainer", "wrap_prompt"]

@@ -2,8 +2,11 @@
 hard prompts with the *current* policy and hand it to the :class:`RescueGRPOTrainer`.
 
 The evolution runs in a ``TrainerCallback`` (``on_step_end``), so it sees the weights the next
-generation batch will sample from. Its rollouts are cost like any other: they are counted in
-``gepa_rollouts`` and logged (``rescue/gepa_rollouts``) next to TRL's metrics of the step.
+generation batch will sample from. Its rollouts are cost like any other: they are counted in the
+trainer's ``gepa_rollouts`` (hence in ``total_rollouts``, what a rollout budget counts) and logged
+(``rescue/gepa_rollouts``) next to TRL's metrics of the step. The callback keeps no state of its
+own: the template, the counters and the record of evolutions live on the trainer and are saved
+in its checkpoints, so a resumed run goes on from the last template.
 """
 
 from __future__ import annotations
@@ -50,10 +53,21 @@ class RescueCallback(TrainerCallback):
         self.trainer, self.verify, self.reflection_lm = trainer, verify, reflection_lm
         self.rows_by_id = {pid: rows[i] for i, pid in enumerate(ids)}
         self.every, self.max_metric_calls, self.max_hard = every, max_metric_calls, max_hard
-        self.template = seed_template or DEFAULT_TEMPLATE  # each evolution starts from the last best
+        self.seed_template = seed_template or DEFAULT_TEMPLATE
         self.max_new_tokens, self.seed = max_new_tokens, seed
-        self.gepa_rollouts = 0
-        self.evolutions: list[dict[str, Any]] = []
+
+    @property
+    def template(self) -> str:
+        """Where the next evolution starts: the last best template, else the seed."""
+        return self.trainer.template or self.seed_template
+
+    @property
+    def gepa_rollouts(self) -> int:
+        return self.trainer.gepa_rollouts
+
+    @property
+    def evolutions(self) -> list[dict[str, Any]]:
+        return self.trainer.evolutions
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if state.global_step % self.every == 0:
@@ -68,14 +82,14 @@ class RescueCallback(TrainerCallback):
             record["skipped"] = "no hard prompts"
         else:
             result = self._run_gepa(rows)
-            self.gepa_rollouts += result.rollouts_spent
+            self.trainer.gepa_rollouts += result.rollouts_spent
             record.update(rollouts=result.rollouts_spent, tried=len(result.tried),
                           best_score=None if math.isnan(result.best_score) else result.best_score,
                           seed_score=None if math.isnan(result.seed_score) else result.seed_score,
                           reflection_calls=result.reflection_calls, seconds=round(result.seconds, 1),
                           skipped=result.skipped)
             if result.tried:  # scored: guide hard prompts with the best template found
-                self.template = self.trainer.template = result.best_template
+                self.trainer.template = result.best_template
                 record["template"] = result.best_template
         record["rescued"] = len(self.trainer.bank.rescued)
         self.evolutions.append(record)
