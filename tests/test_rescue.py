@@ -467,3 +467,14 @@ def test_transformers_policy_generates_one_completion_per_prompt(tmp_path):
         TransformersPolicy(str(tmp_path), max_new_tokens=0)
     res = evolve_template(ROWS[:2], policy, verify_number, "policy", max_metric_calls=6)
     assert res.rollouts_spent == res.metric_calls >= 2 and res.tried[0][0] == DEFAULT_TEMPLATE
+    # sampling: seeded per call, and the caller's RNG stream is left where it was
+    import torch
+
+    sampler = TransformersPolicy(str(tmp_path), max_new_tokens=6, temperature=1.0, seed=3, device="cpu")
+    torch.manual_seed(0)
+    expected_next = torch.rand(3)
+    torch.manual_seed(0)
+    first = sampler(prompts * 4)
+    assert torch.equal(torch.rand(3), expected_next)
+    assert sampler(prompts * 4) == first and sampler.calls == 2
+    assert len(set(first)) > 3  # twelve samples of three prompts: not all identical per prompt

@@ -143,7 +143,9 @@ class TransformersPolicy:
     """A causal LM checkpoint as a task LM: ``policy(prompts) -> completions``, batched, left-padded.
 
     Prompts are user messages rendered with the tokenizer's chat template when it has one (the
-    way the policy sees prompts in training). Greedy by default.
+    way the policy sees prompts in training). Greedy by default; with ``temperature > 0`` each
+    call samples from ``seed`` (the same prompts give the same completions) and leaves the
+    global torch RNG as it found it.
     """
 
     def __init__(self, model: Any, tokenizer: Any = None, *, max_new_tokens: int = 256,
@@ -160,6 +162,7 @@ class TransformersPolicy:
         self.model, self.tokenizer, self.device = load_for_generation(model, tokenizer, device)
         self.max_new_tokens, self.temperature = max_new_tokens, float(temperature)
         self.batch_size, self.seed = batch_size, seed
+        self.calls = 0
 
     def _render(self, prompt: str) -> str:
         if getattr(self.tokenizer, "chat_template", None):
@@ -176,17 +179,22 @@ class TransformersPolicy:
                                    pad_token_id=self.tokenizer.pad_token_id)
         if self.temperature > 0:
             gen.update(do_sample=True, temperature=self.temperature, top_p=1.0, top_k=0)
-            torch.manual_seed(self.seed)
         else:
             gen.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         texts = [self._render(p) for p in prompts]
         out: list[str] = []
-        for lo in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(texts[lo : lo + self.batch_size], return_tensors="pt", padding=True,
-                                 add_special_tokens=False).to(self.device)
-            with torch.no_grad():
-                ids = self.model.generate(**enc, **gen)
-            out += self.tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        devices = [torch.device(self.device)] if torch.device(self.device).type == "cuda" else []
+        # seeded sampling without touching the caller's RNG (e.g. a training run's next rollouts)
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed)
+            self.calls += 1
+            for lo in range(0, len(texts), self.batch_size):
+                enc = self.tokenizer(texts[lo : lo + self.batch_size], return_tensors="pt", padding=True,
+                                     add_special_tokens=False).to(self.device)
+                with torch.no_grad():
+                    ids = self.model.generate(**enc, **gen)
+                out += self.tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1]:],
+                                                   skip_special_tokens=True)
         return out
 
 

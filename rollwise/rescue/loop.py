@@ -81,7 +81,7 @@ class RescueCallback(TrainerCallback):
         if not rows:
             record["skipped"] = "no hard prompts"
         else:
-            result = self._run_gepa(rows)
+            result = self._run_gepa(rows, step)
             self.trainer.gepa_rollouts += result.rollouts_spent
             record.update(rollouts=result.rollouts_spent, tried=len(result.tried),
                           best_score=None if math.isnan(result.best_score) else result.best_score,
@@ -96,17 +96,20 @@ class RescueCallback(TrainerCallback):
         self._log(record)
         return record
 
-    def _run_gepa(self, rows: list[Mapping[str, Any]]) -> EvolutionResult:
+    def _run_gepa(self, rows: list[Mapping[str, Any]], step: int) -> EvolutionResult:
         trainer = self.trainer
         model = trainer.accelerator.unwrap_model(trainer.model)
         tok = trainer.processing_class
         was_training, padding_side = model.training, tok.padding_side
+        # templates are scored on samples drawn as guided rollouts will be: at the training
+        # temperature (greedy decoding would miss a template that lifts a 0% prompt to 20%)
         policy = TransformersPolicy(model, tok, max_new_tokens=self.max_new_tokens,
-                                    device=str(next(model.parameters()).device), seed=self.seed)
+                                    temperature=float(trainer.args.temperature),
+                                    device=str(next(model.parameters()).device), seed=self.seed + step)
         reflection = self.reflection_lm
         if reflection == "policy":  # the policy reflects, with room to write a template
             reflection = make_reflection_lm("policy", TransformersPolicy(
-                model, tok, max_new_tokens=REFLECTION_TOKENS, device=policy.device, seed=self.seed))
+                model, tok, max_new_tokens=REFLECTION_TOKENS, device=policy.device, seed=self.seed + step))
         try:
             return evolve_template(rows, policy, self.verify, reflection,
                                    seed_template=self.template, max_metric_calls=self.max_metric_calls,
