@@ -103,7 +103,13 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runs", default="runs/p2o_smollm2")
     p.add_argument("--out", default="benchmarks/results/p2o_smollm2")
+    p.add_argument("--finalize", action="store_true",
+                   help="only add the final held-out score (k samples per prompt from each arm's saved "
+                        "final model) to an OUT.json written without it")
     args = p.parse_args()
+    if args.finalize:
+        finalize(args)
+        return
     unknown = [a for a in args.arms.split(",") if a not in ARMS]
     if unknown:
         raise SystemExit(f"--arms: unknown {unknown}; choose from {list(ARMS)}")
@@ -143,6 +149,7 @@ def main() -> None:
                           verify=task.verify)
         after = success_rates(final, [rows[i] for i in hard], task.verify, args.k, args.max_new_tokens,
                               args.seed + 1)
+        held_rates = success_rates(final, held, task.verify, args.k, args.max_new_tokens, args.seed + 2)
         hist = result["log_history"]
         arm = {
             "strategy": strategy, "rescue": rescue, "steps": result["steps"],
@@ -151,6 +158,8 @@ def main() -> None:
             "hard_solved": float(np.mean(after > 0)) if hard else float("nan"),
             "hard_rate": float(np.mean(after)) if hard else float("nan"),
             "hard_after": after.tolist(),
+            "final_heldout": float(np.mean(held_rates)),
+            "eval_steps_done": [h["step"] for h in hist if "eval_reward" in h],
             "train_reward": [h.get("reward", float("nan")) for h in hist if "rollwise/rollouts" in h],
             "esr": [h["rollwise/esr"] for h in hist if "rollwise/esr" in h],
         }
@@ -169,6 +178,27 @@ def main() -> None:
         write(Path(args.out), report)
 
 
+def finalize(args: argparse.Namespace) -> None:
+    from rollwise.tasks import get_task
+
+    out = Path(args.out)
+    report = json.loads(out.with_suffix(".json").read_text())
+    task = get_task("arithmetic")
+    run = report["args"]
+    stride = max(1, len(task.heldout) // run["eval_prompts"])
+    held = [{k: r[k] for k in COLUMNS} for r in task.heldout[::stride][: run["eval_prompts"]]]
+    for name, arm in report["arms"].items():
+        if "final_heldout" not in arm:
+            rates = success_rates(f"{run['runs']}/{name}/final", held, task.verify, run["k"],
+                                  run["max_new_tokens"], run["seed"] + 2)
+            arm["final_heldout"] = float(np.mean(rates))
+        if "eval_steps_done" not in arm:
+            hist = json.loads(Path(f"{run['runs']}/{name}/rollwise_run.json").read_text())["log_history"]
+            arm["eval_steps_done"] = [h["step"] for h in hist if "eval_reward" in h]
+        print(name, "final held-out", round(arm["final_heldout"], 3))
+    write(out, report)
+
+
 def write(out: Path, report: dict[str, Any]) -> None:
     import torch
 
@@ -180,18 +210,23 @@ def write(out: Path, report: dict[str, Any]) -> None:
              f"{n_hard} initially hard (0/{k} successes from the starting model). Budget "
              f"{report['args']['budget']} rollouts per arm, GEPA's included. Hard prompts re-sampled "
              f"{k} times on the bare prompt after training.", "",
-             "| arm | steps | rollouts (GEPA) | held-out acc. start -> end | hard solved (>=1 of k) | "
-             "hard mean rate | guided success | bank rescued | wall s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"Held-out: TRL's evaluation during training (start -> last evaluation, at the step shown), and "
+             f"the final model's mean success over {k} samples per held-out prompt (same protocol for "
+             "every arm, measured after training).", "",
+             "| arm | steps | rollouts (GEPA) | held-out (TRL eval) start -> last (step) | final held-out | "
+             "hard solved (>=1 of k) | hard mean rate | guided success | bank rescued | wall s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, a in report["arms"].items():
         r = a.get("rescue_summary")
         acc = a["curve"]["accuracy"]
         gepa = f" ({r['gepa_rollouts']})" if r else ""
         guided = f"{r['guided_success']:.3f}" if r else "n/a"
         rescued = r["bank_rescued"] if r else "n/a"
-        lines.append(f"| {name} | {a['steps']} | {a['rollouts']}{gepa} | {acc[0]:.3f} -> {acc[-1]:.3f} | "
-                     f"{a['hard_solved']:.3f} | {a['hard_rate']:.3f} | {guided} | {rescued} | "
-                     f"{a['wall_seconds']:.0f} |")
+        last = a["eval_steps_done"][-1] if a.get("eval_steps_done") else "?"
+        final = f"{a['final_heldout']:.3f}" if "final_heldout" in a else "n/a"
+        lines.append(f"| {name} | {a['steps']} | {a['rollouts']}{gepa} | {acc[0]:.3f} -> {acc[-1]:.3f} "
+                     f"({last}) | {final} | {a['hard_solved']:.3f} | {a['hard_rate']:.3f} | {guided} | "
+                     f"{rescued} | {a['wall_seconds']:.0f} |")
     for name, a in report["arms"].items():
         r = a.get("rescue_summary")
         if not r:
@@ -211,7 +246,7 @@ def write(out: Path, report: dict[str, Any]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4))
     names = list(report["arms"])
     for name in names:
         c = report["arms"][name]["curve"]
@@ -220,9 +255,13 @@ def write(out: Path, report: dict[str, Any]) -> None:
               title="held-out accuracy")
     ax[0].legend()
     ax[0].grid(alpha=0.3)
+    colors = ["C0", "C1", "C2", "C3"][: len(names)]
+    final = [report["arms"][n].get("final_heldout", float("nan")) for n in names]
+    ax[1].bar(names, final, color=colors)
+    ax[1].set(ylabel=f"mean success, {k} samples per prompt", title="final model, held-out prompts")
     solved = [report["arms"][n]["hard_solved"] for n in names]
-    ax[1].bar(names, solved, color=["C0", "C1", "C2", "C3"][: len(names)])
-    ax[1].set(ylabel=f"solved at least once in {k} samples", ylim=(0, max(0.05, max(solved) * 1.3)),
+    ax[2].bar(names, solved, color=colors)
+    ax[2].set(ylabel=f"solved at least once in {k} samples", ylim=(0, max(0.05, max(solved) * 1.3)),
               title=f"initially hard prompts (n={n_hard}), no template")
     fig.tight_layout()
     fig.savefig(out.with_suffix(".png"), dpi=110)

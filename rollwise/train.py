@@ -217,6 +217,8 @@ def run_grpo(
         start_eval = {}
     resume = settings.resume and any(Path(settings.output_dir).glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=True if resume else None)
+    if eval_ds is not None and trainer.state.global_step % settings.eval_steps:
+        trainer.evaluate()  # stopped off the evaluation grid (rollout budget): score the final policy too
     result = {
         "settings": settings.as_record(),
         "model_path": model_path,

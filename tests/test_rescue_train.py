@@ -202,3 +202,13 @@ def test_rollout_budget_stops_training_and_counts_gepa(tiny_path, tmp_path):
     assert gepa >= 3 and result["steps"] == 2 and result["rollouts"] == 12 + gepa
     unlimited = run_grpo(_settings(tmp_path / "u", rescue=None, steps=3), tiny_path, ROWS, [], never)
     assert unlimited["steps"] == 3 and "budget_stopped_at" not in unlimited
+
+
+def test_a_budget_stopped_run_is_evaluated_at_its_last_step(tiny_path, tmp_path):
+    from rollwise.train import run_grpo
+
+    settings = _settings(tmp_path, rescue=None, steps=6, max_rollouts=13, eval_steps=4, eval_prompts=2,
+                         eval_generations=2)
+    result = run_grpo(settings, tiny_path, ROWS, ROWS[:2], never)
+    assert result["steps"] == 2
+    assert [h["step"] for h in result["log_history"] if "eval_reward" in h] == [2]
