@@ -153,6 +153,18 @@ def test_rescue_state_round_trip_and_bad_state_changes_nothing(tiny, tmp_path):
     assert other.total_rollouts == other.rollouts_spent + 7
 
 
+def test_a_template_that_renders_the_prompt_unchanged_guides_nothing(tiny, tmp_path):
+    ids, prompts = tiny[1]["id"], tiny[1]["prompt"]
+    problems = {pid: prompt[: -len(" =")] for pid, prompt in zip(ids, prompts, strict=True)}  # "i + i"
+    trainer, _ = _trainer(tiny, tmp_path, _hard_bank(ids), template="{problem} =", problems=problems)
+    trainer.model.train()
+    trainer._generate_and_score_completions([tiny[1][0]] * 6)
+    assert not trainer.guided_rows.any() and trainer.guided_rollouts == 0
+    trainer.template = "Add: {problem} ="
+    trainer._generate_and_score_completions([tiny[1][0]] * 6)
+    assert trainer.guided_rows.sum() == 3
+
+
 def test_problems_must_cover_the_pool(tiny, tmp_path):
     with pytest.raises(ValueError, match="problems lacks 11 pool ids"):
         _trainer(tiny, tmp_path, _hard_bank(["q0"]), problems={"q0": "x"})

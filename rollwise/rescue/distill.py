@@ -124,13 +124,24 @@ class RescueGRPOTrainer(RollwiseGRPOTrainer):
             return None
         return self.templates.get(pid, self.template)
 
+    def _changing_template(self, index: int, pid: str) -> str | None:
+        """``template_for(pid)``, or None when it renders the row's prompt unchanged (e.g. the
+        default seed template, problem + the task's own instruction): such rows would be plain
+        rollouts withheld from the selector and the bank for nothing."""
+        template = self.template_for(pid)
+        if template is None:
+            return None
+        prompt = self.train_dataset[index]["prompt"]
+        problem = None if self.problems is None else self.problems[pid]
+        return None if wrap_prompt(prompt, template, problem) == prompt else template
+
     # -- generation: template for sampling, original prompt for everything after ------------
     def _generate(self, prompts: list):
         if self._pending is None or not self.model.training:
             return super()._generate(prompts)
         chosen, n = self._pending[0], self.num_generations
         ids = [self.selector.pool.ids[int(i)] for i in chosen]
-        templates = [self.template_for(pid) for pid in ids]
+        templates = [self._changing_template(int(i), pid) for i, pid in zip(chosen, ids, strict=True)]
         guided = np.array([templates[j // n] is not None and j % n >= n - self.guided_per_group
                            for j in range(len(chosen) * n)])
         self.guided_rows = guided
