@@ -84,8 +84,8 @@ def _completion_logp(model, prompt_ids, completion_ids, completion_mask):
     return (logp * completion_mask).sum(dim=1)
 
 
-def test_guided_rows_sample_under_template_and_carry_original_prompt(tiny, tmp_path):
-    trainer, rewards = _trainer(tiny, tmp_path, _hard_bank(tiny[1]["id"]))
+def _record_generated(trainer):
+    """The prompt token ids the trainer generates from, appended as it generates."""
     generated = []
     generate = trainer._generate_single_turn
 
@@ -94,6 +94,12 @@ def test_guided_rows_sample_under_template_and_carry_original_prompt(tiny, tmp_p
         return generate(prompt_ids, *args, **kwargs)
 
     trainer._generate_single_turn = spy
+    return generated
+
+
+def test_guided_rows_sample_under_template_and_carry_original_prompt(tiny, tmp_path):
+    trainer, rewards = _trainer(tiny, tmp_path, _hard_bank(tiny[1]["id"]))
+    generated = _record_generated(trainer)
     trainer.model.train()
     batch = trainer._generate_and_score_completions([tiny[1][0]] * 6)
     tok = trainer.processing_class
@@ -114,14 +120,7 @@ def test_problems_make_guided_rows_sample_the_template_around_the_bare_problem(t
     ids = tiny[1]["id"]
     problems = {pid: f"problem {pid}" for pid in ids}
     trainer, rewards = _trainer(tiny, tmp_path, _hard_bank(ids), problems=problems)
-    generated = []
-    generate = trainer._generate_single_turn
-
-    def spy(prompt_ids, *args, **kwargs):
-        generated.extend(list(p) for p in prompt_ids)
-        return generate(prompt_ids, *args, **kwargs)
-
-    trainer._generate_single_turn = spy
+    generated = _record_generated(trainer)
     trainer.model.train()
     batch = trainer._generate_and_score_completions([tiny[1][0]] * 6)
     tok = trainer.processing_class
