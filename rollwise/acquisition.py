@@ -137,6 +137,9 @@ class BatchAcquisition:
         return greedy_batch(static, emb, batch_size, coef)
 
 
+VERIFY_BLOCK = 8  # picks verified against the whole pool per product, doubling block by block
+
+
 def greedy_batch(
     static: np.ndarray, emb: np.ndarray, batch_size: int, pair_coef: float, chunk: int = 4096
 ) -> np.ndarray:
@@ -155,8 +158,8 @@ def greedy_batch(
     3. those picks are verified against every candidate outside the frontier. After a pick's
        predecessors a candidate's gain has grown by at most ``pair_coef * ||s_t - s_round||``
        (unit vectors); the candidates that this bound cannot rule out get their exact gains from
-       one matrix product with the picks' embeddings. Picks are kept up to the first one that an
-       outside candidate could match or beat.
+       matrix products with the picks' running sums, in blocks of picks that double in size, up
+       to the first pick that an outside candidate could match or beat (picks before it are kept).
 
     Rounding errors of the (float32) products are bounded and only ever widen the checks.
     """
@@ -240,7 +243,9 @@ def greedy_batch(
         outside[front] = False
         # embeddings added since g, before each speculative pick: chosen[-1], picks[:-1]
         cols = np.concatenate([[chosen[-1]], picks[:-1]])
-        drift = np.linalg.norm(np.cumsum(emb[cols].astype(np.float64), axis=0), axis=1)
+        grown_s = np.cumsum(emb[cols].astype(np.float64), axis=0)  # (m, d): s_k - s_round
+        drift = np.linalg.norm(grown_s, axis=1)
+        grown_s = grown_s.astype(emb.dtype)
         slack = 1e-12 * (1.0 + np.abs(bests))
         threshold = np.min(bests - c * drift * (1.0 + 1e-6)) - err - float(slack.max())
         risky = outside & (g >= threshold)
@@ -253,21 +258,27 @@ def greedy_batch(
         if 4 * n_risky < n:  # gather the few rows at risk
             if n_risky:
                 idx = np.flatnonzero(risky)
-                dots = emb[cols] @ emb[idx].T  # (m, n_risky): e_i . (step k's new embedding)
-                worst = (g[idx] - c * np.cumsum(dots, axis=0, dtype=np.float64)).max(axis=1)
+                # (m, n_risky): e_i . (s_k - s_round)
+                worst = (g[idx] - c * (grown_s @ emb[idx].T).astype(np.float64)).max(axis=1)
                 ok = bests > worst + margin
-        else:  # most of the pool: one product with all of it, reused by the next round
-            grown = np.cumsum(emb[cols] @ emb.T, axis=0)  # (m, n): e_i . (s_k - s_round)
+        else:  # most of the pool: products with all of it, in growing blocks of picks, up to
+            # the first pick that fails; the failing row is reused by the next round
             g_out = np.where(outside, g, -np.inf)
-            for k in range(m):
-                if not bests[k] > (g_out - c * grown[k]).max() + margin[k]:
-                    ok[k:] = False
-                    break
+            lo, width = 0, VERIFY_BLOCK
+            while lo < m and ok[lo]:
+                block = grown_s[lo : lo + width] @ emb.T  # (width, n)
+                for r in range(block.shape[0]):
+                    k = lo + r
+                    if not bests[k] > (g_out - c * block[r]).max() + margin[k]:
+                        ok[k:] = False
+                        grown = block[r]
+                        break
+                lo, width = lo + block.shape[0], 2 * width
         kept = m if ok.all() else int(np.argmin(ok))
         for i in picks[:kept]:
             take(int(i))
-        if grown is not None and kept < m:  # every gain at the new state, for the next round
-            g_new = g - c * grown[kept].astype(np.float64)
+        if grown is not None:  # every gain at the new state, for the next round
+            g_new = g - c * grown.astype(np.float64)
             g_new[front] = static[front] - c * (e_front @ s)  # exact where cheap
             carried = (g_new, float(margin[kept]))
         spec = min(2 * spec, 256) if kept == m else max(4, 2 * kept)

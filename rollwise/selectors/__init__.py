@@ -12,6 +12,7 @@ from rollwise.selectors.base import Selector
 from rollwise.selectors.gps import GPSSelector
 from rollwise.selectors.mopps import MoPPSSelector
 from rollwise.selectors.uniform import UniformSelector
+from rollwise.threads import DEFAULT_SELECTOR_THREADS
 
 # name -> (class, preset hyper-parameters)
 STRATEGIES: dict[str, tuple[type[Selector], dict[str, Any]]] = {
@@ -35,8 +36,11 @@ def make_selector(
     return cls(pool, batch_size, seed=seed, **{**preset, **hyper})
 
 
-def load_selector(path: str | os.PathLike, pool: PromptPool) -> Selector:
-    """Rebuild a selector saved with ``Selector.save`` against the same ``pool``."""
+def load_selector(
+    path: str | os.PathLike, pool: PromptPool, threads: int | None = DEFAULT_SELECTOR_THREADS
+) -> Selector:
+    """Rebuild a selector saved with ``Selector.save`` against the same ``pool``; ``threads`` is
+    this machine's setting for its calls (see :mod:`rollwise.threads`)."""
     import json
 
     if not isinstance(pool, PromptPool):
@@ -59,7 +63,7 @@ def load_selector(path: str | os.PathLike, pool: PromptPool) -> Selector:
         raise ValueError(f"{os.fspath(path)!r}: hyper-parameters are not a dict")
     try:
         sel = make_selector(state["strategy"], pool, int(state["batch_size"]),
-                            int(state["seed"]), **hyper)
+                            int(state["seed"]), threads=threads, **hyper)
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{os.fspath(path)!r}: cannot rebuild the selector: {err!r}") from err
     sel.load_state_dict(state)

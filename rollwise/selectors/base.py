@@ -17,6 +17,7 @@ import torch
 
 from rollwise._io import atomic_write
 from rollwise.pool import PromptPool
+from rollwise.threads import DEFAULT_SELECTOR_THREADS, check_threads, limited_threads
 
 STATE_VERSION = 1
 
@@ -44,11 +45,16 @@ class Selector(ABC):
     ``select`` returns ``batch_size`` distinct pool indices; ``observe(indices, rewards)`` takes a
     ``(B, k)`` reward array in [0, 1]; ``predict`` gives current success-rate estimates for any
     prompt. Every call validates its arguments first and changes no state when it raises.
+
+    ``threads`` bounds the torch and BLAS threads of the selector's own calls (set around each
+    call, the caller's settings restored after; None leaves them alone): see
+    :mod:`rollwise.threads`. It is a setting of the machine, not of the model: not saved.
     """
 
     name: ClassVar[str] = "base"
 
-    def __init__(self, pool: PromptPool, batch_size: int, seed: int = 0) -> None:
+    def __init__(self, pool: PromptPool, batch_size: int, seed: int = 0,
+                 threads: int | None = DEFAULT_SELECTOR_THREADS) -> None:
         if not isinstance(pool, PromptPool):
             raise TypeError(f"pool must be a PromptPool, got {type(pool).__name__}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
@@ -59,23 +65,34 @@ class Selector(ABC):
             raise ValueError(f"batch_size={batch_size} is larger than the pool ({len(pool)} prompts)")
         if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        self._threads = check_threads(threads)
         self.pool = pool
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.rng = np.random.default_rng(self.seed)
         self.step = 0  # number of observe calls so far
 
+    @property
+    def threads(self) -> int | None:
+        """torch/BLAS threads of the selector's own calls (None: the process's settings)."""
+        return self._threads
+
+    @threads.setter
+    def threads(self, value: int | None) -> None:
+        self._threads = check_threads(value)
+
     # ---- public protocol -------------------------------------------------------------------
     def select(self, candidates: np.ndarray | None = None) -> np.ndarray:
         """Return ``batch_size`` distinct pool indices (int64) for the next step."""
         cand = self._check_candidates(candidates)
-        chosen = np.asarray(self._select(cand), dtype=np.int64)
-        return chosen
+        with limited_threads(self.threads):
+            return np.asarray(self._select(cand), dtype=np.int64)
 
     def observe(self, indices: Any, rewards: Any) -> None:
         """Record rewards: ``rewards[i]`` holds the k rollout rewards of prompt ``indices[i]``."""
         idx, rew = self._check_observation(indices, rewards)
-        self._observe(idx, rew)
+        with limited_threads(self.threads):
+            self._observe(idx, rew)
         self.step += 1
 
     def predict(self, indices: Any = None) -> np.ndarray:
@@ -84,7 +101,8 @@ class Selector(ABC):
         A pure function of the selector's state: it never advances the selection RNG.
         """
         idx = self._check_indices(indices, "indices", allow_repeats=True)
-        return np.clip(np.asarray(self._predict(idx), dtype=np.float64), 0.0, 1.0)
+        with limited_threads(self.threads):
+            return np.clip(np.asarray(self._predict(idx), dtype=np.float64), 0.0, 1.0)
 
     def hyper_params(self) -> dict[str, Any]:
         """The constructor's keyword arguments, enough to rebuild an identical selector."""
@@ -130,7 +148,8 @@ class Selector(ABC):
         if not isinstance(model, dict):
             raise ValueError(f"state['model'] must be a dict, got {type(model).__name__}")
         try:  # validates, returns a commit closure
-            apply = self._prepare_model_state(model)
+            with limited_threads(self.threads):
+                apply = self._prepare_model_state(model)
         except (KeyError, TypeError) as err:
             raise ValueError(f"state['model'] is malformed: {err!r}") from err
         apply()

@@ -19,6 +19,7 @@ from rollwise.acquisition import (
 )
 from rollwise.ppm import PPMConfig, PromptPredictiveModel
 from rollwise.selectors.base import Selector, as_numpy, check_prepared
+from rollwise.threads import DEFAULT_SELECTOR_THREADS, limited_threads
 
 
 class GPSSelector(Selector):
@@ -54,9 +55,10 @@ class GPSSelector(Selector):
         candidate_ratio: float | None = None,
         scale_diversity: bool = True,
         strategy_name: str = "gps",
+        threads: int | None = DEFAULT_SELECTOR_THREADS,
         **ppm: Any,
     ) -> None:
-        super().__init__(pool, batch_size, seed)
+        super().__init__(pool, batch_size, seed, threads)
         if not 0.0 <= target <= 1.0:
             raise ValueError(f"target must lie in [0, 1], got {target}")
         if not (np.isfinite(diversity) and diversity >= 0):
@@ -80,7 +82,8 @@ class GPSSelector(Selector):
             PredictedSignalScale() if scale_diversity else None,
         )
         self._gen = torch.Generator().manual_seed(self.seed)
-        with torch.random.fork_rng():  # seeded init without touching the global RNG
+        # seeded init without touching the global RNG
+        with torch.random.fork_rng(), limited_threads(self.threads):
             torch.manual_seed(self.seed)
             self.model = PromptPredictiveModel(pool.dim, self.cfg)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr)
@@ -143,7 +146,8 @@ class GPSSelector(Selector):
         norms = np.linalg.norm(emb, axis=1, keepdims=True)
         if np.any(norms == 0):
             raise ValueError("embeddings contain an all-zero row")
-        return np.clip(self._predict_tensor(torch.from_numpy(emb / norms)), 0.0, 1.0)
+        with limited_threads(self.threads):
+            return np.clip(self._predict_tensor(torch.from_numpy(emb / norms)), 0.0, 1.0)
 
     def predict_texts(self, texts, embedder: Any = "wordllama", cache_dir=None) -> np.ndarray:
         """Predicted success rates of new prompt texts (embedded with the pool's embedder)."""

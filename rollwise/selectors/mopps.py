@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from rollwise.selectors.base import Selector, as_numpy, check_prepared
+from rollwise.threads import DEFAULT_SELECTOR_THREADS
 
 
 class MoPPSSelector(Selector):
@@ -30,8 +31,9 @@ class MoPPSSelector(Selector):
         prior_beta: float = 1.0,
         decay: float = 0.5,
         target: float = 0.5,
+        threads: int | None = DEFAULT_SELECTOR_THREADS,
     ) -> None:
-        super().__init__(pool, batch_size, seed)
+        super().__init__(pool, batch_size, seed, threads)
         for arg, v in (("prior_alpha", prior_alpha), ("prior_beta", prior_beta)):
             if not np.isfinite(v) or v <= 0:
                 raise ValueError(f"{arg} must be a positive number, got {v}")

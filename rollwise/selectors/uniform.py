@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from rollwise.selectors.base import Selector, as_numpy, check_prepared
+from rollwise.threads import DEFAULT_SELECTOR_THREADS
 
 
 class UniformSelector(Selector):
@@ -18,8 +19,9 @@ class UniformSelector(Selector):
 
     name = "uniform"
 
-    def __init__(self, pool, batch_size: int, seed: int = 0) -> None:
-        super().__init__(pool, batch_size, seed)
+    def __init__(self, pool, batch_size: int, seed: int = 0,
+                 threads: int | None = DEFAULT_SELECTOR_THREADS) -> None:
+        super().__init__(pool, batch_size, seed, threads)
         self._order = np.empty(0, dtype=np.int64)
         self._cursor = 0
         self._sum = 0.0

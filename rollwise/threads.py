@@ -1,0 +1,59 @@
+"""Bounded CPU threads for the selector's own work, set around each call and restored after.
+
+A selector runs inside the trainer's process, beside tokenisers, dataloader workers and reward
+code. torch's and OpenBLAS's default thread pools use every core and synchronise at barriers, so
+when another process holds a core they wait for a thread that is not running: a GPS step on 2
+busy cores took 5.4 s with the defaults against 0.08 s with one thread. The PPM and the
+acquisition are small enough that one thread loses little on a quiet machine (see
+``benchmarks/results/overhead.md``), so ``DEFAULT_SELECTOR_THREADS`` is 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+DEFAULT_SELECTOR_THREADS = 1
+
+_controller: Any = None
+
+
+def check_threads(threads: Any, arg: str = "threads") -> int | None:
+    """``threads`` as an int >= 1, or None (leave the process's settings alone)."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int):
+        raise TypeError(f"{arg} must be an int >= 1 or None, got {type(threads).__name__}")
+    if threads < 1:
+        raise ValueError(f"{arg} must be an int >= 1 or None, got {threads}")
+    return int(threads)
+
+
+def _blas_controller() -> Any:
+    global _controller
+    if _controller is None:
+        from threadpoolctl import ThreadpoolController
+
+        _controller = ThreadpoolController()
+    return _controller
+
+
+@contextlib.contextmanager
+def limited_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` torch intra-op and BLAS threads; restore the caller's
+    settings afterwards, also on error. None changes nothing."""
+    if threads is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    if before != threads:
+        torch.set_num_threads(threads)
+    try:
+        with _blas_controller().limit(limits=threads, user_api="blas"):
+            yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
