@@ -130,6 +130,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--embedder", default=d.embedder)
+    p.add_argument("--threads", type=_positive_int, default=d.threads,
+                   help="torch threads for the policy on the CPU (default: one less than the "
+                        "cores, so the process's other work and its neighbours keep one)")
     p.add_argument("--eval-steps", type=_positive_int, default=d.eval_steps)
     p.add_argument("--eval-prompts", type=int, default=d.eval_prompts,
                    help="held-out prompts per evaluation (0: none)")

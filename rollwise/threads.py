@@ -11,10 +11,23 @@ acquisition are small enough that one thread loses little on a quiet machine (se
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import Any
 
 DEFAULT_SELECTOR_THREADS = 1
+
+
+def model_threads() -> int:
+    """Default torch threads for a policy on the CPU: one less than the usable cores (at least
+    one), so the rest of the process and its neighbours keep a core. Measured with
+    SmolLM2-135M on 2 cores (32 prompts x 48 tokens): 2 threads generate 16% faster than 1 on a
+    quiet machine, but 2.1x slower than 1 beside one busy process."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
 
 _controller: Any = None
 

@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rollwise.threads import check_threads, model_threads
+
 log = logging.getLogger(__name__)
 
 
@@ -37,6 +39,7 @@ class TrainSettings:
     save_steps: int = 20
     resume: bool = False
     report_to: str = "none"
+    threads: int | None = None  # torch threads for the policy; None: one less than the cores
     hyper: dict[str, Any] = field(default_factory=dict)
     max_rollouts: int | None = None  # stop before this many completions (rescue's included); None: steps only
     # hard-prompt rescue (P²O): None (off) or "p2o"
@@ -59,6 +62,7 @@ class TrainSettings:
         for name in ("steps", "prompts_per_step", "max_new_tokens", "eval_steps", "save_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_threads(self.threads)
         if self.strategy not in known_strategies() or self.strategy in ("ds", "oracle"):
             raise ValueError(f"unknown strategy {self.strategy!r} for training; choose from "
                              f"{[s for s in known_strategies() if s not in ('ds', 'oracle')]}")
@@ -167,6 +171,8 @@ def run_grpo(
     texts = list(pool_texts) if pool_texts is not None else train_ds["question"]
     if len(texts) != len(train_ds):
         raise ValueError(f"pool_texts has {len(texts)} entries but there are {len(train_ds)} rows")
+    if not torch.cuda.is_available():  # the selector bounds its own calls (rollwise.threads)
+        torch.set_num_threads(settings.threads or model_threads())
     pool = PromptPool.from_texts(texts, ids=train_ds["id"], embedder=settings.embedder)
     selector = make_selector(settings.strategy, pool, settings.prompts_per_step,
                              seed=settings.seed, **settings.hyper)

@@ -89,3 +89,13 @@ def test_threads_is_not_part_of_the_saved_state(tmp_path):
     back = rollwise.load_selector(tmp_path / "s.pt", pool, threads=None)
     assert back.threads is None
     np.testing.assert_array_equal(back.select(), sel.select())
+
+
+def test_train_settings_check_threads():
+    from rollwise.threads import model_threads
+    from rollwise.train import TrainSettings
+
+    assert model_threads() >= 1
+    with pytest.raises(ValueError, match="threads"):
+        TrainSettings(threads=0).validate()
+    TrainSettings(threads=2).validate()
