@@ -126,11 +126,20 @@ def run(settings: TrainSettings) -> dict[str, Any]:
         raise ValueError(f"task {settings.task!r}: some prompts lack answers")
     columns = ("id", "prompt", "answer", "level", "question")
     train_rows = [{k: r[k] for k in columns} for r in task.train]
-    # evenly spaced held-out rows, so every difficulty level is evaluated
-    stride = max(1, len(task.heldout) // max(1, settings.eval_prompts))
-    held = task.heldout[::stride][: settings.eval_prompts]
+    held = [task.heldout[i] for i in spread(len(task.heldout), settings.eval_prompts)]
     eval_rows = [{k: r[k] for k in columns} for r in held]
     return run_grpo(settings, model_path, train_rows, eval_rows, reward_function(task), verify=task.verify)
+
+
+def spread(n: int, m: int) -> list[int]:
+    """``min(n, m)`` indices spread evenly over ``range(n)`` (first and last included), so a
+    held-out subset of rows sorted by level covers every level. (A stride of ``n // m`` took the
+    first m rows whenever m > n / 2: 60 of 100 arithmetic rows were levels 0-2 only.)"""
+    if m <= 0 or n <= 0:
+        return []
+    if m >= n:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (m - 1)) for i in range(m)}) if m > 1 else [0]
 
 
 def run_grpo(
@@ -232,6 +241,8 @@ def run_grpo(
         "log_history": trainer.state.log_history,
         # every completion generated for training, template evolution included
         "rollouts": trainer.total_rollouts,
+        "selections": trainer.selection_log,  # per generation batch: chosen rows, predictions, ...
+        "evaluations": trainer.evaluation_log,  # per evaluation: reward and truncation per level
         "steps": trainer.state.global_step,
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }

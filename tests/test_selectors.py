@@ -84,9 +84,58 @@ def test_gps_candidate_stream_offers_each_prompt_once_per_epoch():
     sel = make("gps", pool, 2, candidate_ratio=2.5)  # 5 candidates a step, 8 steps an epoch
     picks = run_steps(sel, truth, 8)
     assert np.unique(np.concatenate(picks)).size == 16  # no repeat inside the epoch
-    whole = make("gps", pool, 2)
+    whole = make("gps-unguarded", pool, 2)
     again = run_steps(whole, truth, 8)
     assert np.unique(np.concatenate(again)).size < 16  # the whole-pool GPS does repeat here
+
+
+@pytest.mark.parametrize("cooldown", [0.25, 0.5, 1.0])
+def test_gps_cooldown_rests_chosen_prompts(cooldown):
+    """A prompt chosen at step t is not chosen again before step t + ceil(cooldown * N / B),
+    however attractive it stays."""
+    n, b = 40, 2
+    pool = make_pool(n)
+    sel = make("gps-unguarded", pool, b, cooldown=cooldown)
+    picks = run_steps(sel, np.full(n, 0.5), 30)
+    rest = int(np.ceil(cooldown * n / b))
+    last: dict[int, int] = {}
+    for step, batch in enumerate(picks):
+        for i in batch:
+            assert step - last.get(int(i), -rest) >= rest, (int(i), step)
+            last[int(i)] = step
+    # the rule applies inside candidates a caller passes, with N = len(candidates)
+    sel = make("gps-unguarded", pool, b, cooldown=1.0)
+    cand = np.arange(10)
+    seen = [sel.select(cand) for _ in range(1)]
+    sel.observe(seen[0], np.ones((b, 2)))
+    for _ in range(4):
+        nxt = sel.select(cand)
+        assert not np.isin(nxt, np.concatenate(seen)).any()
+        seen.append(nxt)
+        sel.observe(nxt, np.ones((b, 2)))
+
+
+def test_gps_cooldown_falls_back_to_the_longest_rested():
+    """When fewer than a batch have rested, the prompts rested longest are allowed."""
+    pool = make_pool(5)
+    sel = make("gps-unguarded", pool, 2, cooldown=1.0)  # rests ceil(5 / 2) = 3 steps
+    picks = run_steps(sel, np.full(5, 0.5), 3)
+    never = np.setdiff1d(np.arange(5), np.concatenate(picks[:2]))
+    assert never.size == 1  # step 2: one prompt never chosen, too few for a batch
+    assert set(map(int, picks[2])) <= set(map(int, never)) | set(map(int, picks[0]))
+    assert not set(map(int, picks[2])) & set(map(int, picks[1]))
+
+
+def test_gps_warmup_chooses_uniformly_then_acquires(monkeypatch):
+    pool = make_pool(30)
+    sel = make("gps", pool, 3, warmup_steps=2, cooldown=0.0)
+    calls = []
+    acquire = sel.acquisition.select
+    monkeypatch.setattr(type(sel.acquisition), "select",
+                        lambda self, *a, **k: calls.append(1) or acquire(*a, **k))
+    picks = run_steps(sel, np.full(30, 0.5), 4)
+    assert len(calls) == 2  # steps 3 and 4 only
+    assert all(len(set(map(int, p))) == 3 for p in picks)
 
 
 # ---- determinism ---------------------------------------------------------------------------

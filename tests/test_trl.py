@@ -154,3 +154,31 @@ def test_cli_train_rejects_bad_input_before_training(capsys, tmp_path):
     assert "num_generations" in capsys.readouterr().err
     assert main(["train", "--model", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_selection_and_evaluation_logs(tiny, tmp_path):
+    """Every generation batch is logged with what was chosen and how it did; an evaluation gives
+    reward and truncation per level, the same figures the reward function returned."""
+    path, ds = tiny
+    ds = ds.map(lambda row, i: {"level": i % 2}, with_indices=True)
+    trainer, recorder = _trainer((path, ds), tmp_path, steps=2)
+    trainer.eval_dataset = ds
+    log = _spy(trainer.selector)
+    trainer.train()
+    assert [r["indices"] for r in trainer.selection_log] == [c.tolist() for c in log["select"]]
+    for record, (_, rewards) in zip(trainer.selection_log, log["observe"], strict=True):
+        assert record["ids"] == [ds[i]["id"] for i in record["indices"]]
+        assert record["level"] == [i % 2 for i in record["indices"]]
+        np.testing.assert_allclose(record["success_rate"], rewards.mean(axis=1), atol=1e-4)
+        assert len(record["predicted"]) == 3 and 0 <= record["truncation_rate"] <= 1
+        assert 0 < record["completion_length"] <= 6
+    recorder.calls.clear()
+    trainer.evaluate()
+    scored = [(pid, r) for ids, rewards in recorder.calls for pid, r in zip(ids, rewards, strict=True)]
+    level_of = dict(zip(ds["id"], ds["level"], strict=True))
+    result = trainer.evaluation_log[-1]
+    assert result["n"] == len(scored) > 0
+    for level in (0, 1):
+        expect = np.mean([r for pid, r in scored if level_of[pid] == level])
+        assert result["levels"][str(level)]["reward"] == pytest.approx(expect)
+        assert 0 <= result["levels"][str(level)]["truncation_rate"] <= 1

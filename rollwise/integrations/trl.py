@@ -56,6 +56,12 @@ class RollwiseGRPOTrainer(GRPOTrainer):
     Logged metrics: ``rollwise/esr``, ``rollwise/spearman`` (predicted vs empirical success rate
     on the batch), ``rollwise/rollouts`` (cumulative completions generated for training) and
     ``rollwise/predicted_rate``.
+
+    Instrumentation (cheap, always on): ``selection_log`` holds one record per generation batch
+    (the chosen rows' ids and ``level`` where the dataset has one, predicted rates, per-prompt
+    success rates, this process's mean completion length and truncation rate), and
+    ``evaluation_log`` one per evaluation (reward and truncation rate, overall and per level).
+    Both are saved in checkpoints.
     """
 
     def __init__(self, *args: Any, selector: Selector, success_threshold: float | None = None,
@@ -79,6 +85,10 @@ class RollwiseGRPOTrainer(GRPOTrainer):
         self.success_threshold = success_threshold
         self.rollouts_spent = 0
         self._pending: tuple[np.ndarray, np.ndarray] | None = None
+        self.selection_log: list[dict[str, Any]] = []
+        self.evaluation_log: list[dict[str, Any]] = []
+        self._eval_records: list[tuple[Any, float, bool]] | None = None
+        self._lengths: list[int] = []
 
     # -- 1. choose the prompts -------------------------------------------------------------
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -104,10 +114,17 @@ class RollwiseGRPOTrainer(GRPOTrainer):
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions,
                                                       completion_ids_list)
+        weights = self.reward_weights.to(rewards_per_func.device).unsqueeze(0)
+        rewards = (rewards_per_func * weights).nansum(dim=1).float().cpu().numpy()
+        self._lengths = [len(ids) for ids in completion_ids_list]
         if self._pending is not None and self.model.training:
-            weights = self.reward_weights.to(rewards_per_func.device).unsqueeze(0)
-            rewards = (rewards_per_func * weights).nansum(dim=1).float().cpu().numpy()
             self._observe(rewards)
+        elif self._eval_records is not None:  # rewards are gathered, inputs are this process's
+            start = self.accelerator.process_index * len(inputs)
+            local = rewards[start : start + len(inputs)]
+            for row, reward, length in zip(inputs, local, self._lengths, strict=True):
+                self._eval_records.append((row.get("level"), float(reward),
+                                           length >= self.max_completion_length))
         return rewards_per_func
 
     def _successes(self, rewards: np.ndarray) -> np.ndarray:
@@ -134,6 +151,33 @@ class RollwiseGRPOTrainer(GRPOTrainer):
             metrics["rollwise/spearman"].append(rho)
         metrics["rollwise/rollouts"].append(float(self.rollouts_spent))
         metrics["rollwise/predicted_rate"].append(float(np.mean(predicted)))
+        self._log_selection(chosen, predicted, grouped)
+
+    def _log_selection(self, chosen: np.ndarray, predicted: np.ndarray, success: np.ndarray) -> None:
+        """One ``selection_log`` record for the generation batch just scored."""
+        lengths = np.asarray(self._lengths, dtype=np.float64)
+        rows = [self.train_dataset[int(i)] for i in chosen]
+        self.selection_log.append({
+            "step": self.state.global_step,
+            "indices": chosen.tolist(),
+            "ids": [row.get("id") for row in rows],
+            "level": [row.get("level") for row in rows],
+            "predicted": np.round(predicted, 4).tolist(),
+            "success_rate": np.round(success.mean(axis=1), 4).tolist(),
+            "completion_length": float(lengths.mean()) if lengths.size else None,
+            "truncation_rate": (float(np.mean(lengths >= self.max_completion_length))
+                                if lengths.size else None),
+        })
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        """TRL's evaluation, plus reward and truncation rate per level in ``evaluation_log``."""
+        self._eval_records = records = []
+        try:
+            metrics = super().evaluate(*args, **kwargs)
+        finally:
+            self._eval_records = None
+        self.evaluation_log.append({"step": self.state.global_step, **summarise_by_level(records)})
+        return metrics
 
     @property
     def total_rollouts(self) -> int:
@@ -154,7 +198,9 @@ class RollwiseGRPOTrainer(GRPOTrainer):
             path = os.path.join(self._checkpoint_dir(trial), SELECTOR_FILE)
             self.selector.save(path)
             atomic_write_json(os.path.join(os.path.dirname(path), TRAINER_STATE_FILE),
-                              {"rollouts_spent": self.rollouts_spent})
+                              {"rollouts_spent": self.rollouts_spent,
+                               "selection_log": self.selection_log,
+                               "evaluation_log": self.evaluation_log})
             log.info("saved selector state to %s", path)
 
     def _load_optimizer_and_scheduler(self, checkpoint) -> None:
@@ -169,8 +215,28 @@ class RollwiseGRPOTrainer(GRPOTrainer):
         extra = os.path.join(checkpoint, TRAINER_STATE_FILE)
         if os.path.exists(extra):
             with open(extra) as f:
-                self.rollouts_spent = int(json.load(f)["rollouts_spent"])
+                extra_state = json.load(f)
+            self.rollouts_spent = int(extra_state["rollouts_spent"])
+            self.selection_log = list(extra_state.get("selection_log", []))
+            self.evaluation_log = list(extra_state.get("evaluation_log", []))
         log.info("restored selector state from %s", path)
+
+
+def summarise_by_level(records: list[tuple[Any, float, bool]]) -> dict[str, Any]:
+    """Mean reward and truncation rate of ``(level, reward, truncated)`` records, overall and per
+    level (levels as strings, sorted; rows without a level are counted overall only)."""
+    out: dict[str, Any] = {"n": len(records)}
+    if not records:
+        return out
+    rewards = np.array([r[1] for r in records])
+    truncated = np.array([r[2] for r in records], dtype=np.float64)
+    out.update(reward=float(rewards.mean()), truncation_rate=float(truncated.mean()), levels={})
+    levels = sorted({r[0] for r in records if r[0] is not None}, key=lambda v: (str(type(v)), v))
+    for level in levels:
+        mask = np.array([r[0] == level for r in records])
+        out["levels"][str(level)] = {"n": int(mask.sum()), "reward": float(rewards[mask].mean()),
+                                     "truncation_rate": float(truncated[mask].mean())}
+    return out
 
 
 class RolloutBudget(TrainerCallback):

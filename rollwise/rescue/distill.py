@@ -183,6 +183,7 @@ class RescueGRPOTrainer(RollwiseGRPOTrainer):
         metrics["rollwise/rollouts"].append(float(self.rollouts_spent))
         metrics["rollwise/predicted_rate"].append(float(np.mean(predicted)))
         metrics["rescue/guided_rows"].append(float(guided.sum()))
+        self._log_selection(chosen, predicted, success)
         metrics["rescue/hard"].append(float(rescued.sum()))
         if guided.any():
             metrics["rescue/guided_success"].append(float(success.ravel()[guided].mean()))

@@ -14,15 +14,29 @@ from rollwise.selectors.mopps import MoPPSSelector
 from rollwise.selectors.uniform import UniformSelector
 from rollwise.threads import DEFAULT_SELECTOR_THREADS
 
+# The GPS default guards against the small-pool failure (see GPSSelector): a cooldown of a
+# quarter pass and 4 warm-up steps. Ablations switch one thing off; "gps-paper" is the paper's
+# rule (fixed diversity weight, no guards) and "gps-unguarded" the default before the guards.
+GPS_DEFAULT: dict[str, Any] = {"cooldown": 0.25, "warmup_steps": 4}
+
+
+def _gps(name: str, **changes: Any) -> tuple[type[Selector], dict[str, Any]]:
+    return GPSSelector, {**GPS_DEFAULT, "strategy_name": name, **changes}
+
+
 # name -> (class, preset hyper-parameters)
 STRATEGIES: dict[str, tuple[type[Selector], dict[str, Any]]] = {
     "uniform": (UniformSelector, {}),
     "mopps": (MoPPSSelector, {}),
-    "gps": (GPSSelector, {"strategy_name": "gps"}),
-    "gps-nodiv": (GPSSelector, {"strategy_name": "gps-nodiv", "diversity": 0.0}),
-    "gps-nolatent": (GPSSelector, {"strategy_name": "gps-nolatent", "latent_dim": 0}),
-    "gps-nointer": (GPSSelector, {"strategy_name": "gps-nointer", "inter": False}),
-    "gps-unscaled": (GPSSelector, {"strategy_name": "gps-unscaled", "scale_diversity": False}),
+    "gps": _gps("gps"),
+    "gps-nodiv": _gps("gps-nodiv", diversity=0.0),
+    "gps-nolatent": _gps("gps-nolatent", latent_dim=0),
+    "gps-nointer": _gps("gps-nointer", inter=False),
+    "gps-unscaled": _gps("gps-unscaled", scale_diversity=False),
+    "gps-nocooldown": _gps("gps-nocooldown", cooldown=0.0),
+    "gps-nowarmup": _gps("gps-nowarmup", warmup_steps=0),
+    "gps-unguarded": _gps("gps-unguarded", cooldown=0.0, warmup_steps=0),
+    "gps-paper": _gps("gps-paper", cooldown=0.0, warmup_steps=0, scale_diversity=False),
 }
 
 

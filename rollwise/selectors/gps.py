@@ -33,8 +33,23 @@ class GPSSelector(Selector):
     by the candidates' mean predicted reward variance ``4 gamma_hat (1 - gamma_hat)`` unless
     ``scale_diversity=False`` (see :class:`~rollwise.acquisition.PredictedSignalScale`).
 
+    Two guards for small pools and weak policies, where a prompt pool is passed over many times
+    and the first predictions say nothing:
+
+    * ``cooldown``: a chosen prompt rests for ``cooldown`` of a pass, i.e. ``ceil(cooldown *
+      N / B)`` steps over N candidates (the pool, or those a caller passes), before it can be
+      chosen again; when fewer than a batch are rested, those rested longest are allowed. The
+      few prompts predicted near the target can then no longer fill batch after batch (which
+      lets a small policy memorise their answers); ``cooldown=1`` allows each prompt about once
+      per pass-length of steps, 0 disables the rule. The candidate stream (``candidate_ratio``)
+      has its own epochs and no cooldown;
+    * ``warmup_steps``: the first steps choose uniformly at random among the allowed prompts,
+      while the PPM has too little history to rank prompts (an untrained PPM predicts the same
+      rate everywhere, and the diversity terms then pick the embedding's outliers).
+
     Parameters beyond the protocol's: ``target`` (gamma*), ``diversity`` (lambda), ``intra`` and
-    ``inter`` (which diversity terms are on), ``candidate_ratio`` (choose from ``ratio *
+    ``inter`` (which diversity terms are on), ``cooldown``, ``warmup_steps``, ``candidate_ratio``
+    (choose from ``ratio *
     batch_size`` candidates instead of the whole pool, drawn epoch by epoch without replacement,
     as a trainer's dataloader hands MoPPS and GPS their candidate batches: every prompt is a
     candidate once per pass over the pool, so no prompt can be chosen step after step), and every
@@ -54,6 +69,8 @@ class GPSSelector(Selector):
         inter: bool = True,
         candidate_ratio: float | None = None,
         scale_diversity: bool = True,
+        cooldown: float = 0.0,
+        warmup_steps: int = 0,
         strategy_name: str = "gps",
         threads: int | None = DEFAULT_SELECTOR_THREADS,
         **ppm: Any,
@@ -65,6 +82,11 @@ class GPSSelector(Selector):
             raise ValueError(f"diversity must be a finite number >= 0, got {diversity}")
         if candidate_ratio is not None and not (candidate_ratio >= 1.0):
             raise ValueError(f"candidate_ratio must be >= 1 (or None), got {candidate_ratio}")
+        if not (isinstance(cooldown, int | float) and not isinstance(cooldown, bool)
+                and 0.0 <= cooldown <= 1.0):
+            raise ValueError(f"cooldown must be a number in [0, 1], got {cooldown!r}")
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}")
         unknown = set(ppm) - set(PPMConfig.__dataclass_fields__)
         if unknown:
             raise TypeError(f"unknown GPS hyper-parameter(s): {sorted(unknown)}")
@@ -75,6 +97,7 @@ class GPSSelector(Selector):
         self.intra, self.inter = bool(intra), bool(inter)
         self.candidate_ratio = None if candidate_ratio is None else float(candidate_ratio)
         self.scale_diversity = bool(scale_diversity)
+        self.cooldown, self.warmup_steps = float(cooldown), int(warmup_steps)
         self.acquisition = BatchAcquisition(
             TargetRateUtility(self.target),
             IntraBatchDispersion(self.diversity) if self.intra and self.diversity > 0 else None,
@@ -93,26 +116,49 @@ class GPSSelector(Selector):
         )
         self._previous = np.empty(0, dtype=np.int64)  # last selected batch
         self._stream = np.empty(0, dtype=np.int64)  # this epoch's candidates not yet offered
+        self._last_chosen = np.full(len(pool), -1, dtype=np.int64)  # step chosen last (-1: never)
         self._cache: tuple[int, np.ndarray] | None = None  # (step, full-pool prediction)
 
     def hyper_params(self) -> dict[str, Any]:
         return {"target": self.target, "diversity": self.diversity, "intra": self.intra,
                 "inter": self.inter, "candidate_ratio": self.candidate_ratio,
-                "scale_diversity": self.scale_diversity, "strategy_name": self.name, **self.cfg.as_dict()}
+                "scale_diversity": self.scale_diversity, "cooldown": self.cooldown,
+                "warmup_steps": self.warmup_steps, "strategy_name": self.name,
+                **self.cfg.as_dict()}
 
     # ---- selection -------------------------------------------------------------------------
     def _select(self, candidates: np.ndarray | None) -> np.ndarray:
         if candidates is None and self.candidate_ratio is not None:
-            candidates = self._next_candidates()
-        if candidates is None:
-            pred, emb = self._predict(None), self.pool.embeddings
+            candidates = self._next_candidates()  # epoch by epoch already: no pass record
+        elif self.cooldown > 0:
+            candidates = self._rested(candidates)
+        if self.step < self.warmup_steps:
+            pick = candidates if candidates is not None else np.arange(len(self.pool))
+            chosen = np.sort(self.rng.choice(pick, size=self.batch_size, replace=False))
         else:
-            pred, emb = self._predict(candidates), self.pool.embeddings[candidates]
-        prev = self.pool.embeddings[self._previous] if self._previous.size else None
-        local = self.acquisition.select(pred, emb, self.batch_size, prev)
-        chosen = local if candidates is None else candidates[local]
+            if candidates is None:
+                pred, emb = self._predict(None), self.pool.embeddings
+            else:
+                pred, emb = self._predict(candidates), self.pool.embeddings[candidates]
+            prev = self.pool.embeddings[self._previous] if self._previous.size else None
+            local = self.acquisition.select(pred, emb, self.batch_size, prev)
+            chosen = local if candidates is None else candidates[local]
         self._previous = chosen.copy()
+        self._last_chosen[chosen] = self.step
         return chosen
+
+    def _rested(self, candidates: np.ndarray | None) -> np.ndarray:
+        """The candidates (default: the pool) not chosen in the last ``ceil(cooldown * N / B)``
+        steps; when fewer than a batch are, every candidate rested at least as long as the
+        batch-th longest rested one."""
+        allowed = np.arange(len(self.pool)) if candidates is None else candidates
+        rest = int(np.ceil(self.cooldown * allowed.size / self.batch_size))
+        last = self._last_chosen[allowed]
+        fresh = (last < 0) | (self.step - last >= rest)
+        if int(fresh.sum()) >= self.batch_size:
+            return allowed[fresh]
+        cut = np.sort(last)[self.batch_size - 1]
+        return allowed[last <= cut]
 
     def _next_candidates(self) -> np.ndarray:
         n = len(self.pool)
@@ -235,11 +281,13 @@ class GPSSelector(Selector):
             "history": [{"indices": i, "rates": r, "k": k} for i, r, k in self._history],
             "previous": self._previous,
             "stream": self._stream,
+            "last_chosen": self._last_chosen,
         }
 
     def _prepare_model_state(self, model: dict[str, Any]):
         check_prepared(isinstance(model, dict), "not a dict")
-        for key in ("model", "optimizer", "generator", "history", "previous", "stream"):
+        for key in ("model", "optimizer", "generator", "history", "previous", "stream",
+                    "last_chosen"):
             check_prepared(key in model, f"missing {key!r}")
         n = len(self.pool)
         history = []
@@ -259,6 +307,8 @@ class GPSSelector(Selector):
         check_prepared(bool(stream.size == 0 or (stream.min() >= 0 and stream.max() < n)),
                        "candidate stream indices out of range")
         check_prepared(np.unique(stream).size == stream.size, "candidate stream repeats a prompt")
+        last_chosen = as_numpy(model["last_chosen"], np.int64)
+        check_prepared(last_chosen.shape == (n,), "last_chosen does not match the pool")
         # Load into fresh copies first: a mismatching tensor raises before anything changes.
         with torch.random.fork_rng():  # its random init is overwritten; keep the global RNG
             fresh = PromptPredictiveModel(self.pool.dim, self.cfg)
@@ -276,6 +326,7 @@ class GPSSelector(Selector):
             self._history = deque(history, maxlen=self.cfg.window + 1)
             self._previous = previous
             self._stream = stream
+            self._last_chosen = last_chosen
             self._cache = None
 
         return commit

@@ -6,6 +6,22 @@ import math
 from pathlib import Path
 from typing import Any
 
+# One colour per strategy in every plot, whatever the order of the strategies in a run.
+STRATEGY_COLORS = {
+    "uniform": "#4d4d4d", "ds": "#8c564b", "mopps": "#1f77b4", "gps": "#d62728",
+    "oracle": "#2ca02c", "gps-unguarded": "#ff7f0e", "gps-paper": "#9467bd",
+    "gps-nocooldown": "#e377c2", "gps-nowarmup": "#bcbd22", "gps-unscaled": "#17becf",
+    "gps-nodiv": "#aec7e8", "gps-nolatent": "#ffbb78", "gps-nointer": "#98df8a",
+}
+_SPARE = ["#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5", "#7f7f7f"]
+
+
+def strategy_color(name: str) -> str:
+    """A fixed colour for ``name`` (a stable pick from a spare palette for unknown names)."""
+    import zlib
+
+    return STRATEGY_COLORS.get(name) or _SPARE[zlib.crc32(name.encode()) % len(_SPARE)]
+
 
 def _fmt(x: float, spec: str = ".3f") -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
@@ -44,8 +60,8 @@ def plot(summary: dict[str, Any], path: str | Path, title: str = "") -> None:
     from rollwise._io import atomic_write
 
     fig, ax = plt.subplots(1, 3, figsize=(16, 4.5))
-    for i, (name, m) in enumerate(summary["mean_curves"].items()):
-        style = {"label": name, "color": f"C{i % 10}", "lw": 1.2}
+    for name, m in summary["mean_curves"].items():
+        style = {"label": name, "color": strategy_color(name), "lw": 1.2}
         ax[0].plot(m["rollouts"], m["accuracy"], **style)
         steps = range(1, len(m["esr"]) + 1)
         ax[1].plot(steps, m["esr"], **style)

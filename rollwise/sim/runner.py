@@ -74,8 +74,10 @@ def run_one(
     settings: RunSettings,
     seed: int,
     on_step: Callable[[], None] | None = None,
+    chosen: list[np.ndarray] | None = None,
 ) -> dict[str, list[float]]:
-    """Run one strategy for ``settings.steps`` steps on a fresh world; per-step logs."""
+    """Run one strategy for ``settings.steps`` steps on a fresh world; per-step logs. The batch
+    trained on at each step is appended to ``chosen`` when given."""
     if strategy not in known_strategies():
         raise ValueError(f"unknown strategy {strategy!r}; choose from {known_strategies()}")
     world = make_world(seed)
@@ -125,6 +127,8 @@ def run_one(
             with sw("observe"):
                 selector.observe(idx, r)
         world.learn(idx, r)
+        if chosen is not None:
+            chosen.append(np.asarray(idx).copy())
         log["rollouts"].append(spent)
         log["accuracy"].append(world.heldout_accuracy())
         log["esr"].append(esr)

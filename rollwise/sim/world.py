@@ -10,6 +10,11 @@ Prompt tau of skill s has true success rate ``gamma_t(tau) = sigmoid(a_t[s] - b(
   rewards are all equal has zero advantage in GRPO and teaches nothing. Skills of one group share
   ``transfer_group`` of their gains, other skills ``transfer_other``; ``forgetting`` pulls each
   ability back toward its start.
+* Memorisation (off by default): training on a prompt again teaches less that transfers. The
+  n-th repeat of a prompt passes ``1 / (1 + memorisation * n)`` of its signal to the abilities;
+  the rest raises that prompt's own logit (``memorisation_rate`` per unit of signal), which no
+  held-out prompt shares. A selector that keeps choosing the same few prompts then sees their
+  rates climb while held-out accuracy stalls, as a small policy that memorises answers does.
 * Rollouts are k Bernoulli(gamma) draws; held-out accuracy is the mean gamma over a held-out set.
 
 Every parameter lives in :class:`WorldConfig`; the defaults were set from the pools' structure
@@ -38,13 +43,16 @@ class WorldConfig:
     transfer_group: float = 0.3  # share of a gain passed to the other skills of its group
     transfer_other: float = 0.05  # share passed to skills of other groups
     forgetting: float = 0.0  # per-step pull of abilities back toward their start
+    memorisation: float = 0.0  # how fast repeats stop transferring (0: every repeat transfers)
+    memorisation_rate: float = 1.0  # a repeat's prompt-specific logit gain per unit of signal
 
     def validate(self) -> None:
         if not isinstance(self.k, int) or self.k < 1:
             raise ValueError(f"k must be an int >= 1, got {self.k!r}")
         if self.easiest_logit <= self.hardest_logit:
             raise ValueError("easiest_logit must be larger than hardest_logit")
-        for name in ("prompt_noise", "skill_offset_sd", "learning_rate"):
+        for name in ("prompt_noise", "skill_offset_sd", "learning_rate", "memorisation",
+                     "memorisation_rate"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("transfer_group", "transfer_other", "forgetting"):
@@ -86,6 +94,8 @@ class PromptWorld:
             return base + cfg.prompt_noise * rng.standard_normal(len(lv))
 
         self.train_b = offsets(train_levels)
+        self.memorised = np.zeros(len(self.train_b))  # prompt-specific logit (memorisation)
+        self.times_trained = np.zeros(len(self.train_b), dtype=np.int64)
         self.heldout_b = offsets(heldout_levels)
         self.ability0 = cfg.skill_offset_sd * rng.standard_normal(len(self.skills))
         self.ability = self.ability0.copy()
@@ -97,8 +107,9 @@ class PromptWorld:
     def gamma(self, indices: np.ndarray | None = None) -> np.ndarray:
         """Current true success rates of train prompts (all, or the given indices)."""
         if indices is None:
-            return expit(self.ability[self.train_skill] - self.train_b)
-        return expit(self.ability[self.train_skill[indices]] - self.train_b[indices])
+            return expit(self.ability[self.train_skill] - self.train_b + self.memorised)
+        return expit(self.ability[self.train_skill[indices]] - self.train_b[indices]
+                     + self.memorised[indices])
 
     def heldout_gamma(self) -> np.ndarray:
         return expit(self.ability[self.heldout_skill] - self.heldout_b)
@@ -120,6 +131,12 @@ class PromptWorld:
             return
         p = np.asarray(rewards, dtype=np.float64).mean(axis=1)
         signal = 4.0 * p * (1.0 - p)
+        if cfg.memorisation:
+            idx = np.asarray(indices)
+            general = 1.0 / (1.0 + cfg.memorisation * self.times_trained[idx])
+            self.memorised[idx] += cfg.memorisation_rate * signal * (1.0 - general)
+            self.times_trained[idx] += 1
+            signal = signal * general
         per_skill = np.bincount(self.train_skill[indices], weights=signal,
                                 minlength=len(self.skills)) / len(indices)
         self.ability += cfg.learning_rate * (self.transfer @ per_skill)

@@ -1,0 +1,261 @@
+"""GPS against uniform and MoPPS on SmolLM2-135M-Instruct, several seeds, equal rollouts per arm.
+
+Every (arm, seed) run trains with ``rollwise train``'s engine (TRL's GRPOTrainer) from the same
+start on the arithmetic task (five chain_sum levels), the same sizes and the same held-out
+protocol (``--eval-prompts`` rows spread over all levels x 4 samples, at start and every
+``--eval-steps``). Runs go in parallel as separate processes (``--jobs``, each with
+``--threads`` torch threads), seed by seed; each finished run is merged into
+``OUT.json`` at once, so an interrupted call keeps what finished and ``--merge`` adds to it.
+``OUT.md`` and ``OUT.png`` are redrawn from the JSON (``--report`` redraws only).
+
+    python benchmarks/gps_smollm2.py --seeds 0 1 2 --jobs 2          # CPU size (the defaults)
+    python benchmarks/gps_smollm2.py --steps 40 --prompts-per-step 8 --num-generations 8 \\
+        --max-new-tokens 48 --eval-steps 10 --jobs 12 --threads 1 --out OUT   # GPU size
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+
+from rollwise._io import atomic_write, atomic_write_json, atomic_write_text
+
+ARMS = ["uniform", "mopps", "gps", "gps-unguarded"]
+SETTINGS_KEYS = ("steps", "prompts_per_step", "num_generations", "max_new_tokens",
+                 "learning_rate", "eval_steps", "eval_prompts", "threads")
+
+
+def run_one(arm: str, seed: int, args: argparse.Namespace) -> dict:
+    """Train one arm with one seed (in this process) and return its condensed record."""
+    from rollwise.train import TrainSettings, run
+
+    settings = TrainSettings(
+        model="smollm2", task="arithmetic", strategy=arm, seed=seed,
+        output_dir=str(Path(args.runs) / arm / f"seed{seed}"), save_steps=args.steps,
+        **{k: getattr(args, k) for k in SETTINGS_KEYS})
+    return condense(run(settings))
+
+
+def condense(result: dict) -> dict:
+    """What the report needs from a run's log: curves, per-level evaluations, selections."""
+    hist = result["log_history"]
+    train = [h for h in hist if "rollwise/esr" in h]
+    rollouts_at = {h["step"]: h["rollwise/rollouts"] for h in train}
+    evals = result["evaluations"]
+    chosen = [i for rec in result["selections"] for i in rec["indices"]]
+    return {
+        "eval_step": [e["step"] for e in evals],
+        "eval_rollouts": [0 if e["step"] == 0 else rollouts_at.get(e["step"]) for e in evals],
+        "eval_accuracy": [e["reward"] for e in evals],
+        "eval_truncation": [e["truncation_rate"] for e in evals],
+        "eval_levels": [e["levels"] for e in evals],
+        "esr": [h["rollwise/esr"] for h in train],
+        "train_reward": [h.get("reward") for h in train],
+        "selected_levels": [rec["level"] for rec in result["selections"]],
+        "selected_predicted": [rec["predicted"] for rec in result["selections"]],
+        "train_truncation": [rec["truncation_rate"] for rec in result["selections"]],
+        "distinct_prompts": len(set(chosen)),
+        "selections": len(chosen),
+        "max_repeats": int(np.bincount(chosen).max()) if chosen else 0,
+        "rollouts": result["rollouts"],
+        "wall_seconds": result["wall_seconds"],
+    }
+
+
+def rollouts_to_reach(rollouts: list, accuracy: list, target: float) -> float | None:
+    """Rollouts at which an evaluation curve first reaches ``target`` (linear interpolation
+    between evaluations); None if it never does."""
+    for j, acc in enumerate(accuracy):
+        if acc >= target:
+            if j == 0:
+                return float(rollouts[0])
+            a0, r0, r1 = accuracy[j - 1], rollouts[j - 1], rollouts[j]
+            return float(r0 + (target - a0) / (acc - a0) * (r1 - r0))
+    return None
+
+
+def summarise(data: dict) -> dict:
+    """The ``summary`` object: per arm one final held-out accuracy and one rollouts-to-uniform's
+    final accuracy per seed (None where never reached); model, seeds, rollouts per arm."""
+    arms = data["runs"]
+    target = None
+    if arms.get("uniform"):
+        target = float(np.mean([r["eval_accuracy"][-1] for r in arms["uniform"].values()]))
+    summary: dict = {"model": "SmolLM2-135M-Instruct", "seeds": sorted(
+        {int(s) for runs in arms.values() for s in runs}), "rollouts_per_arm": None,
+        "uniform_final_mean": target}
+    for arm, runs in arms.items():
+        seeds = sorted(runs, key=int)
+        summary[arm] = {
+            "final_heldout": [runs[s]["eval_accuracy"][-1] for s in seeds],
+            "rollouts_to_uniform_final": [
+                None if target is None else rollouts_to_reach(
+                    runs[s]["eval_rollouts"], runs[s]["eval_accuracy"], target) for s in seeds],
+        }
+        summary["rollouts_per_arm"] = max(r["rollouts"] for r in runs.values())
+    return summary
+
+
+def _mean_se(values: list[float]) -> tuple[float, float]:
+    v = np.asarray(values, dtype=float)
+    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else float("nan")
+
+
+def markdown(data: dict) -> str:
+    s, a = data["summary"], data["args"]
+    lines = [
+        "# GPS vs uniform vs MoPPS on SmolLM2-135M-Instruct (arithmetic, several seeds)", "",
+        f"Written by `benchmarks/gps_smollm2.py`. {a['steps']} steps x {a['prompts_per_step']} "
+        f"prompts x {a['num_generations']} rollouts x {a['max_new_tokens']} tokens, lr "
+        f"{a['learning_rate']}; held-out: {a['eval_prompts']} prompts over all five levels x 4 "
+        f"samples, at step 0 and every {a['eval_steps']} steps. Same start, same rollouts per "
+        f"arm. Mean ± standard error over seeds {s['seeds']}.", "",
+        "| arm | seeds | final held-out | per evaluation | rollouts to uniform's final | "
+        "mean ESR | final truncation | distinct prompts / selections | max repeats |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for arm, runs in data["runs"].items():
+        rs = [runs[k] for k in sorted(runs, key=int)]
+        m, se = _mean_se([r["eval_accuracy"][-1] for r in rs])
+        curve = np.mean([r["eval_accuracy"] for r in rs], axis=0)
+        reach = s[arm]["rollouts_to_uniform_final"]
+        reach_txt = ", ".join("-" if x is None else f"{x:,.0f}" for x in reach)
+        lines.append(
+            f"| {arm} | {len(rs)} | {m:.3f} ± {se:.3f} | {' / '.join(f'{c:.3f}' for c in curve)} | "
+            f"{reach_txt} | {np.mean([np.mean(r['esr']) for r in rs]):.2f} | "
+            f"{np.mean([r['eval_truncation'][-1] for r in rs]):.2f} | "
+            f"{np.mean([r['distinct_prompts'] for r in rs]):.0f} / {rs[0]['selections']} | "
+            f"{np.mean([r['max_repeats'] for r in rs]):.1f} |")
+    levels = sorted({lv for runs in data["runs"].values() for r in runs.values()
+                     for lv in r["eval_levels"][-1]}, key=float)
+    lines += ["", "Final held-out accuracy per level (mean over seeds), and the level mix of the "
+                  "first 4 and of all selections:", "",
+              "| arm | " + " | ".join(f"level {float(lv):g}" for lv in levels) + " | first 4 steps' levels "
+              "| all levels chosen |", "|---|" + "---|" * (len(levels) + 2)]
+    for arm, runs in data["runs"].items():
+        rs = list(runs.values())
+        per = [np.mean([r["eval_levels"][-1][lv]["reward"] for r in rs]) for lv in levels]
+
+        def mix(rs: list, steps: int | None) -> str:
+            chosen = [lv for r in rs for batch in r["selected_levels"][:steps] for lv in batch]
+            counts = np.bincount(np.asarray(chosen, dtype=int), minlength=len(levels))
+            return "/".join(str(c) for c in counts)
+
+        lines.append(f"| {arm} | " + " | ".join(f"{p:.3f}" for p in per)
+                     + f" | {mix(rs, 4)} | {mix(rs, None)} |")
+    if data.get("conclusion"):
+        lines += ["", "## Reading", "", data["conclusion"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot(data: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rollwise.sim.report import strategy_color
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+    for arm, runs in data["runs"].items():
+        rs = list(runs.values())
+        x = np.nanmean([[np.nan if v is None else v for v in r["eval_rollouts"]] for r in rs], 0)
+        y = np.array([r["eval_accuracy"] for r in rs])
+        m = y.mean(0)
+        se = y.std(0, ddof=1) / np.sqrt(len(rs)) if len(rs) > 1 else np.zeros_like(m)
+        c = strategy_color(arm)
+        ax.plot(x, m, marker="o", color=c, label=f"{arm} ({len(rs)} seeds)")
+        ax.fill_between(x, m - se, m + se, color=c, alpha=0.2)
+        lv = sorted(rs[0]["eval_levels"][-1], key=float)
+        per = [np.mean([r["eval_levels"][-1][k]["reward"] for r in rs]) for k in lv]
+        off = list(data["runs"]).index(arm) * 0.8 / len(data["runs"])
+        bx.bar(np.arange(len(lv)) + off, per, width=0.8 / len(data["runs"]), color=c, label=arm)
+    ax.set_xlabel("training rollouts")
+    ax.set_ylabel("held-out accuracy (all levels)")
+    ax.set_title("held-out accuracy, mean ± s.e. over seeds")
+    ax.legend(fontsize=8)
+    bx.set_xlabel("level")
+    bx.set_ylabel("final held-out accuracy")
+    bx.set_title("final accuracy per level")
+    bx.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+
+
+def write(data: dict, out: Path) -> None:
+    data["summary"] = summarise(data)
+    atomic_write_json(out.with_suffix(".json"), data)
+    atomic_write_text(out.with_suffix(".md"), markdown(data))
+    plot(data, out.with_suffix(".png"))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arms", default=",".join(ARMS))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--prompts-per-step", type=int, default=8)
+    p.add_argument("--num-generations", type=int, default=4)
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--learning-rate", type=float, default=2e-5)
+    p.add_argument("--eval-steps", type=int, default=5)
+    p.add_argument("--eval-prompts", type=int, default=100)
+    p.add_argument("--jobs", type=int, default=2, help="runs in parallel (processes)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--runs", default="runs/gps_smollm2")
+    p.add_argument("--out", default="benchmarks/results/gps_smollm2")
+    p.add_argument("--merge", action="store_true", help="keep the runs already in OUT.json")
+    p.add_argument("--report", action="store_true", help="only redraw OUT.md and OUT.png")
+    p.add_argument("--conclusion", default=None, help="text for the report's reading section")
+    p.add_argument("--one", nargs=2, metavar=("ARM", "SEED"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    out = Path(args.out)
+    if args.one:  # a worker: train, print the condensed record as JSON on the last line
+        record = run_one(args.one[0], int(args.one[1]), args)
+        print("\n" + json.dumps(record))
+        return
+    data = {"runs": {}}
+    if (args.merge or args.report) and out.with_suffix(".json").exists():
+        data = json.loads(out.with_suffix(".json").read_text())
+    if args.conclusion is not None:
+        data["conclusion"] = args.conclusion
+    if args.report:
+        write(data, out)
+        return
+    data["args"] = {k: v for k, v in vars(args).items()
+                    if k not in ("merge", "report", "one", "conclusion")}
+    todo = [(arm, seed) for seed in args.seeds for arm in args.arms.split(",")
+            if str(seed) not in data["runs"].get(arm, {})]
+    Path(args.runs).mkdir(parents=True, exist_ok=True)
+
+    def work(job: tuple[str, int]) -> tuple[str, int, dict]:
+        arm, seed = job
+        forwarded = [f"--{k.replace('_', '-')}={getattr(args, k)}" for k in SETTINGS_KEYS]
+        log_path = Path(args.runs) / f"{arm}-seed{seed}.log"
+        t0 = time.perf_counter()
+        with open(log_path, "w") as log:
+            proc = subprocess.run([sys.executable, __file__, "--one", arm, str(seed),
+                                   f"--runs={args.runs}", *forwarded],
+                                  stdout=subprocess.PIPE, stderr=log, text=True, check=False)
+        if proc.returncode:
+            raise RuntimeError(f"{arm} seed {seed} failed (exit {proc.returncode}); see {log_path}")
+        print(f"{arm} seed {seed}: done in {time.perf_counter() - t0:.0f} s", flush=True)
+        return arm, seed, json.loads(proc.stdout.strip().splitlines()[-1])
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for future in as_completed([pool.submit(work, job) for job in todo]):
+            arm, seed, record = future.result()
+            data["runs"].setdefault(arm, {})[str(seed)] = record
+            write(data, out)
+
+
+if __name__ == "__main__":
+    main()
