@@ -18,7 +18,7 @@ DEMO_STRATEGIES = ["uniform", "ds", "mopps", "gps", "oracle"]
 
 
 def _strategies(text: str) -> list[str]:
-    from rollwise.sim.runner import known_strategies
+    from rollwise.strategies import bench_names as known_strategies
 
     names = [s.strip() for s in text.split(",") if s.strip()]
     if text.strip() == "all":

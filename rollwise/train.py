@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rollwise.strategies import selector_names
 from rollwise.threads import check_threads, model_threads
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,6 @@ class TrainSettings:
     rescue_threshold: float = 0.5  # a reward at least this is a success
 
     def validate(self) -> None:
-        from rollwise.sim.runner import known_strategies
-
         if self.num_generations < 2:
             raise ValueError(f"num_generations must be >= 2 (GRPO needs groups), got "
                              f"{self.num_generations}")
@@ -63,9 +62,9 @@ class TrainSettings:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         check_threads(self.threads)
-        if self.strategy not in known_strategies() or self.strategy in ("ds", "oracle"):
+        if self.strategy not in selector_names():
             raise ValueError(f"unknown strategy {self.strategy!r} for training; choose from "
-                             f"{[s for s in known_strategies() if s not in ('ds', 'oracle')]}")
+                             f"{selector_names()}")
         if self.eval_prompts < 0 or (self.eval_prompts and self.eval_generations < 2):
             raise ValueError("eval_prompts must be >= 0 and eval_generations >= 2")
         if not (self.temperature > 0 and self.learning_rate > 0):

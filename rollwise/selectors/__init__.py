@@ -12,32 +12,15 @@ from rollwise.selectors.base import Selector
 from rollwise.selectors.gps import GPSSelector
 from rollwise.selectors.mopps import MoPPSSelector
 from rollwise.selectors.uniform import UniformSelector
+from rollwise.strategies import PRESETS
 from rollwise.threads import DEFAULT_SELECTOR_THREADS
 
-# The GPS default guards against the small-pool failure (see GPSSelector): a cooldown of a
-# quarter pass and 4 warm-up steps. Ablations switch one thing off; "gps-paper" is the paper's
-# rule (fixed diversity weight, no guards) and "gps-unguarded" the default before the guards.
-GPS_DEFAULT: dict[str, Any] = {"cooldown": 0.25, "warmup_steps": 4}
+_CLASSES: dict[str, type[Selector]] = {
+    "uniform": UniformSelector, "mopps": MoPPSSelector, "gps": GPSSelector}
 
-
-def _gps(name: str, **changes: Any) -> tuple[type[Selector], dict[str, Any]]:
-    return GPSSelector, {**GPS_DEFAULT, "strategy_name": name, **changes}
-
-
-# name -> (class, preset hyper-parameters)
+# name -> (class, preset hyper-parameters); the names and presets live in rollwise.strategies
 STRATEGIES: dict[str, tuple[type[Selector], dict[str, Any]]] = {
-    "uniform": (UniformSelector, {}),
-    "mopps": (MoPPSSelector, {}),
-    "gps": _gps("gps"),
-    "gps-nodiv": _gps("gps-nodiv", diversity=0.0),
-    "gps-nolatent": _gps("gps-nolatent", latent_dim=0),
-    "gps-nointer": _gps("gps-nointer", inter=False),
-    "gps-unscaled": _gps("gps-unscaled", scale_diversity=False),
-    "gps-nocooldown": _gps("gps-nocooldown", cooldown=0.0),
-    "gps-nowarmup": _gps("gps-nowarmup", warmup_steps=0),
-    "gps-unguarded": _gps("gps-unguarded", cooldown=0.0, warmup_steps=0),
-    "gps-paper": _gps("gps-paper", cooldown=0.0, warmup_steps=0, scale_diversity=False),
-}
+    name: (_CLASSES[kind], preset) for name, (kind, preset) in PRESETS.items()}
 
 
 def make_selector(

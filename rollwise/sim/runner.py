@@ -12,14 +12,13 @@ import numpy as np
 from rollwise.dynamic_sampling import DynamicSamplingBuffer
 from rollwise.metrics import Stopwatch, effective_sample_ratio, spearman
 from rollwise.pool import PromptPool
-from rollwise.selectors import STRATEGIES, Selector, make_selector
+from rollwise.selectors import Selector, make_selector
 from rollwise.sim.world import PromptWorld
-
-EXTRA_STRATEGIES = ("ds", "oracle")
+from rollwise.strategies import bench_names
 
 
 def known_strategies() -> list[str]:
-    return list(STRATEGIES) + list(EXTRA_STRATEGIES)
+    return bench_names()
 
 
 class OracleSelector(Selector):

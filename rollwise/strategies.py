@@ -1,0 +1,45 @@
+"""Strategy names and their presets, without importing any selector (so that a command line can
+list and check names without loading torch). :mod:`rollwise.selectors` maps them to classes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# The GPS default guards against the small-pool failure (see GPSSelector): a cooldown of a
+# quarter pass and 4 warm-up steps. Ablations switch one thing off; "gps-paper" is the paper's
+# rule (fixed diversity weight, no guards) and "gps-unguarded" the default before the guards.
+GPS_DEFAULT: dict[str, Any] = {"cooldown": 0.25, "warmup_steps": 4}
+
+
+def _gps(name: str, **changes: Any) -> tuple[str, dict[str, Any]]:
+    return "gps", {**GPS_DEFAULT, "strategy_name": name, **changes}
+
+
+# name -> (selector kind, preset hyper-parameters)
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "uniform": ("uniform", {}),
+    "mopps": ("mopps", {}),
+    "gps": _gps("gps"),
+    "gps-nodiv": _gps("gps-nodiv", diversity=0.0),
+    "gps-nolatent": _gps("gps-nolatent", latent_dim=0),
+    "gps-nointer": _gps("gps-nointer", inter=False),
+    "gps-unscaled": _gps("gps-unscaled", scale_diversity=False),
+    "gps-nocooldown": _gps("gps-nocooldown", cooldown=0.0),
+    "gps-nowarmup": _gps("gps-nowarmup", warmup_steps=0),
+    "gps-unguarded": _gps("gps-unguarded", cooldown=0.0, warmup_steps=0),
+    "gps-paper": _gps("gps-paper", cooldown=0.0, warmup_steps=0, scale_diversity=False),
+}
+
+# Run by the simulated benchmark only: DAPO's dynamic-sampling filter (not a selector) and the
+# oracle that knows the true success rates.
+BENCH_ONLY = ("ds", "oracle")
+
+
+def selector_names() -> list[str]:
+    """Every strategy a selector implements (what ``make_selector`` and training accept)."""
+    return list(PRESETS)
+
+
+def bench_names() -> list[str]:
+    """Every strategy the simulated benchmark runs."""
+    return selector_names() + list(BENCH_ONLY)
