@@ -51,9 +51,10 @@ def _candidates(path: Path, problems, n: int, temperature: float, args, seed: in
     t0 = time.perf_counter()
     sets = sample_candidates(problems, model="smollm2", n=n, temperature=temperature,
                              max_new_tokens=args.max_new_tokens, seed=seed, batch_size=64)
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_jsonl(path, sets)
     timings[path.stem + "_s"] = round(time.perf_counter() - t0, 1)
-    atomic_write_json(seconds, {"seconds": timings[path.stem + "_s"]})
+    atomic_write_json(seconds, {"seconds": timings[path.stem + "_s"]}, make_parents=True)
     print(f"sampled {len(problems)} x {n} candidates at T={temperature} in "
           f"{time.perf_counter() - t0:.0f} s -> {path}", flush=True)
     return sets

@@ -238,6 +238,7 @@ def main() -> None:
             meta["demo"].append(time_demo(args.load if mode == "loaded" else 0))
             print(f"demo {mode}: {meta['demo'][-1]}", flush=True)
     meta["load_after"] = round(os.getloadavg()[0], 2)
+    args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "overhead.json"
     runs = json.loads(path.read_text())["runs"] if args.append and path.exists() else []
     runs.append({"meta": meta, "rows": rows})

@@ -10,10 +10,19 @@ from pathlib import Path
 from typing import Any
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` on a temporary file next to ``path``, then rename it into place."""
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None],
+                 make_parents: bool = False) -> None:
+    """Call ``write(tmp_path)`` on a temporary file next to ``path``, then rename it into place.
+
+    The parent directory must exist unless ``make_parents`` (for a program's own output and
+    cache folders): a mistyped user path fails instead of creating folders wherever it points."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise IsADirectoryError(f"{str(path)!r} is a directory, not a file")
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    elif not path.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {str(path)!r}: folder {str(path.parent)!r} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
@@ -32,13 +41,29 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+def atomic_write_text(path: str | os.PathLike, text: str, make_parents: bool = False) -> None:
     def _write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
 
-    atomic_write(path, _write)
+    atomic_write(path, _write, make_parents)
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+def atomic_write_json(path: str | os.PathLike, obj: Any, make_parents: bool = False) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n", make_parents)
+
+
+def check_output_file(flag: str, path: str | os.PathLike) -> None:
+    """Fail before any work if ``path`` cannot take an output file (``flag`` names it)."""
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{flag}: {str(p)!r} is a directory; give a file name")
+    if not p.parent.is_dir():
+        raise ValueError(f"{flag}: folder {str(p.parent)!r} does not exist")
+
+
+def check_output_dir(flag: str, path: str | os.PathLike) -> None:
+    """Fail before any work if ``path`` cannot be (or become) an output folder."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"{flag}: {str(p)!r} is a file; give a folder for the outputs")

@@ -1,4 +1,4 @@
-"""The ``rollwise`` command: ``demo`` (the main job), ``bench``, ``train`` and ``allocate``."""
+"""The rollwise command: demo (the main job), bench, train, allocate and genselect."""
 
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ def run_bench(args: argparse.Namespace, title: str) -> dict:
     from rollwise.sim import RunSettings, WorldConfig, build_world, run_one, summarise
     from rollwise.sim.report import markdown_table, plot
 
+    check_bench_args(args)
     t0 = time.perf_counter()
     pool, _, make_world = build_world(args.pool, args.heldout, embedder=args.embedder,
                                       config=WorldConfig(k=args.k))
@@ -75,6 +76,7 @@ def run_bench(args: argparse.Namespace, title: str) -> dict:
                            for s, runs in logs.items()}
     out = Path(args.out)
     table = markdown_table(summary)
+    out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "results.json", summary)
     atomic_write_text(out / "summary.md", f"# {title}\n\n{table}")
     plot(summary, out / "curves.png", title=f"{title}: {summary['config']['pool']}")
@@ -84,28 +86,47 @@ def run_bench(args: argparse.Namespace, title: str) -> dict:
     return summary
 
 
+def check_bench_args(args: argparse.Namespace) -> None:
+    """Everything about ``demo``/``bench`` arguments that can fail, checked before any work."""
+    import math
+
+    from rollwise._io import check_output_dir
+
+    check_output_dir("--out", args.out)
+    if args.target is not None and not (math.isfinite(args.target) and 0 <= args.target <= 1):
+        raise ValueError(f"--target must be a held-out accuracy in [0, 1], got {args.target}")
+    if args.target is None and "uniform" not in args.strategies:
+        raise ValueError("--target is required when uniform is not among --strategies (the "
+                         "default target is uniform's final accuracy)")
+    if args.k < 2:
+        raise ValueError(f"--k must be >= 2: a group of {args.k} rollout(s) never has unequal "
+                         "rewards, so nothing would be learned")
+
+
 def _add_bench_args(p: argparse.ArgumentParser, demo: bool) -> None:
     p.add_argument("--out", default="rollwise-demo" if demo else "rollwise-bench",
                    help="output directory (results.json, summary.md, curves.png)")
     p.add_argument("--embedder", default="wordllama",
-                   help="wordllama (default), hashing, or sentence-transformers:<model>")
+                   help="wordllama, hashing, or sentence-transformers:<model>")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     if demo:
         p.set_defaults(pool=None, heldout=None, strategies=DEMO_STRATEGIES, seeds=3, steps=150,
                        batch_size=32, k=8, target=None)
         return
-    p.add_argument("--strategies", type=_strategies, default=_strategies("all"),
-                   help="comma-separated strategies, or 'all' (default)")
+    from rollwise.strategies import bench_names
+
+    p.add_argument("--strategies", type=_strategies, default="all",
+                   help=f"comma-separated strategies, or 'all': {', '.join(bench_names())}")
     p.add_argument("--seeds", type=_positive_int, default=5, help="number of seeds (0..N-1)")
-    p.add_argument("--steps", type=_positive_int, default=150)
-    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--steps", type=_positive_int, default=150, help="selection steps per run")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="prompts per step")
     p.add_argument("--k", type=_positive_int, default=8, help="rollouts per prompt")
     p.add_argument("--pool", type=Path, default=None,
-                   help="JSON/JSONL/parquet prompt file (default: generated reasoning-gym pool)")
+                   help="JSON/JSONL/parquet prompt file; none: a generated reasoning-gym pool")
     p.add_argument("--heldout", type=Path, default=None,
-                   help="held-out prompt file (default: 10%% of --pool held out)")
+                   help="held-out prompt file; none: 10%% of --pool held out")
     p.add_argument("--target", type=float, default=None,
-                   help="target held-out accuracy (default: uniform's final accuracy)")
+                   help="target held-out accuracy; none: uniform's final accuracy")
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
@@ -116,27 +137,36 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="'smollm2' (offline SmolLM2-135M-Instruct), a checkpoint dir or a hub id")
     p.add_argument("--task", default=d.task,
                    help="'arithmetic' or a JSON/JSONL/parquet file of problems with answers")
-    p.add_argument("--strategy", default=d.strategy, help="uniform, mopps, gps or a GPS ablation")
-    p.add_argument("--output-dir", default=d.output_dir)
-    p.add_argument("--steps", type=_positive_int, default=d.steps)
+    from rollwise.strategies import selector_names
+
+    p.add_argument("--strategy", default=d.strategy, choices=selector_names(), metavar="STRATEGY",
+                   help=f"prompt selector: {', '.join(selector_names())}")
+    p.add_argument("--output-dir", default=d.output_dir,
+                   help="checkpoints, the selector and rollwise_run.json (the run's log)")
+    p.add_argument("--steps", type=_positive_int, default=d.steps, help="optimiser steps")
     p.add_argument("--max-rollouts", type=_positive_int, default=d.max_rollouts,
                    help="rollout budget: stop before the run would exceed it (template evolution's "
                         "rollouts included); default: --steps alone")
-    p.add_argument("--prompts-per-step", type=_positive_int, default=d.prompts_per_step)
+    p.add_argument("--prompts-per-step", type=_positive_int, default=d.prompts_per_step,
+                   help="prompts the selector chooses per step")
     p.add_argument("--num-generations", type=int, default=d.num_generations,
                    help="rollouts per prompt (>= 2)")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=d.max_new_tokens)
-    p.add_argument("--temperature", type=float, default=d.temperature)
-    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--embedder", default=d.embedder)
+    p.add_argument("--max-new-tokens", type=_positive_int, default=d.max_new_tokens,
+                   help="completion length limit (training and evaluation)")
+    p.add_argument("--temperature", type=float, default=d.temperature, help="sampling temperature")
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate, help="policy learning rate")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of TRL and of the selector")
+    p.add_argument("--embedder", default=d.embedder,
+                   help="prompt embedder: wordllama, hashing, or sentence-transformers:<model>")
     p.add_argument("--threads", type=_positive_int, default=d.threads,
-                   help="torch threads for the policy on the CPU (default: one less than the "
-                        "cores, so the process's other work and its neighbours keep one)")
-    p.add_argument("--eval-steps", type=_positive_int, default=d.eval_steps)
+                   help="torch threads for the policy on the CPU; none: one less than the "
+                        "cores, so the process's other work and its neighbours keep one")
+    p.add_argument("--eval-steps", type=_positive_int, default=d.eval_steps,
+                   help="steps between held-out evaluations")
     p.add_argument("--eval-prompts", type=int, default=d.eval_prompts,
                    help="held-out prompts per evaluation (0: none)")
-    p.add_argument("--save-steps", type=_positive_int, default=d.save_steps)
+    p.add_argument("--save-steps", type=_positive_int, default=d.save_steps,
+                   help="steps between checkpoints")
     p.add_argument("--resume", action="store_true", help="resume from the last checkpoint")
     p.add_argument("--report-to", default=d.report_to,
                    help="TRL logging backends (none, tensorboard, wandb, ...)")
@@ -210,13 +240,14 @@ def _add_allocate_args(p: argparse.ArgumentParser) -> None:
     budget.add_argument("--budget", type=int, help="total number of samples")
     budget.add_argument("--per-prompt", type=_positive_int,
                         help="average samples per prompt (budget = K * number of prompts)")
-    p.add_argument("--method", choices=METHODS, default="greedy")
+    p.add_argument("--method", choices=METHODS, default="greedy",
+                   help="allocation rule (see rollwise.allocation)")
     p.add_argument("--min-per-prompt", type=int, default=1, help="samples every prompt gets at least")
     p.add_argument("--quantiles", type=_quantiles, default=DEFAULT_QUANTILES,
-                   help="LOWER,UPPER quantiles of the window method (default %(default)s)")
+                   help="LOWER,UPPER quantiles of the window method")
     p.add_argument("--out", type=Path, required=True, help="output JSONL: one {id, samples} per prompt")
     p.add_argument("--embedder", default="wordllama",
-                   help="the embedder the selector was trained with: wordllama (default), hashing, "
+                   help="the embedder the selector was trained with: wordllama, hashing, "
                         "or sentence-transformers:<model>")
 
 
@@ -253,6 +284,9 @@ def run_allocate(args: argparse.Namespace) -> dict:
                        ("--prompts", args.prompts)):
         if not Path(path).is_file():
             raise FileNotFoundError(f"{flag}: file {str(path)!r} does not exist")
+    from rollwise._io import check_output_file
+
+    check_output_file("--out", args.out)
     if args.min_per_prompt < 0:
         raise ValueError(f"--min-per-prompt must be >= 0, got {args.min_per_prompt}")
     try:
@@ -295,10 +329,27 @@ def run_allocate(args: argparse.Namespace) -> dict:
     return saving
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after every option's help; descriptions kept as written."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rollwise", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
+    from rollwise import __version__
+
+    verbose = argparse.ArgumentParser(add_help=False)  # -v before or after the subcommand
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                         help="log progress (INFO)")
+    parser = argparse.ArgumentParser(prog="rollwise", description=__doc__, parents=[verbose],
+                                     formatter_class=_Formatter)
+    parser.add_argument("--version", action="version", version=f"rollwise {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_parser = sub.add_parser
+
+    def add_parser(name: str, **kw):
+        kw.setdefault("description", kw.get("help"))
+        return _add_parser(name, parents=[verbose], formatter_class=_Formatter, **kw)
+
+    sub.add_parser = add_parser  # so that genselect's own registration gets it too
     demo = sub.add_parser("demo", help="uniform, DS, MoPPS, GPS and the oracle on the default "
                                        "world, 3 seeds, a few minutes on a CPU")
     _add_bench_args(demo, demo=True)
@@ -311,14 +362,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_allocate_args(alloc)
     from rollwise.genselect.cli import add_parser as add_genselect_parser
 
-    add_genselect_parser(sub)
+    add_genselect_parser(sub, common=[verbose])
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+    if isinstance(args.strategies if hasattr(args, "strategies") else None, str):
+        args.strategies = _strategies(args.strategies)  # the default, "all"
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command in ("demo", "bench"):

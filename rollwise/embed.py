@@ -80,7 +80,7 @@ class WordLlamaEmbedder:
         tok_src = pkg / "tokenizers" / "l2_supercat_tokenizer_config.json"
         tok_dst = cache / "tokenizers" / tok_src.name
         if tok_src.exists() and not tok_dst.exists():
-            atomic_write(tok_dst, lambda tmp: shutil.copyfile(tok_src, tmp))
+            atomic_write(tok_dst, lambda tmp: shutil.copyfile(tok_src, tmp), make_parents=True)
         self._model = WordLlama.load(dim=self.dim, cache_dir=cache, disable_download=True)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -156,5 +156,5 @@ def embed_texts(
             pass  # unreadable cache entry (empty, truncated, garbage): recompute and overwrite
     arr = np.asarray(emb.encode(texts), dtype=np.float32)
     if use_cache:
-        atomic_write(path, lambda tmp: np.save(open(tmp, "wb"), arr))
+        atomic_write(path, lambda tmp: np.save(open(tmp, "wb"), arr), make_parents=True)
     return arr

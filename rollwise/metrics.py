@@ -13,9 +13,11 @@ from rollwise.dynamic_sampling import informative_mask
 
 def effective_sample_ratio(rewards: np.ndarray) -> float:
     """ESR: fraction of groups whose rewards are not all equal (the ones GRPO learns from)."""
-    r = np.asarray(rewards)
+    r = np.asarray(rewards, dtype=np.float64)
     if r.size == 0:
         return float("nan")
+    if not np.all(np.isfinite(r)) or r.min() < 0.0 or r.max() > 1.0:
+        raise ValueError("rewards must be finite and lie in [0, 1] (map rewards to success first)")
     return float(informative_mask(r).mean())
 
 

@@ -119,8 +119,8 @@ def run(settings: TrainSettings) -> dict[str, Any]:
     from rollwise.models import resolve_model
     from rollwise.tasks import get_task, reward_function
 
+    task = get_task(settings.task)  # a missing task file fails before the model is converted
     model_path = resolve_model(settings.model)  # errors before anything heavy starts
-    task = get_task(settings.task)
     if any(not r["answer"] for r in task.train):
         raise ValueError(f"task {settings.task!r}: some prompts lack answers")
     columns = ("id", "prompt", "answer", "level", "question")
@@ -249,7 +249,8 @@ def run_grpo(
         result["budget_stopped_at"] = budget.stopped_at
     if rescue is not None:
         result["rescue"] = {"training_rollouts": trainer.rollouts_spent, **rescue.summary()}
-    atomic_write_json(os.path.join(settings.output_dir, "rollwise_run.json"), result)
+    atomic_write_json(os.path.join(settings.output_dir, "rollwise_run.json"), result,
+                      make_parents=True)
     if final_model_dir is not None:
         trainer.save_model(final_model_dir)
     trainer.selector.save(os.path.join(settings.output_dir, "rollwise_selector.pt"))

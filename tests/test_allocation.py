@@ -260,7 +260,7 @@ def test_cli_allocate_end_to_end(tmp_path, monkeypatch, capsys):
     _write_jsonl(new_file, [{"id": f"n{i}", "prompt": t} for i, t in enumerate(new_texts)])
     state = tmp_path / "sel.pt"
     sel.save(state)
-    out = tmp_path / "out" / "alloc.jsonl"
+    out = tmp_path / "alloc.jsonl"  # its folder must exist: allocate creates none
     base = ["allocate", "--selector", str(state), "--pool", str(pool_file), "--prompts",
             str(new_file), "--embedder", "hashing", "--out", str(out)]
 

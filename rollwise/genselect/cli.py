@@ -22,29 +22,39 @@ def _int_list(text: str) -> list[int]:
 def _add_problem_args(p: argparse.ArgumentParser, split: str, n: int) -> None:
     p.add_argument("--task", default="arithmetic",
                    help="'arithmetic' or a JSON/JSONL/parquet file of problems with answers")
-    p.add_argument("--split", choices=("train", "heldout"), default=split)
+    p.add_argument("--split", choices=("train", "heldout"), default=split,
+                   help="which split of --task's problems")
     p.add_argument("--levels", type=_int_list, default=None,
-                   help="comma-separated difficulty levels to keep (default: all)")
+                   help="comma-separated difficulty levels to keep; none: all")
     p.add_argument("--limit", type=int, default=None, help="at most this many problems")
     p.add_argument("--generator", default="smollm2",
-                   help="model that samples the candidate solutions (default: the SmolLM2 policy)")
+                   help="model that samples the candidate solutions; none: the SmolLM2 policy")
     p.add_argument("--n", type=int, default=n, help="candidates sampled per problem")
     p.add_argument("--temperature", type=float, default=1.0, help="candidate sampling temperature")
     p.add_argument("--max-new-tokens", type=int, default=48, help="candidate length budget")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
 
 
-def add_parser(sub: Any) -> None:
-    """Register ``genselect`` on the ``rollwise`` command's subparsers."""
+def add_parser(sub: Any, common: list[argparse.ArgumentParser] | None = None) -> None:
+    """Register ``genselect`` on the ``rollwise`` command's subparsers; ``common`` are parent
+    parsers every subcommand shares (e.g. ``-v``)."""
     p = sub.add_parser("genselect", help="generative Best-of-N selection trained with DAPO")
-    gs = p.add_subparsers(dest="genselect_command", required=True)
+    gs = p.add_subparsers(dest="genselect_command", required=True, metavar="COMMAND")
+    _add = gs.add_parser
+
+    def add(name: str, **kw: Any) -> argparse.ArgumentParser:  # defaults shown in every --help
+        return _add(name, description=kw.get("help"), parents=common or [],
+                    formatter_class=p.formatter_class, **kw)
+
+    gs.add_parser = add
 
     syn = gs.add_parser("synthesize", help="selection tasks from sampled, verified candidates")
     _add_problem_args(syn, "train", 8)
     syn.add_argument("--window", type=int, default=8, help="candidates per selection task (max)")
     syn.add_argument("--min-window", type=int, default=None,
-                     help="draw each task's size from [min-window, window] (default: fixed)")
-    syn.add_argument("--windows-per-problem", type=int, default=1)
+                     help="draw each task's size from [min-window, window]; none: fixed")
+    syn.add_argument("--windows-per-problem", type=int, default=1,
+                     help="selection tasks drawn from each problem's candidates")
     syn.add_argument("--view", choices=("answer", "full"), default="answer",
                      help="what a candidate shows: its final answer or its (truncated) text")
     syn.add_argument("--max-chars", type=int, default=200, help="truncation of the 'full' view")
@@ -58,19 +68,28 @@ def add_parser(sub: Any) -> None:
     tr = gs.add_parser("train", help="DAPO (TRL) on selection tasks, tasks chosen by a selector")
     tr.add_argument("--tasks", required=True, help="selection tasks from 'genselect synthesize'")
     tr.add_argument("--heldout-tasks", default=None, help="selection tasks for TRL's evaluation")
-    tr.add_argument("--eval-prompts", type=int, default=d.eval_prompts)
-    tr.add_argument("--eval-steps", type=int, default=10)
-    tr.add_argument("--model", default=d.model)
+    tr.add_argument("--eval-prompts", type=int, default=d.eval_prompts,
+                    help="held-out selection tasks per evaluation")
+    tr.add_argument("--eval-steps", type=int, default=10, help="steps between evaluations")
+    tr.add_argument("--model", default=d.model, help="'smollm2', a checkpoint dir or a hub id")
     tr.add_argument("--strategy", default=d.strategy, help="uniform, mopps, gps or a GPS ablation")
-    tr.add_argument("--output-dir", default=d.output_dir)
+    tr.add_argument("--output-dir", default=d.output_dir, help="checkpoints and the run's log")
+    helps = {"steps": "optimiser steps", "prompts_per_step": "selection tasks per step",
+             "num_generations": "rollouts per task", "max_new_tokens": "completion length limit",
+             "save_steps": "steps between checkpoints", "seed": "seed of TRL and the selector",
+             "temperature": "sampling temperature", "learning_rate": "policy learning rate",
+             "epsilon": "DAPO's lower clipping range", "epsilon_high": "DAPO's upper clipping range"}
     for name in ("steps", "prompts_per_step", "num_generations", "max_new_tokens", "save_steps", "seed"):
-        tr.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
+        tr.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name),
+                        help=helps[name])
     for name in ("temperature", "learning_rate", "epsilon", "epsilon_high"):
-        tr.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
-    tr.add_argument("--mask-truncated-completions", action="store_true")
+        tr.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name),
+                        help=helps[name])
+    tr.add_argument("--mask-truncated-completions", action="store_true",
+                    help="no loss on completions cut off by --max-new-tokens (DAPO)")
     tr.add_argument("--prefix", default=d.prefix, help="reply prefix inside the prompt")
-    tr.add_argument("--embedder", default=d.embedder)
-    tr.add_argument("--report-to", default=d.report_to)
+    tr.add_argument("--embedder", default=d.embedder, help="embedder of the selector's pool")
+    tr.add_argument("--report-to", default=d.report_to, help="TRL logging backends")
 
     ev = gs.add_parser("eval", help="Best-of-N accuracy: random, majority vote, GenSelect, oracle")
     ev.add_argument("--candidates", type=Path, default=None,
@@ -79,11 +98,12 @@ def add_parser(sub: Any) -> None:
     _add_problem_args(ev, "heldout", 16)
     ev.add_argument("--model", action="append", default=None,
                     help="selector model (repeatable; default: smollm2)")
-    ev.add_argument("--ns", type=_int_list, default=[4, 8, 16], help="values of N (default 4,8,16)")
-    ev.add_argument("--window", type=int, default=8)
-    ev.add_argument("--view", choices=("answer", "full"), default="answer")
-    ev.add_argument("--max-chars", type=int, default=200)
-    ev.add_argument("--prefix", default=d.prefix)
+    ev.add_argument("--ns", type=_int_list, default=[4, 8, 16], help="values of N")
+    ev.add_argument("--window", type=int, default=8, help="candidates one selection call sees")
+    ev.add_argument("--view", choices=("answer", "full"), default="answer",
+                    help="what a candidate shows: its final answer or its (truncated) text")
+    ev.add_argument("--max-chars", type=int, default=200, help="truncation of the 'full' view")
+    ev.add_argument("--prefix", default=d.prefix, help="reply prefix inside the prompt")
     ev.add_argument("--out", type=Path, default=None, help="results JSON")
 
 

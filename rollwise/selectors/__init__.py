@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from typing import Any
 
 import torch
@@ -42,12 +43,17 @@ def load_selector(
 
     if not isinstance(pool, PromptPool):
         raise TypeError(f"pool must be a PromptPool, got {type(pool).__name__}")
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise ValueError(f"{os.fspath(path)!r} is empty, not a selector state file (Selector.save)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as err:  # truncated zip, garbage bytes, unpickling error ...
-        raise ValueError(f"{os.fspath(path)!r} is not a readable selector state: {err}") from err
+        what = ("a torch file that holds more than tensors and plain values" if zipfile.is_zipfile(path)
+                else "not a torch file (damaged or another format)")
+        raise ValueError(f"{os.fspath(path)!r} is not a selector state file (Selector.save): "
+                         f"{what}") from err
     if not isinstance(state, dict) or "strategy" not in state or "hyper" not in state:
         raise ValueError(f"{os.fspath(path)!r} is not a selector state")
     try:

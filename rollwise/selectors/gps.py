@@ -199,6 +199,9 @@ class GPSSelector(Selector):
         """Predicted success rates of new prompt texts (embedded with the pool's embedder)."""
         from rollwise.embed import embed_texts
 
+        if isinstance(texts, str | bytes):
+            raise TypeError("texts must be a sequence of prompt strings, not one string "
+                            "(wrap a single prompt in a list)")
         return self.predict_embeddings(embed_texts(list(texts), embedder, cache_dir=cache_dir))
 
     def _predict_tensor(self, emb: torch.Tensor) -> np.ndarray:

@@ -6,6 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 # One colour per strategy in every plot, whatever the order of the strategies in a run.
 STRATEGY_COLORS = {
     "uniform": "#4d4d4d", "ds": "#8c564b", "mopps": "#1f77b4", "gps": "#d62728",
@@ -50,8 +52,20 @@ def markdown_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(summary: dict[str, Any], path: str | Path, title: str = "") -> None:
-    """Accuracy vs rollouts, ESR over steps and Spearman on unseen prompts over steps."""
+def _moving_average(x: np.ndarray, window: int) -> np.ndarray:
+    """Trailing mean over up to ``window`` steps (NaNs ignored)."""
+    out = np.full(len(x), np.nan)
+    for i in range(len(x)):
+        part = x[max(0, i - window + 1) : i + 1]
+        if np.isfinite(part).any():
+            out[i] = np.nanmean(part)
+    return out
+
+
+def plot(summary: dict[str, Any], path: str | Path, title: str = "", smooth: int = 10) -> None:
+    """Accuracy vs rollouts, ESR over steps (moving average over ``smooth`` steps) and Spearman
+    on unseen prompts over steps; bands are ± one standard error over seeds where the summary
+    holds per-seed runs. DS's rollouts are clipped at 1.5x the other strategies' budget."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -59,23 +73,50 @@ def plot(summary: dict[str, Any], path: str | Path, title: str = "") -> None:
 
     from rollwise._io import atomic_write
 
-    fig, ax = plt.subplots(1, 3, figsize=(16, 4.5))
+    per_seed = summary.get("per_seed", {})
+    fig, ax = plt.subplots(1, 3, figsize=(16, 5))
+    budgets = [m["rollouts"][-1] for name, m in summary["mean_curves"].items() if name != "ds"]
+    x_max = 1.5 * max(budgets) if budgets else None
+    clipped = []
     for name, m in summary["mean_curves"].items():
-        style = {"label": name, "color": strategy_color(name), "lw": 1.2}
-        ax[0].plot(m["rollouts"], m["accuracy"], **style)
-        steps = range(1, len(m["esr"]) + 1)
-        ax[1].plot(steps, m["esr"], **style)
+        color = strategy_color(name)
+        runs = per_seed.get(name, [])
+
+        def band(a: Any, x: Any, key: str, transform=lambda v: v, runs=runs, color=color) -> None:
+            if len(runs) < 2:
+                return
+            ys = np.array([transform(np.asarray(r[key], dtype=float)) for r in runs])
+            se = np.nanstd(ys, axis=0, ddof=1) / np.sqrt(len(runs))
+            mean = np.nanmean(ys, axis=0)
+            a.fill_between(x, mean - se, mean + se, color=color, alpha=0.15, lw=0)
+
+        rollouts = np.asarray(m["rollouts"], dtype=float)
+        ax[0].plot(rollouts, m["accuracy"], color=color, lw=1.4, label=name)
+        band(ax[0], rollouts, "accuracy")
+        if x_max is not None and rollouts[-1] > x_max:
+            clipped.append(name)
+        steps = np.arange(1, len(m["esr"]) + 1)
+        smooth_esr = lambda v: _moving_average(v, smooth)  # noqa: E731
+        ax[1].plot(steps, smooth_esr(np.asarray(m["esr"], dtype=float)), color=color, lw=1.4)
+        band(ax[1], steps, "esr", smooth_esr)
         if any(v == v for v in m["spearman_unseen"]):
-            ax[2].plot(steps, m["spearman_unseen"], **style)
-    ax[0].axhline(summary["target_accuracy"], color="grey", ls="--", lw=0.8)
-    ax[0].set(xlabel="rollouts", ylabel="held-out accuracy", title="accuracy vs rollouts")
-    ax[1].set(xlabel="step", ylabel="ESR", title="effective sample ratio")
+            ax[2].plot(steps, m["spearman_unseen"], color=color, lw=1.4)
+            band(ax[2], steps, "spearman_unseen")
+    ax[0].axhline(summary["target_accuracy"], color="grey", ls="--", lw=0.8,
+                  label="target (uniform's final)")
+    if clipped:
+        ax[0].set_xlim(0, x_max)
+    note = f" ({', '.join(clipped)} clipped at {x_max:,.0f})" if clipped else ""
+    ax[0].set(xlabel="rollouts" + note, ylabel="held-out accuracy", title="accuracy vs rollouts")
+    ax[1].set(xlabel="step", ylabel="ESR", title=f"effective sample ratio ({smooth}-step mean)")
     ax[2].set(xlabel="step", ylabel="Spearman", title="predicted vs true rate, unseen prompts")
     for a in ax:
         a.grid(alpha=0.3)
-    ax[0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+    handles, labels = ax[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 8), fontsize=9,
+               frameon=False)
+    bands = " Bands: ± 1 s.e. over seeds." if any(len(v) > 1 for v in per_seed.values()) else ""
+    fig.suptitle((title + "." if title else "") + bands)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)

@@ -1,0 +1,132 @@
+"""Bad input on the command line and at the library's edges: refused before any work, with one
+clear line naming the flag or argument, and no output file left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from _support import make, make_pool
+
+import rollwise
+from rollwise.cli import main
+
+BENCH = ["bench", "--embedder", "hashing", "--seeds", "1", "--steps", "2", "--batch-size", "4",
+         "--quiet"]
+
+
+@pytest.fixture
+def pool_file(tmp_path):
+    path = tmp_path / "pool.json"
+    path.write_text(json.dumps([{"problem": f"compute {i} + {i}", "answer": str(2 * i)}
+                                for i in range(60)]))
+    return path
+
+
+def _error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fail the test if the benchmark starts building its world."""
+    import rollwise.sim
+
+    def boom(*a, **k):
+        raise AssertionError("work started before the arguments were checked")
+
+    monkeypatch.setattr(rollwise.sim, "build_world", boom)
+
+
+@pytest.mark.parametrize(("extra", "flag"), [
+    (["--strategies", "mopps,gps"], "--target"),
+    (["--strategies", "uniform,gps", "--target", "2"], "--target"),
+    (["--strategies", "uniform,gps", "--target", "nan"], "--target"),
+    (["--strategies", "uniform", "--k", "1"], "--k"),
+])
+def test_bench_refuses_before_work(extra, flag, pool_file, tmp_path, capsys, no_work):
+    out = tmp_path / "out"
+    assert main([*BENCH, "--pool", str(pool_file), "--out", str(out), *extra]) == 2
+    assert flag in _error(capsys)
+    assert not out.exists()
+
+
+def test_bench_out_that_is_a_file(pool_file, tmp_path, capsys, no_work):
+    out = tmp_path / "results.txt"
+    out.write_text("keep me")
+    assert main([*BENCH, "--pool", str(pool_file), "--out", str(out), "--strategies", "uniform"]) == 2
+    assert "--out" in _error(capsys)
+    assert out.read_text() == "keep me"
+
+
+@pytest.fixture
+def gps_state(tmp_path, pool_file):
+    """A GPS selector saved over pool_file's prompts (hashing embedder)."""
+    from rollwise.sim.pools import load_prompt_file
+
+    ps = load_prompt_file(pool_file)
+    pool = rollwise.PromptPool.from_texts(ps.texts, ids=ps.ids, embedder="hashing")
+    sel = rollwise.make_selector("gps", pool, 4, seed=0)
+    path = tmp_path / "sel.pt"
+    sel.save(path)
+    return path
+
+
+@pytest.mark.parametrize("where", ["missing-folder", "directory"])
+def test_allocate_out_checked_first(where, tmp_path, pool_file, gps_state, capsys, monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("the pool was embedded before --out was checked")
+
+    monkeypatch.setattr(rollwise.PromptPool, "from_texts", boom)
+    out = tmp_path / "no" / "such" / "x.jsonl" if where == "missing-folder" else tmp_path
+    rc = main(["allocate", "--selector", str(gps_state), "--pool", str(pool_file), "--prompts",
+               str(pool_file), "--per-prompt", "2", "--embedder", "hashing", "--out", str(out)])
+    assert rc == 2 and "--out" in _error(capsys)
+    assert not (tmp_path / "no").exists()
+
+
+def test_selector_save_does_not_create_folders(tmp_path):
+    sel = make("uniform", make_pool(10), 2)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        sel.save(tmp_path / "no" / "such" / "x.pt")
+    assert not (tmp_path / "no").exists()
+    with pytest.raises(IsADirectoryError):
+        sel.save(tmp_path)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"", "is empty"),
+    (os.urandom(256), "not a torch file"),
+])
+def test_unreadable_selector_file_one_line(content, message, tmp_path):
+    path = tmp_path / "sel.pt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message) as err:
+        rollwise.load_selector(path, make_pool(10))
+    assert "\n" not in str(err.value) and "weights_only" not in str(err.value)
+
+
+def test_predict_texts_refuses_one_string():
+    sel = make("gps", make_pool(10), 2)
+    with pytest.raises(TypeError, match="texts"):
+        sel.predict_texts("one prompt", embedder="hashing")
+
+
+@pytest.mark.parametrize("rewards", [[[2.0, 0.0]], [[-1.0, 0.0]], [[float("nan"), 1.0]]])
+def test_effective_sample_ratio_refuses_out_of_range(rewards):
+    with pytest.raises(ValueError, match="rewards"):
+        rollwise.effective_sample_ratio(np.array(rewards))
+
+
+def test_train_missing_task_fails_before_the_model(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("trl")
+    import rollwise.models
+
+    monkeypatch.setattr(rollwise.models, "resolve_model",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("model first")))
+    rc = main(["train", "--task", str(tmp_path / "nope.json"), "--output-dir", str(tmp_path / "o")])
+    assert rc == 2 and "nope.json" in _error(capsys)
