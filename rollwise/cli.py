@@ -57,12 +57,19 @@ def run_bench(args: argparse.Namespace, title: str) -> dict:
     settings.validate(len(pool))
     seeds = list(range(args.seeds))
     logs: dict[str, list] = {s: [] for s in args.strategies}
+    out = Path(args.out)
+    (out / "selectors").mkdir(parents=True, exist_ok=True)
+    pool.write_jsonl(out / "pool.jsonl")  # with selectors/<strategy>.pt: what `allocate` needs
     total = len(args.strategies) * len(seeds) * args.steps
-    with tqdm(total=total, desc=title, unit="step", disable=args.quiet) as bar:
+    # smoothing=0: the ETA from the mean rate so far; every seed runs every strategy in turn, so
+    # after the first seed the slow strategies weigh in as much as the fast ones
+    with tqdm(total=total, desc=title, unit="step", disable=args.quiet, smoothing=0) as bar:
         for seed in seeds:
             for s in args.strategies:
                 bar.set_postfix_str(f"{s} seed {seed}")
-                logs[s].append(run_one(s, pool, make_world, settings, seed, on_step=bar.update))
+                keep = out / "selectors" / f"{s}.pt" if seed == seeds[0] and s.startswith("gps") else None
+                logs[s].append(run_one(s, pool, make_world, settings, seed, on_step=bar.update,
+                                       save_selector=keep))
     summary = summarise(logs, target=args.target)
     summary["config"] = {
         "pool": str(args.pool) if args.pool else "reasoning-gym default",
@@ -74,9 +81,7 @@ def run_bench(args: argparse.Namespace, title: str) -> dict:
     }
     summary["per_seed"] = {s: [{k: np.asarray(v).tolist() for k, v in run.items()} for run in runs]
                            for s, runs in logs.items()}
-    out = Path(args.out)
     table = markdown_table(summary)
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "results.json", summary)
     atomic_write_text(out / "summary.md", f"# {title}\n\n{table}")
     plot(summary, out / "curves.png", title=f"{title}: {summary['config']['pool']}")

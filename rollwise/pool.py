@@ -92,6 +92,19 @@ class PromptPool:
         emb = embed_texts(texts, embedder=embedder, cache_dir=cache_dir)
         return cls(emb, ids=ids, texts=texts)
 
+    def write_jsonl(self, path: str | Path) -> None:
+        """Write ``{"id", "prompt"}`` per prompt (atomically): a pool file that ``rollwise
+        allocate --pool`` (or :func:`rollwise.sim.pools.load_prompt_file`) reads back as this
+        pool, same ids and texts. Needs the texts."""
+        import json
+
+        from rollwise._io import atomic_write_text
+
+        if self.texts is None:
+            raise ValueError("this pool has no texts to write (built from embeddings alone)")
+        atomic_write_text(path, "".join(json.dumps({"id": i, "prompt": t}) + "\n"
+                                        for i, t in zip(self.ids, self.texts, strict=True)))
+
     def __len__(self) -> int:
         return self.embeddings.shape[0]
 

@@ -253,7 +253,9 @@ def run_grpo(
                       make_parents=True)
     if final_model_dir is not None:
         trainer.save_model(final_model_dir)
+    # what `rollwise allocate --selector ... --pool ...` needs: the selector and its pool
     trainer.selector.save(os.path.join(settings.output_dir, "rollwise_selector.pt"))
+    trainer.selector.pool.write_jsonl(os.path.join(settings.output_dir, "rollwise_pool.jsonl"))
     return result
 
 

@@ -84,9 +84,15 @@ def char_tokenizer():
                                    unk_token="<unk>")
 
 
-def save_tiny_llama(path, hidden: int = 32, intermediate: int = 64, layers: int = 2, seed: int = 0) -> str:
+CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}assistant: {% endif %}")
+
+
+def save_tiny_llama(path, hidden: int = 32, intermediate: int = 64, layers: int = 2, seed: int = 0,
+                    chat: bool = False) -> str:
     """A randomly initialised tiny Llama and :func:`char_tokenizer` saved at ``path`` (seeds torch's
-    global RNG with ``seed`` first, so the weights are the same every time)."""
+    global RNG with ``seed`` first, so the weights are the same every time); ``chat`` gives the
+    tokenizer a minimal chat template, for conversational prompts."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -97,5 +103,7 @@ def save_tiny_llama(path, hidden: int = 32, intermediate: int = 64, layers: int 
                       bos_token_id=tok.eos_token_id)
     torch.manual_seed(seed)
     LlamaForCausalLM(cfg).save_pretrained(path)
+    if chat:
+        tok.chat_template = CHAT_TEMPLATE
     tok.save_pretrained(path)
     return str(path)

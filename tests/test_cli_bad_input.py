@@ -130,3 +130,29 @@ def test_train_missing_task_fails_before_the_model(tmp_path, capsys, monkeypatch
                         lambda *a, **k: (_ for _ in ()).throw(AssertionError("model first")))
     rc = main(["train", "--task", str(tmp_path / "nope.json"), "--output-dir", str(tmp_path / "o")])
     assert rc == 2 and "nope.json" in _error(capsys)
+
+
+def test_bench_output_feeds_allocate(pool_file, tmp_path, capsys):
+    """The path from training to allocation without code: bench saves the pool and the GPS
+    selectors; allocate reads them back (same ids) and writes an allocation."""
+    out = tmp_path / "bench"
+    assert main([*BENCH, "--pool", str(pool_file), "--out", str(out),
+                 "--strategies", "uniform,gps"]) == 0
+    assert (out / "selectors" / "gps.pt").is_file() and not (out / "selectors" / "uniform.pt").exists()
+    alloc = tmp_path / "alloc.jsonl"
+    assert main(["allocate", "--selector", str(out / "selectors" / "gps.pt"), "--pool",
+                 str(out / "pool.jsonl"), "--prompts", str(pool_file), "--per-prompt", "2",
+                 "--embedder", "hashing", "--out", str(alloc)]) == 0
+    rows = [json.loads(line) for line in alloc.read_text().splitlines()]
+    assert len(rows) == 60 and sum(r["samples"] for r in rows) <= 120
+
+
+def test_library_pool_and_file_pool_share_ids(pool_file):
+    """A pool built in code from a file's texts and the file read by the CLI have the same ids
+    (row numbers where the file has none), so a selector saved from code loads on the CLI."""
+    from rollwise.sim.pools import load_prompt_file
+
+    ps = load_prompt_file(pool_file)
+    in_code = rollwise.PromptPool.from_texts(ps.texts, embedder="hashing")
+    from_file = rollwise.PromptPool.from_texts(ps.texts, ids=ps.ids, embedder="hashing")
+    assert in_code.fingerprint() == from_file.fingerprint()

@@ -182,3 +182,52 @@ def test_selection_and_evaluation_logs(tiny, tmp_path):
         expect = np.mean([r for pid, r in scored if level_of[pid] == level])
         assert result["levels"][str(level)]["reward"] == pytest.approx(expect)
         assert 0 <= result["levels"][str(level)]["truncation_rate"] <= 1
+
+
+@pytest.fixture(scope="module")
+def tiny_chat(tmp_path_factory):
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny_chat"), chat=True)
+
+
+def test_selector_by_name_builds_the_pool_from_the_dataset(tiny_chat, tmp_path):
+    """RollwiseGRPOTrainer(selector="gps") on a plain TRL set-up: conversational prompts, the
+    pool built from the user messages, the batch size from the config."""
+    path = tiny_chat
+    rows = [{"prompt": [{"role": "system", "content": "be brief"},
+                        {"role": "user", "content": f"{i} + {i} ="}], "answer": str(2 * i),
+             "id": f"q{i}"} for i in range(10)]
+    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=6, num_generations=2,
+                      max_completion_length=4, max_steps=1, report_to="none", use_cpu=True, seed=3)
+    trainer = RollwiseGRPOTrainer(model=path, reward_funcs=Recorder(), args=args,
+                                  train_dataset=Dataset.from_list(rows), selector="gps",
+                                  selector_kwargs={"grad_steps": 1}, embedder="hashing")
+    sel = trainer.selector
+    assert sel.name == "gps" and sel.batch_size == 3 and sel.seed == 3 and sel.cfg.grad_steps == 1
+    assert list(sel.pool.texts) == [f"{i} + {i} =" for i in range(10)]
+    assert list(sel.pool.ids) == [f"q{i}" for i in range(10)]
+    trainer.train()
+    assert sel.step == 1
+    with pytest.raises(ValueError, match="prompt_column"):
+        RollwiseGRPOTrainer(model=path, reward_funcs=Recorder(), args=args,
+                            train_dataset=Dataset.from_list(rows), prompt_column="question",
+                            embedder="hashing")
+    with pytest.raises(ValueError, match="unknown strategy"):
+        RollwiseGRPOTrainer(model=path, reward_funcs=Recorder(), args=args,
+                            train_dataset=Dataset.from_list(rows), selector="nope")
+
+
+def test_trl_quickstart_example_runs(tiny_chat, tmp_path):
+    """examples/trl: TRL's quick-start shape with one changed import line, on a tiny model."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "examples" / "trl" / "grpo_quickstart.py"
+    code = script.read_text().split('"""', 2)[2]  # after the module docstring
+    assert [line for line in code.splitlines() if "rollwise" in line] == [
+        "from rollwise.integrations.trl import RollwiseGRPOTrainer as GRPOTrainer  # the one changed line"]
+    spec = importlib.util.spec_from_file_location("grpo_quickstart", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    trainer = module.main(tiny_chat, str(tmp_path / "out"), steps=2)
+    assert trainer.selector.name == "gps" and trainer.selector.step == 2
+    assert len(trainer.selection_log) == 2

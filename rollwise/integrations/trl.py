@@ -51,8 +51,14 @@ TRAINER_STATE_FILE = "rollwise_trainer_state.json"
 class RollwiseGRPOTrainer(GRPOTrainer):
     """``GRPOTrainer`` whose training prompts are chosen by a rollwise selector.
 
-    ``selector`` must be built over ``train_dataset`` (pool index i = dataset row i) with
-    ``batch_size = generation_batch_size // num_generations``. Everything else is GRPOTrainer's.
+    ``selector`` is a strategy name (``"gps"``, ``"mopps"``, ...; see ``rollwise.STRATEGIES``)
+    or a ready selector. With a name, the pool is built from ``train_dataset``: the text of
+    ``prompt_column`` (default ``"prompt"``: a plain string, or for conversational prompts the
+    content of the last user message), ids from an ``id`` column where it has unique ones, the
+    batch size from ``generation_batch_size // num_generations`` and the seed from ``args.seed``;
+    ``selector_kwargs`` go to :func:`rollwise.make_selector` (e.g. ``{"candidate_ratio": 4}``)
+    and ``embedder`` embeds the texts. A ready selector must be built over ``train_dataset``
+    (pool index i = dataset row i) with that batch size. Everything else is GRPOTrainer's.
     Logged metrics: ``rollwise/esr``, ``rollwise/spearman`` (predicted vs empirical success rate
     on the batch), ``rollwise/rollouts`` (cumulative completions generated for training) and
     ``rollwise/predicted_rate``.
@@ -64,11 +70,21 @@ class RollwiseGRPOTrainer(GRPOTrainer):
     Both are saved in checkpoints.
     """
 
-    def __init__(self, *args: Any, selector: Selector, success_threshold: float | None = None,
-                 **kwargs: Any) -> None:
-        if not isinstance(selector, Selector):
-            raise TypeError(f"selector must be a rollwise Selector, got {type(selector).__name__}")
+    def __init__(self, *args: Any, selector: Selector | str = "gps",
+                 success_threshold: float | None = None, selector_kwargs: dict[str, Any] | None = None,
+                 prompt_column: str = "prompt", embedder: Any = "wordllama", **kwargs: Any) -> None:
+        from rollwise.strategies import selector_names
+
+        if isinstance(selector, str):
+            if selector not in selector_names():
+                raise ValueError(f"selector: unknown strategy {selector!r}; choose from "
+                                 f"{selector_names()} or pass a Selector")
+        elif not isinstance(selector, Selector):
+            raise TypeError(f"selector must be a strategy name or a rollwise Selector, got "
+                            f"{type(selector).__name__}")
         super().__init__(*args, **kwargs)
+        if isinstance(selector, str):
+            selector = self._build_selector(selector, selector_kwargs or {}, prompt_column, embedder)
         n_rows = len(self.train_dataset)
         if len(selector.pool) != n_rows:
             raise ValueError(
@@ -89,6 +105,26 @@ class RollwiseGRPOTrainer(GRPOTrainer):
         self.evaluation_log: list[dict[str, Any]] = []
         self._eval_records: list[tuple[Any, float, bool]] | None = None
         self._lengths: list[int] = []
+
+    def _build_selector(self, name: str, kwargs: dict[str, Any], column: str,
+                        embedder: Any) -> Selector:
+        """A selector over ``train_dataset``'s prompts (see the class docstring)."""
+        from rollwise.pool import PromptPool
+        from rollwise.selectors import make_selector
+
+        ds = self.train_dataset
+        if column not in ds.column_names:
+            raise ValueError(f"prompt_column: train_dataset has no column {column!r} "
+                             f"(columns: {ds.column_names})")
+        texts = [prompt_text(p, f"train_dataset[{i}][{column!r}]") for i, p in enumerate(ds[column])]
+        ids = None
+        if "id" in ds.column_names:
+            given = [str(i) for i in ds["id"]]
+            ids = given if len(set(given)) == len(given) else None
+        pool = PromptPool.from_texts(texts, ids=ids, embedder=embedder)
+        batch = self.args.generation_batch_size // self.num_generations
+        kwargs = {"seed": self.args.seed, **kwargs}
+        return make_selector(name, pool, batch, **kwargs)
 
     # -- 1. choose the prompts -------------------------------------------------------------
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -220,6 +256,19 @@ class RollwiseGRPOTrainer(GRPOTrainer):
             self.selection_log = list(extra_state.get("selection_log", []))
             self.evaluation_log = list(extra_state.get("evaluation_log", []))
         log.info("restored selector state from %s", path)
+
+
+def prompt_text(prompt: Any, where: str = "prompt") -> str:
+    """The text of a TRL prompt: a plain string, or the content of the last user message of a
+    conversational prompt (a list of ``{"role", "content"}`` messages)."""
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, list) and prompt and all(isinstance(m, dict) for m in prompt):
+        users = [m.get("content") for m in prompt if m.get("role") == "user"]
+        if users and isinstance(users[-1], str):
+            return users[-1]
+    raise ValueError(f"{where}: expected a string or chat messages with a user message, "
+                     f"got {type(prompt).__name__}")
 
 
 def summarise_by_level(records: list[tuple[Any, float, bool]]) -> dict[str, Any]:

@@ -195,8 +195,10 @@ def load_prompt_file(
             except (KeyError, TypeError, ValueError):
                 raise ValueError(f"{str(path)!r}: row {i} has no numeric {lf!r}") from None
     level = np.asarray(levels, dtype=np.float64) if lf is not None else np.zeros(len(texts))
-    ids = [str(r.get("unique_id", r.get("id", f"{path.stem}/{i}"))) for i, r in enumerate(rows)]
+    # rows without ids are numbered as PromptPool numbers them, so that a pool built from the
+    # same texts in code and from the file on the command line is the same pool
+    ids = [str(r.get("unique_id", r.get("id", i))) for i, r in enumerate(rows)]
     if len(set(ids)) != len(ids):
-        ids = [f"{path.stem}/{i}" for i in range(len(rows))]
+        ids = [str(i) for i in range(len(rows))]
     answers = [str(r["answer"]) for r in rows] if "answer" in keys else None
     return PromptSet(texts, skills, level, ids, answers)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ from rollwise.metrics import Stopwatch, effective_sample_ratio, spearman
 from rollwise.pool import PromptPool
 from rollwise.selectors import Selector, make_selector
 from rollwise.sim.world import PromptWorld
-from rollwise.strategies import bench_names
+from rollwise.strategies import BENCH_ONLY, bench_names
 
 
 def known_strategies() -> list[str]:
@@ -74,9 +75,11 @@ def run_one(
     seed: int,
     on_step: Callable[[], None] | None = None,
     chosen: list[np.ndarray] | None = None,
+    save_selector: str | Path | None = None,
 ) -> dict[str, list[float]]:
     """Run one strategy for ``settings.steps`` steps on a fresh world; per-step logs. The batch
-    trained on at each step is appended to ``chosen`` when given."""
+    trained on at each step is appended to ``chosen`` when given; the final selector is saved
+    to ``save_selector`` when given (not for ds and the oracle)."""
     if strategy not in known_strategies():
         raise ValueError(f"unknown strategy {strategy!r}; choose from {known_strategies()}")
     world = make_world(seed)
@@ -137,6 +140,8 @@ def run_one(
         log["sec_observe"].append(sw.seconds.get("observe", 0.0) - obs0)
         if on_step is not None:
             on_step()
+    if save_selector is not None and strategy not in BENCH_ONLY:
+        selector.save(save_selector)
     return log
 
 
