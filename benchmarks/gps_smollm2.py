@@ -163,7 +163,7 @@ def plot(data: dict, path: Path) -> None:
 
     from rollwise.sim.report import strategy_color
 
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax, bx, cx) = plt.subplots(1, 3, figsize=(16, 4.2))
     for arm, runs in data["runs"].items():
         rs = list(runs.values())
         x = np.nanmean([[np.nan if v is None else v for v in r["eval_rollouts"]] for r in rs], 0)
@@ -177,6 +177,8 @@ def plot(data: dict, path: Path) -> None:
         per = [np.mean([r["eval_levels"][-1][k]["reward"] for r in rs]) for k in lv]
         off = list(data["runs"]).index(arm) * 0.8 / len(data["runs"])
         bx.bar(np.arange(len(lv)) + off, per, width=0.8 / len(data["runs"]), color=c, label=arm)
+        mean_level = np.mean([[np.mean(batch) for batch in r["selected_levels"]] for r in rs], axis=0)
+        cx.plot(np.arange(1, len(mean_level) + 1), mean_level, color=c, label=arm)
     ax.set_xlabel("training rollouts")
     ax.set_ylabel("held-out accuracy (all levels)")
     ax.set_title("held-out accuracy, mean ± s.e. over seeds")
@@ -185,6 +187,9 @@ def plot(data: dict, path: Path) -> None:
     bx.set_ylabel("final held-out accuracy")
     bx.set_title("final accuracy per level")
     bx.legend(fontsize=8)
+    cx.set_xlabel("step")
+    cx.set_ylabel("mean level of the chosen prompts")
+    cx.set_title("level mix of the selections (0 easiest, 4 hardest)")
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)

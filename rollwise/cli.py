@@ -52,7 +52,7 @@ def run_bench(args: argparse.Namespace, title: str) -> dict:
     check_bench_args(args)
     t0 = time.perf_counter()
     pool, _, make_world = build_world(args.pool, args.heldout, embedder=args.embedder,
-                                      config=WorldConfig(k=args.k))
+                                      config=WorldConfig(k=args.k), text_field=args.text_field)
     settings = RunSettings(steps=args.steps, batch_size=args.batch_size)
     settings.validate(len(pool))
     seeds = list(range(args.seeds))
@@ -116,7 +116,7 @@ def _add_bench_args(p: argparse.ArgumentParser, demo: bool) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     if demo:
         p.set_defaults(pool=None, heldout=None, strategies=DEMO_STRATEGIES, seeds=3, steps=150,
-                       batch_size=32, k=8, target=None)
+                       batch_size=32, k=8, target=None, text_field=None)
         return
     from rollwise.strategies import bench_names
 
@@ -130,6 +130,9 @@ def _add_bench_args(p: argparse.ArgumentParser, demo: bool) -> None:
                    help="JSON/JSONL/parquet prompt file; none: a generated reasoning-gym pool")
     p.add_argument("--heldout", type=Path, default=None,
                    help="held-out prompt file; none: 10%% of --pool held out")
+    p.add_argument("--text-field", default=None,
+                   help="field holding the prompt text in --pool/--heldout; none: the first of "
+                        "prompt, problem, question, text")
     p.add_argument("--target", type=float, default=None,
                    help="target held-out accuracy; none: uniform's final accuracy")
 
@@ -251,6 +254,9 @@ def _add_allocate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quantiles", type=_quantiles, default=DEFAULT_QUANTILES,
                    help="LOWER,UPPER quantiles of the window method")
     p.add_argument("--out", type=Path, required=True, help="output JSONL: one {id, samples} per prompt")
+    p.add_argument("--text-field", default=None,
+                   help="field holding the prompt text in --pool and --prompts; none: the first "
+                        "of prompt, problem, question, text")
     p.add_argument("--embedder", default="wordllama",
                    help="the embedder the selector was trained with: wordllama, hashing, "
                         "or sentence-transformers:<model>")
@@ -295,11 +301,11 @@ def run_allocate(args: argparse.Namespace) -> dict:
     if args.min_per_prompt < 0:
         raise ValueError(f"--min-per-prompt must be >= 0, got {args.min_per_prompt}")
     try:
-        pool_set = load_prompt_file(args.pool)
+        pool_set = load_prompt_file(args.pool, text_field=args.text_field)
     except ValueError as err:
         raise ValueError(f"--pool: {err}") from err
     try:
-        new = load_prompt_file(args.prompts)
+        new = load_prompt_file(args.prompts, text_field=args.text_field)
     except ValueError as err:
         raise ValueError(f"--prompts: {err}") from err
     pool = PromptPool.from_texts(pool_set.texts, ids=pool_set.ids, embedder=args.embedder)

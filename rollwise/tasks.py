@@ -69,7 +69,7 @@ def from_file(path: str | Path, heldout_fraction: float = 0.1, seed: int = 0) ->
 
     ps = load_prompt_file(path)
     if ps.answers is None:
-        raise ValueError(f"pool file {str(path)!r} has no 'answer' field: rewards cannot be verified")
+        raise ValueError(f"task file {str(path)!r} has no 'answer' field: rewards cannot be verified")
     rows = [_row(i, t, a, lv) for i, t, a, lv in zip(ps.ids, ps.texts, ps.answers, ps.level,
                                                       strict=True)]
     perm = np.random.default_rng(seed).permutation(len(rows))

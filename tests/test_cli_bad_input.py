@@ -156,3 +156,13 @@ def test_library_pool_and_file_pool_share_ids(pool_file):
     in_code = rollwise.PromptPool.from_texts(ps.texts, embedder="hashing")
     from_file = rollwise.PromptPool.from_texts(ps.texts, ids=ps.ids, embedder="hashing")
     assert in_code.fingerprint() == from_file.fingerprint()
+
+
+def test_text_field_flag_and_its_advice(tmp_path, capsys):
+    path = tmp_path / "odd.json"
+    path.write_text(json.dumps([{"body": f"compute {i} + 1"} for i in range(40)]))
+    out = tmp_path / "out"
+    assert main([*BENCH, "--pool", str(path), "--out", str(out), "--strategies", "uniform"]) == 2
+    assert "--text-field" in _error(capsys)
+    assert main([*BENCH, "--pool", str(path), "--out", str(out), "--strategies", "uniform",
+                 "--text-field", "body"]) == 0

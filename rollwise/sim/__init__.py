@@ -23,13 +23,15 @@ def build_world(
     config: WorldConfig | None = None,
     heldout_fraction: float = 0.1,
     data_seed: int = 0,
+    text_field: str | None = None,
 ) -> tuple[PromptPool, PromptSet, Callable[[int], PromptWorld]]:
     """The prompt pool (embedded) and a factory ``seed -> PromptWorld``.
 
     Without ``pool_file`` the default reasoning-gym set is generated. With a file and no
     ``heldout_file``, a seeded ``heldout_fraction`` of its rows is held out.
     """
-    train, held, groups = world_prompt_sets(pool_file, heldout_file, heldout_fraction, data_seed)
+    train, held, groups = world_prompt_sets(pool_file, heldout_file, heldout_fraction, data_seed,
+                                            text_field)
     pool = PromptPool.from_texts(train.texts, ids=train.ids, embedder=embedder)
 
     def make_world(seed: int) -> PromptWorld:
@@ -44,6 +46,7 @@ def world_prompt_sets(
     heldout_file: str | Path | None = None,
     heldout_fraction: float = 0.1,
     data_seed: int = 0,
+    text_field: str | None = None,
 ) -> tuple[PromptSet, PromptSet, dict[str, str] | None]:
     """The train and held-out prompt sets behind :func:`build_world` (same arguments), and the
     skill groups of the default set (``None`` for a file).
@@ -55,9 +58,9 @@ def world_prompt_sets(
         train, held = reasoning_gym_sets(seed=data_seed)
         groups = DEFAULT_GROUPS
     else:
-        full = load_prompt_file(pool_file)
+        full = load_prompt_file(pool_file, text_field=text_field)
         if heldout_file is not None:
-            train, held = full, load_prompt_file(heldout_file)
+            train, held = full, load_prompt_file(heldout_file, text_field=text_field)
         else:
             if not 0 < heldout_fraction < 1:
                 raise ValueError(f"heldout_fraction must lie in (0, 1), got {heldout_fraction}")
@@ -71,7 +74,7 @@ def _split(ps: PromptSet, frac: float, seed: int) -> tuple[PromptSet, PromptSet]
     perm = np.random.default_rng(seed).permutation(len(ps.texts))
     cut = int(round(frac * len(perm)))
     if cut < 1 or cut >= len(perm):
-        raise ValueError("the pool file is too small to hold out a set")
+        raise ValueError("the --pool file is too small to hold out a set; pass --heldout")
 
     def take(idx):
         idx = np.sort(idx)

@@ -130,7 +130,7 @@ def normalise_skill(name: str) -> str:
 
 def _read_rows(path: Path) -> list[dict]:
     if not path.exists():
-        raise FileNotFoundError(f"pool file {str(path)!r} does not exist")
+        raise FileNotFoundError(f"prompt file {str(path)!r} does not exist")
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
@@ -142,9 +142,9 @@ def _read_rows(path: Path) -> list[dict]:
         else:
             rows = json.loads(path.read_text())
     except (ValueError, OSError) as err:
-        raise ValueError(f"pool file {str(path)!r} is not valid {suffix or 'JSON'}: {err}") from err
+        raise ValueError(f"prompt file {str(path)!r} is not valid {suffix or 'JSON'}: {err}") from err
     if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
-        raise ValueError(f"pool file {str(path)!r} must hold a non-empty list of objects")
+        raise ValueError(f"prompt file {str(path)!r} must hold a non-empty list of objects")
     return rows
 
 
@@ -154,7 +154,8 @@ def load_prompt_file(
     skill_field: str | None = None,
     level_field: str | None = None,
 ) -> PromptSet:
-    """Read prompts from JSON (a list of objects), JSONL or parquet.
+    """Read prompts from JSON (a list of objects), JSONL or parquet (rows counted from 1 in
+    error messages).
 
     Fields are detected when not given: text from prompt/problem/question/text, skill from
     skill/type/subject/family (else, for MATH-style ``unique_id`` paths such as
@@ -174,14 +175,15 @@ def load_prompt_file(
 
     tf = pick(text_field, TEXT_FIELDS, "text_field")
     if tf is None:
-        raise ValueError(f"{str(path)!r} has no text field; pass text_field (fields: {sorted(keys)})")
+        raise ValueError(f"{str(path)!r} has no text field ({', '.join(TEXT_FIELDS)}); name it with "
+                         f"--text-field (text_field= in Python); fields: {sorted(keys)}")
     sf = pick(skill_field, SKILL_FIELDS, "skill_field")
     lf = pick(level_field, LEVEL_FIELDS, "level_field")
     texts, skills, levels = [], [], []
     for i, r in enumerate(rows):
         t = r.get(tf)
         if not isinstance(t, str) or not t.strip():
-            raise ValueError(f"{str(path)!r}: row {i} has no text in field {tf!r}")
+            raise ValueError(f"{str(path)!r}: row {i + 1} has no text in field {tf!r}")
         texts.append(t)
         if sf is not None:
             skills.append(normalise_skill(r.get(sf, "unknown")))
@@ -193,7 +195,7 @@ def load_prompt_file(
             try:
                 levels.append(float(r[lf]))
             except (KeyError, TypeError, ValueError):
-                raise ValueError(f"{str(path)!r}: row {i} has no numeric {lf!r}") from None
+                raise ValueError(f"{str(path)!r}: row {i + 1} has no numeric {lf!r}") from None
     level = np.asarray(levels, dtype=np.float64) if lf is not None else np.zeros(len(texts))
     # rows without ids are numbered as PromptPool numbers them, so that a pool built from the
     # same texts in code and from the file on the command line is the same pool
