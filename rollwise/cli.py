@@ -175,7 +175,11 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="held-out prompts per evaluation (0: none)")
     p.add_argument("--save-steps", type=_positive_int, default=d.save_steps,
                    help="steps between checkpoints")
-    p.add_argument("--resume", action="store_true", help="resume from the last checkpoint")
+    p.add_argument("--save-optimizer", action="store_true",
+                   help="also keep the optimizer, scheduler and RNG state in checkpoints (about 3x "
+                        "the size); without it --resume restarts the optimizer")
+    p.add_argument("--resume", action="store_true",
+                   help="resume from the last checkpoint (the selector's state always comes back)")
     p.add_argument("--report-to", default=d.report_to,
                    help="TRL logging backends (none, tensorboard, wandb, ...)")
     r = p.add_argument_group("hard-prompt rescue (P²O; needs the rescue extra)")

@@ -38,6 +38,7 @@ class TrainSettings:
     eval_prompts: int = 60  # held-out prompts scored at each evaluation (0: no evaluation)
     eval_generations: int = 4
     save_steps: int = 20
+    save_optimizer: bool = False  # optimizer/scheduler/RNG state in checkpoints (exact --resume)
     resume: bool = False
     report_to: str = "none"
     threads: int | None = None  # torch threads for the policy; None: one less than the cores
@@ -203,6 +204,8 @@ def run_grpo(
         logging_steps=1,
         save_steps=settings.save_steps,
         save_strategy="steps",
+        # a 135M policy's Adam state is twice its weights: keep it only when asked
+        save_only_model=not settings.save_optimizer,
         eval_strategy="steps" if eval_ds is not None else "no",
         eval_steps=settings.eval_steps,
         seed=settings.seed,

@@ -181,6 +181,9 @@ def test_resume_restores_bank_template_and_rescue_counters(tiny_path, tmp_path):
     first = run_grpo(_settings(tmp_path, steps=2, save_steps=2, rescue_reflection=Reflection()),
                      tiny_path, ROWS, [], never)["rescue"]
     assert first["template"] is not None and first["guided_rollouts"] == 0
+    checkpoint = tmp_path / "run" / "checkpoint-2"
+    assert (checkpoint / "rollwise_selector.pt").is_file()
+    assert not list(checkpoint.glob("optimizer*"))  # model-only checkpoints unless asked
     resumed = run_grpo(_settings(tmp_path, steps=3, save_steps=2, resume=True,
                                  rescue_reflection=Reflection()), tiny_path, ROWS, [], never)
     rescue = resumed["rescue"]
@@ -188,6 +191,14 @@ def test_resume_restores_bank_template_and_rescue_counters(tiny_path, tmp_path):
     assert rescue["template"] == first["template"] and rescue["evolutions"] == first["evolutions"]
     assert rescue["gepa_rollouts"] == first["gepa_rollouts"] and rescue["guided_rollouts"] == 3
     assert rescue["hard_prompts"] == 3 and rescue["training_rollouts"] == 3 * 3 * 2
+
+
+def test_save_optimizer_keeps_the_optimizer_state(tiny_path, tmp_path):
+    from rollwise.train import run_grpo
+
+    run_grpo(_settings(tmp_path, rescue=None, steps=1, save_steps=1, save_optimizer=True),
+             tiny_path, ROWS, [], never)
+    assert list((tmp_path / "run" / "checkpoint-1").glob("optimizer*"))
 
 
 def test_rollout_budget_stops_training_and_counts_gepa(tiny_path, tmp_path):

@@ -49,11 +49,12 @@ class GPSSelector(Selector):
 
     Parameters beyond the protocol's: ``target`` (gamma*), ``diversity`` (lambda), ``intra`` and
     ``inter`` (which diversity terms are on), ``cooldown``, ``warmup_steps``, ``candidate_ratio``
-    (choose from ``ratio *
-    batch_size`` candidates instead of the whole pool, drawn epoch by epoch without replacement,
-    as a trainer's dataloader hands MoPPS and GPS their candidate batches: every prompt is a
-    candidate once per pass over the pool, so no prompt can be chosen step after step), and every
-    :class:`PPMConfig` field.
+    (choose from ``ratio * batch_size`` candidates instead of the whole pool, drawn epoch by epoch
+    without replacement, as a trainer's dataloader hands MoPPS and GPS their candidate batches:
+    every prompt is a candidate once per pass over the pool, so no prompt can be chosen step
+    after step), and every :class:`PPMConfig` field. The defaults of ``make_selector("gps")``
+    (:data:`rollwise.strategies.GPS_DEFAULT`) turn both guards on; this class's own defaults
+    are the rule without them.
     """
 
     name = "gps"
