@@ -26,13 +26,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.special import logit
+from arithmetic_world import arithmetic_world
 
-from rollwise import tasks
 from rollwise._io import atomic_write_json, atomic_write_text
-from rollwise.pool import PromptPool
-from rollwise.sim import RunSettings, WorldConfig, run_one
-from rollwise.sim.world import PromptWorld
+from rollwise.sim import RunSettings, run_one
 
 ARMS = "uniform,mopps,gps,gps-nocooldown,gps-nowarmup,gps-unguarded,gps-paper,oracle"
 
@@ -49,16 +46,7 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/small_pool_world")
     args = p.parse_args()
     t0 = time.perf_counter()
-    task = tasks.arithmetic()
-    pool = PromptPool.from_texts([r["question"] for r in task.train], ids=[r["id"] for r in task.train])
-    levels = np.array([r["level"] for r in task.train])
-    held = np.array([r["level"] for r in task.heldout])
-    cfg = WorldConfig(k=args.k, easiest_logit=float(logit(args.easiest_rate)), hardest_logit=-6.0,
-                      memorisation=args.memorisation)
-
-    def make_world(seed: int) -> PromptWorld:
-        return PromptWorld(["sum"] * len(levels), levels, ["sum"] * len(held), held, config=cfg,
-                           seed=seed)
+    pool, levels, cfg, make_world = arithmetic_world(args.k, args.easiest_rate, args.memorisation)
 
     settings = RunSettings(steps=args.steps, batch_size=args.batch_size)
     mid = args.steps // 2 - 1
