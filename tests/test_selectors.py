@@ -207,6 +207,7 @@ def test_load_selector_leaves_global_torch_rng_alone(tmp_path):
 
 def test_save_is_atomic_and_overwrites(tmp_path):
     a, _, pool, truth = twins("mopps", {})
+    (tmp_path / "sub").mkdir()  # save creates no folders (a mistyped path fails instead)
     path = tmp_path / "sub" / "sel.pt"
     a.save(path)
     run_steps(a, truth, 2)

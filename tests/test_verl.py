@@ -391,7 +391,9 @@ def test_dapo_evicted_and_failed_groups_are_observed_once(config, tq_fake):
         batch = step(trainer, metrics)
         tags = {k.split("_")[0] for k in batch.keys}
         assert len(tags) == B  # a full batch of informative groups was trained on
-    buf.hub.take(1)  # the next fetch applies what the last step saw
+    # a fetch that needs a new selection applies what the last step saw (one served from prompts
+    # already queued need not: rewards are applied in batches, before the next selection)
+    buf.hub.take(len(buf.hub._queue) + 1)
 
     for e in rec.events:
         if e[0] == "observe":
