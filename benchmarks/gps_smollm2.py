@@ -89,8 +89,7 @@ def summarise(data: dict) -> dict:
     if arms.get("uniform"):
         target = float(np.mean([r["eval_accuracy"][-1] for r in arms["uniform"].values()]))
     summary: dict = {"model": "SmolLM2-135M-Instruct", "seeds": sorted(
-        {int(s) for runs in arms.values() for s in runs}), "rollouts_per_arm": None,
-        "uniform_final_mean": target}
+        {int(s) for runs in arms.values() for s in runs}), "rollouts_per_arm": None}
     for arm, runs in arms.items():
         seeds = sorted(runs, key=int)
         summary[arm] = {
@@ -197,6 +196,9 @@ def plot(data: dict, path: Path) -> None:
 
 def write(data: dict, out: Path) -> None:
     data["summary"] = summarise(data)
+    uniform = data["runs"].get("uniform", {})
+    data["uniform_final_mean"] = (float(np.mean([r["eval_accuracy"][-1] for r in uniform.values()]))
+                                  if uniform else None)
     atomic_write_json(out.with_suffix(".json"), data)
     atomic_write_text(out.with_suffix(".md"), markdown(data))
     plot(data, out.with_suffix(".png"))
