@@ -17,6 +17,8 @@ from typing import Any
 
 DEFAULT_SELECTOR_THREADS = 1
 
+_controller: Any = None  # threadpoolctl's view of the loaded BLAS libraries, made on first use
+
 
 def model_threads() -> int:
     """Default torch threads for a policy on the CPU: one less than the usable cores (at least
@@ -28,8 +30,6 @@ def model_threads() -> int:
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
     return max(1, cores - 1)
-
-_controller: Any = None
 
 
 def check_threads(threads: Any, arg: str = "threads") -> int | None:
