@@ -67,7 +67,8 @@ class RollwiseGRPOTrainer(GRPOTrainer):
     (the chosen rows' ids and ``level`` where the dataset has one, predicted rates, per-prompt
     success rates, this process's mean completion length and truncation rate), and
     ``evaluation_log`` one per evaluation (reward and truncation rate, overall and per level).
-    Both are saved in checkpoints.
+    Both are saved in checkpoints. Lengths and the per-level evaluation cover this process's
+    completions (all of them on one process); rewards and selections cover every process.
     """
 
     def __init__(self, *args: Any, selector: Selector | str = "gps",
