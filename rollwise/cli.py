@@ -147,6 +147,11 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="'arithmetic' or a JSON/JSONL/parquet file of problems with answers")
     from rollwise.strategies import selector_names
 
+    p.add_argument("--text-field", default=d.text_field,
+                   help="a task file's problem field; none: the first of prompt, problem, "
+                        "question, text")
+    p.add_argument("--answer-field", default=d.answer_field,
+                   help="a task file's reference-answer field; none: answer")
     p.add_argument("--strategy", default=d.strategy, choices=selector_names(), metavar="STRATEGY",
                    help=f"prompt selector: {', '.join(selector_names())}")
     p.add_argument("--output-dir", default=d.output_dir,

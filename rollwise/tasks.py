@@ -61,15 +61,17 @@ def arithmetic(per_level: int = 80, heldout_per_level: int = 20, seed: int = 0) 
     return Task("arithmetic", train, held, verify_number)
 
 
-def from_file(path: str | Path, heldout_fraction: float = 0.1, seed: int = 0) -> Task:
+def from_file(path: str | Path, heldout_fraction: float = 0.1, seed: int = 0,
+              text_field: str | None = None, answer_field: str | None = None) -> Task:
     """Problems with reference answers from a JSON/JSONL/parquet file, verified by math-verify."""
     import numpy as np
 
     from rollwise.sim.pools import load_prompt_file
 
-    ps = load_prompt_file(path)
+    ps = load_prompt_file(path, text_field=text_field, answer_field=answer_field)
     if ps.answers is None:
-        raise ValueError(f"task file {str(path)!r} has no 'answer' field: rewards cannot be verified")
+        raise ValueError(f"task file {str(path)!r} has no 'answer' field: rewards cannot be verified; "
+                         "name the field with --answer-field (answer_field= in Python)")
     rows = [_row(i, t, a, lv) for i, t, a, lv in zip(ps.ids, ps.texts, ps.answers, ps.level,
                                                       strict=True)]
     perm = np.random.default_rng(seed).permutation(len(rows))
@@ -82,14 +84,15 @@ def from_file(path: str | Path, heldout_fraction: float = 0.1, seed: int = 0) ->
 TASKS = {"arithmetic": arithmetic}
 
 
-def get_task(name: str, **kwargs: Any) -> Task:
+def get_task(name: str, text_field: str | None = None, answer_field: str | None = None,
+             **kwargs: Any) -> Task:
     """``arithmetic`` or a path to a problem file."""
     if name in TASKS:
         return TASKS[name](**kwargs)
     if Path(name).suffix.lower() in (".json", ".jsonl", ".parquet"):
         if not Path(name).exists():
             raise FileNotFoundError(f"task file {name!r} does not exist")
-        return from_file(name, **kwargs)
+        return from_file(name, text_field=text_field, answer_field=answer_field, **kwargs)
     raise ValueError(f"unknown task {name!r}; use {sorted(TASKS)} or a .json/.jsonl/.parquet file")
 
 

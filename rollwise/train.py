@@ -22,6 +22,8 @@ class TrainSettings:
 
     model: str = "smollm2"
     task: str = "arithmetic"
+    text_field: str | None = None  # a task file's problem field (None: prompt/problem/question/text)
+    answer_field: str | None = None  # a task file's reference-answer field (None: answer)
     strategy: str = "gps"
     output_dir: str = "runs/train"
     steps: int = 40
@@ -120,7 +122,8 @@ def run(settings: TrainSettings) -> dict[str, Any]:
     from rollwise.models import resolve_model
     from rollwise.tasks import get_task, reward_function
 
-    task = get_task(settings.task)  # a missing task file fails before the model is converted
+    # a missing or unreadable task file fails before the model is converted
+    task = get_task(settings.task, text_field=settings.text_field, answer_field=settings.answer_field)
     model_path = resolve_model(settings.model)  # errors before anything heavy starts
     if any(not r["answer"] for r in task.train):
         raise ValueError(f"task {settings.task!r}: some prompts lack answers")

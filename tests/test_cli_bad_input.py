@@ -166,3 +166,17 @@ def test_text_field_flag_and_its_advice(tmp_path, capsys):
     assert "--text-field" in _error(capsys)
     assert main([*BENCH, "--pool", str(path), "--out", str(out), "--strategies", "uniform",
                  "--text-field", "body"]) == 0
+
+
+def test_task_file_fields_by_name(tmp_path):
+    from rollwise.tasks import get_task
+
+    path = tmp_path / "task.json"
+    path.write_text(json.dumps([{"q": f"{i} + {i} = ?", "solution": str(2 * i)} for i in range(20)]))
+    with pytest.raises(ValueError, match="--text-field"):
+        get_task(str(path))
+    with pytest.raises(ValueError, match="--answer-field"):
+        get_task(str(path), text_field="q")
+    task = get_task(str(path), text_field="q", answer_field="solution")
+    rows = task.train + task.heldout
+    assert len(rows) == 20 and all(r["answer"] == str(2 * int(r["question"].split()[0])) for r in rows)

@@ -153,6 +153,7 @@ def load_prompt_file(
     text_field: str | None = None,
     skill_field: str | None = None,
     level_field: str | None = None,
+    answer_field: str | None = None,
 ) -> PromptSet:
     """Read prompts from JSON (a list of objects), JSONL or parquet (rows counted from 1 in
     error messages).
@@ -160,7 +161,8 @@ def load_prompt_file(
     Fields are detected when not given: text from prompt/problem/question/text, skill from
     skill/type/subject/family (else, for MATH-style ``unique_id`` paths such as
     ``test/precalculus/807.json``, the subject in the path; else one skill), level from
-    difficulty/level (else 0 for every prompt).
+    difficulty/level (else 0 for every prompt), answers from ``answer_field`` (default
+    ``answer``, where present).
     """
     path = Path(path)
     rows = _read_rows(path)
@@ -202,5 +204,6 @@ def load_prompt_file(
     ids = [str(r.get("unique_id", r.get("id", i))) for i, r in enumerate(rows)]
     if len(set(ids)) != len(ids):
         ids = [str(i) for i in range(len(rows))]
-    answers = [str(r["answer"]) for r in rows] if "answer" in keys else None
+    af = pick(answer_field, ("answer",), "answer_field")
+    answers = [str(r.get(af, "")) for r in rows] if af is not None else None
     return PromptSet(texts, skills, level, ids, answers)
