@@ -19,9 +19,9 @@ import numpy as np
 from rollwise import PromptPool, load_selector
 from rollwise._io import atomic_write_json, atomic_write_text
 from rollwise.allocation import compare_allocations
-from rollwise.evaluation import sample_outcomes
+from rollwise.llm.evaluation import sample_outcomes
+from rollwise.llm.tasks import arithmetic
 from rollwise.metrics import spearman
-from rollwise.tasks import arithmetic
 
 
 def main() -> None:

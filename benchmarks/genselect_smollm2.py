@@ -37,7 +37,7 @@ from rollwise.genselect import (
     train,
     write_jsonl,
 )
-from rollwise.tasks import arithmetic
+from rollwise.llm.tasks import arithmetic
 
 
 def _candidates(path: Path, problems, n: int, temperature: float, args, seed: int,

@@ -34,7 +34,7 @@ SETTINGS_KEYS = ("steps", "prompts_per_step", "num_generations", "max_new_tokens
 
 def run_one(arm: str, seed: int, args: argparse.Namespace) -> dict:
     """Train one arm with one seed (in this process) and return its condensed record."""
-    from rollwise.train import TrainSettings, run
+    from rollwise.llm.engine import TrainSettings, run
 
     settings = TrainSettings(
         model="smollm2", task="arithmetic", strategy=arm, seed=seed,

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from rollwise._io import atomic_write_json, atomic_write_text
-from rollwise.train import TrainSettings, run_grpo
+from rollwise.llm.engine import TrainSettings, run_grpo
+from rollwise.rescue.addon import P2ORescue, RescueSettings
 
 ARMS = {  # name: (strategy, rescue)
     "grpo": ("uniform", None),
@@ -114,8 +115,8 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"--arms: unknown {unknown}; choose from {list(ARMS)}")
 
-    from rollwise.models import resolve_model
-    from rollwise.tasks import get_task, reward_function
+    from rollwise.llm.models import resolve_model
+    from rollwise.llm.tasks import get_task, reward_function
 
     model = resolve_model("smollm2")
     task = get_task("arithmetic")
@@ -140,13 +141,13 @@ def main() -> None:
             steps=args.budget // per_step, max_rollouts=args.budget,
             prompts_per_step=args.prompts_per_step, num_generations=args.num_generations,
             max_new_tokens=args.max_new_tokens, learning_rate=args.learning_rate,
-            eval_steps=args.eval_steps, eval_prompts=args.eval_prompts, save_steps=10_000,
-            rescue=rescue, rescue_every=args.rescue_every, rescue_guided=args.rescue_guided,
-            rescue_max_metric_calls=args.rescue_max_metric_calls, rescue_max_hard=args.rescue_max_hard,
-            rescue_window=args.rescue_window)
+            eval_steps=args.eval_steps, eval_prompts=args.eval_prompts, save_steps=10_000)
+        addons = [] if rescue is None else [P2ORescue(RescueSettings(
+            every=args.rescue_every, guided=args.rescue_guided, max_metric_calls=args.rescue_max_metric_calls,
+            max_hard=args.rescue_max_hard, window=args.rescue_window))]
         final = f"{args.runs}/{name}/final"
         result = run_grpo(settings, model, rows, held, reward_function(task), final_model_dir=final,
-                          verify=task.verify)
+                          verify=task.verify, addons=addons)
         after = success_rates(final, [rows[i] for i in hard], task.verify, args.k, args.max_new_tokens,
                               args.seed + 1)
         held_rates = success_rates(final, held, task.verify, args.k, args.max_new_tokens, args.seed + 2)
@@ -179,7 +180,7 @@ def main() -> None:
 
 
 def finalize(args: argparse.Namespace) -> None:
-    from rollwise.tasks import get_task
+    from rollwise.llm.tasks import get_task
 
     out = Path(args.out)
     report = json.loads(out.with_suffix(".json").read_text())

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from rollwise._io import atomic_write_json, atomic_write_text
-from rollwise.evaluation import sample_outcomes
-from rollwise.models import resolve_model
-from rollwise.tasks import ARITHMETIC_LEVELS, arithmetic
+from rollwise.llm.evaluation import sample_outcomes
+from rollwise.llm.models import resolve_model
+from rollwise.llm.tasks import ARITHMETIC_LEVELS, arithmetic
 
 
 def main() -> None:

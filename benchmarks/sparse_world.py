@@ -1,6 +1,6 @@
 """The sparse-reward regime of a small model, simulated: does a selector survive all-wrong groups?
 
-The arithmetic task's prompts (``rollwise.tasks.arithmetic``, 400 train / 100 held out, five
+The arithmetic task's prompts (``rollwise.llm.tasks.arithmetic``, 400 train / 100 held out, five
 chain_sum levels) in a world whose starting rates follow SmolLM2-135M-Instruct's measured base
 pass rates (``smollm2_pass_rates.md``: about 0.16 on the easiest level, 0 from the third level
 on): ``easiest_logit = logit(0.16)``, ``hardest_logit = -6``, with the real run's sizes (4 prompts

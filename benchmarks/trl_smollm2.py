@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from rollwise._io import atomic_write_json, atomic_write_text
-from rollwise.train import TrainSettings, run
+from rollwise.llm.engine import TrainSettings, run
 
 
 def _curves(result: dict) -> dict:

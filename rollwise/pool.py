@@ -94,7 +94,7 @@ class PromptPool:
 
     def write_jsonl(self, path: str | Path) -> None:
         """Write ``{"id", "prompt"}`` per prompt (atomically): a pool file that ``rollwise
-        allocate --pool`` (or :func:`rollwise.sim.pools.load_prompt_file`) reads back as this
+        allocate --pool`` (or :func:`rollwise.feedback.load_prompt_file`) reads back as this
         pool, same ids and texts. Needs the texts."""
         import json
 

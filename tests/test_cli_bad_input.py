@@ -66,7 +66,7 @@ def test_bench_out_that_is_a_file(pool_file, tmp_path, capsys, no_work):
 @pytest.fixture
 def gps_state(tmp_path, pool_file):
     """A GPS selector saved over pool_file's prompts (hashing embedder)."""
-    from rollwise.sim.pools import load_prompt_file
+    from rollwise.feedback.prompt_files import load_prompt_file
 
     ps = load_prompt_file(pool_file)
     pool = rollwise.PromptPool.from_texts(ps.texts, ids=ps.ids, embedder="hashing")
@@ -124,9 +124,9 @@ def test_effective_sample_ratio_refuses_out_of_range(rewards):
 
 def test_train_missing_task_fails_before_the_model(tmp_path, capsys, monkeypatch):
     pytest.importorskip("trl")
-    import rollwise.models
+    import rollwise.llm.models
 
-    monkeypatch.setattr(rollwise.models, "resolve_model",
+    monkeypatch.setattr(rollwise.llm.models, "resolve_model",
                         lambda *a, **k: (_ for _ in ()).throw(AssertionError("model first")))
     rc = main(["train", "--task", str(tmp_path / "nope.json"), "--output-dir", str(tmp_path / "o")])
     assert rc == 2 and "nope.json" in _error(capsys)
@@ -150,7 +150,7 @@ def test_bench_output_feeds_allocate(pool_file, tmp_path, capsys):
 def test_library_pool_and_file_pool_share_ids(pool_file):
     """A pool built in code from a file's texts and the file read by the CLI have the same ids
     (row numbers where the file has none), so a selector saved from code loads on the CLI."""
-    from rollwise.sim.pools import load_prompt_file
+    from rollwise.feedback.prompt_files import load_prompt_file
 
     ps = load_prompt_file(pool_file)
     in_code = rollwise.PromptPool.from_texts(ps.texts, embedder="hashing")
@@ -169,7 +169,7 @@ def test_text_field_flag_and_its_advice(tmp_path, capsys):
 
 
 def test_task_file_fields_by_name(tmp_path):
-    from rollwise.tasks import get_task
+    from rollwise.llm.tasks import get_task
 
     path = tmp_path / "task.json"
     path.write_text(json.dumps([{"q": f"{i} + {i} = ?", "solution": str(2 * i)} for i in range(20)]))

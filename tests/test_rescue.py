@@ -246,6 +246,7 @@ def test_bad_state_changes_nothing():
 
 # ---- GEPA template evolution (real gepa engine, deterministic stand-in LMs) ----------------------
 gepa_adapter = pytest.importorskip("rollwise.rescue.gepa_adapter")
+from rollwise.llm.tasks import verify_number  # noqa: E402
 from rollwise.rescue.gepa_adapter import (  # noqa: E402
     DEFAULT_TEMPLATE,
     OpenAIReflectionLM,
@@ -255,7 +256,6 @@ from rollwise.rescue.gepa_adapter import (  # noqa: E402
     make_reflection_lm,
     render_template,
 )
-from rollwise.tasks import verify_number  # noqa: E402
 
 PHRASE = "Add the numbers carefully."
 ROWS = [{"id": f"s{i}", "question": f"What is {10 + i} + {7 * i}?", "answer": str(10 + 8 * i)}

@@ -6,56 +6,78 @@ import json
 
 import pytest
 
-from rollwise.cli import build_parser, main, train_settings
-from rollwise.train import TrainSettings
+from rollwise.cli import build_parser, main
+from rollwise.cli.train import addons, train_settings
+from rollwise.llm.engine import TrainSettings, check_addons
+from rollwise.rescue.addon import P2ORescue, RescueSettings
 
 SEED_TEMPLATE = "Solve carefully: {problem}"
+RESCUE = dict(every=2, window=1, max_metric_calls=8, max_hard=3, seed_template=SEED_TEMPLATE)
 
 
 def _settings(tmp_path, **kw):
     base = dict(model="unused", output_dir=str(tmp_path / "run"), steps=3, prompts_per_step=3,
                 num_generations=2, max_new_tokens=4, embedder="hashing", strategy="uniform", eval_prompts=0,
-                save_steps=100,
-                rescue="p2o", rescue_every=2, rescue_window=1, rescue_max_metric_calls=8, rescue_max_hard=3,
-                rescue_seed_template=SEED_TEMPLATE)
+                save_steps=100)
     return TrainSettings(**{**base, **kw})
 
 
+def _rescue(**kw):
+    return [P2ORescue(RescueSettings(**{**RESCUE, **kw}))]
+
+
 @pytest.mark.parametrize(("change", "match"), [
-    (dict(rescue="p3o"), "unknown rescue mode 'p3o'"),
-    (dict(rescue_guided=0), "rescue_guided must be an int in 1..num_generations-1"),
-    (dict(rescue_guided=2), "rescue_guided must be an int in 1..num_generations-1 = 1..1"),
-    (dict(rescue_every=0), "rescue_every must be an int >= 1"),
-    (dict(rescue_max_metric_calls=2), "rescue_max_hard=3 exceeds rescue_max_metric_calls=2"),
-    (dict(rescue_threshold=0.0), "rescue_threshold must lie in"),
-    (dict(rescue_reflection="gpt-4"), "rescue_reflection must be 'policy', an http"),
-    (dict(rescue_seed_template="  "), "rescue_seed_template must be a non-empty"),
-    (dict(max_rollouts=5), "max_rollouts must be None or an int >= one step's rollouts"),
-    (dict(max_rollouts=12.5), "max_rollouts must be None or an int"),
+    (dict(guided=0), r"RescueSettings.guided must be an int >= 1"),
+    (dict(guided=2), r"RescueSettings.guided must be an int in 1..num_generations-1 = 1..1"),
+    (dict(every=0), r"RescueSettings.every must be an int >= 1"),
+    (dict(every=2.0), r"RescueSettings.every must be an int >= 1, got 2.0"),
+    (dict(max_metric_calls=2), r"RescueSettings.max_hard=3 exceeds max_metric_calls=2"),
+    (dict(threshold=0.0), r"RescueSettings.threshold must be a finite number in \(0, 1\]"),
+    (dict(reflection="gpt-4"), r"RescueSettings.reflection must be 'policy', an http"),
+    (dict(seed_template="  "), r"RescueSettings.seed_template must be a non-empty"),
 ])
 def test_bad_rescue_settings_are_rejected(tmp_path, change, match):
-    _settings(tmp_path).validate()  # the base is valid: only the change can fail it
+    check_addons(_settings(tmp_path), _rescue())  # the base is valid: only the change can fail it
+    with pytest.raises(ValueError, match=match):
+        check_addons(_settings(tmp_path), [_Unchecked(RescueSettings(**{**RESCUE, **change}))])
+
+
+class _Unchecked(P2ORescue):
+    """A P2ORescue whose settings are checked only by ``check`` (as the engine does)."""
+
+    def __init__(self, settings):
+        self.settings = settings
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    (dict(max_rollouts=5), "max_rollouts must be None or an int >= one step's rollouts"),
+    (dict(max_rollouts=12.5), "max_rollouts must be an int >= 1 or None"),
+])
+def test_bad_budget_is_rejected(tmp_path, change, match):
     with pytest.raises(ValueError, match=match):
         _settings(tmp_path, **change).validate()
 
 
-def test_rescue_off_ignores_rescue_fields(tmp_path):
-    _settings(tmp_path, rescue=None, rescue_guided=5).validate()
+def test_addons_must_be_addons_with_unique_names(tmp_path):
+    with pytest.raises(TypeError, match="not a TrainerAddon"):
+        check_addons(_settings(tmp_path), [RescueSettings()])
+    with pytest.raises(ValueError, match="names must be unique"):
+        check_addons(_settings(tmp_path), _rescue() + _rescue())
 
 
 def test_cli_parses_rescue_flags():
     args = build_parser().parse_args([
-        "train", "--rescue", "p2o", "--rescue-every", "5", "--rescue-guided", "3",
-        "--rescue-reflection", "http://localhost:8000", "--rescue-max-metric-calls", "50",
-        "--rescue-max-hard", "7", "--rescue-seed-template", "Q: {problem}", "--rescue-window", "3",
-        "--rescue-threshold", "0.9"])
-    s = train_settings(args)
-    assert (s.rescue, s.rescue_every, s.rescue_guided, s.rescue_reflection, s.rescue_max_metric_calls,
-            s.rescue_max_hard, s.rescue_seed_template, s.rescue_window, s.rescue_threshold) == \
-        ("p2o", 5, 3, "http://localhost:8000", 50, 7, "Q: {problem}", 3, 0.9)
-    s.validate()
-    off = train_settings(build_parser().parse_args(["train"]))
-    assert off.rescue is None and off.rescue_reflection == "policy" and off.max_rollouts is None
+        "train", "--num-generations", "4", "--rescue", "p2o", "--rescue-every", "5",
+        "--rescue-guided", "3", "--rescue-reflection", "http://localhost:8000",
+        "--rescue-max-metric-calls", "50", "--rescue-max-hard", "7",
+        "--rescue-seed-template", "Q: {problem}", "--rescue-window", "3", "--rescue-threshold", "0.9"])
+    (rescue,) = addons(args)
+    r = rescue.settings
+    assert (r.every, r.guided, r.reflection, r.max_metric_calls, r.max_hard, r.seed_template, r.window,
+            r.threshold) == (5, 3, "http://localhost:8000", 50, 7, "Q: {problem}", 3, 0.9)
+    check_addons(train_settings(args), [rescue])
+    off = build_parser().parse_args(["train"])
+    assert addons(off) == [] and train_settings(off).max_rollouts is None
     assert train_settings(build_parser().parse_args(["train", "--max-rollouts", "640"])).max_rollouts == 640
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--rescue", "p3o"])
@@ -63,7 +85,7 @@ def test_cli_parses_rescue_flags():
 
 def test_cli_reports_bad_rescue_before_training(capsys):
     assert main(["train", "--rescue", "p2o", "--num-generations", "4", "--rescue-guided", "4"]) == 2
-    assert "rescue_guided must be an int in 1..num_generations-1 = 1..3" in capsys.readouterr().err
+    assert "RescueSettings.guided must be an int in 1..num_generations-1 = 1..3" in capsys.readouterr().err
 
 
 # ---- real runs ---------------------------------------------------------------------------------
@@ -119,11 +141,10 @@ def spy_evolve(monkeypatch):
 
 
 def test_run_grpo_with_rescue_evolves_at_the_configured_step(tiny_path, tmp_path, spy_evolve):
-    from rollwise.train import run_grpo
+    from rollwise.llm.engine import run_grpo
 
     reflection = Reflection()
-    settings = _settings(tmp_path, rescue_reflection=reflection)
-    result = run_grpo(settings, tiny_path, ROWS, [], never)
+    result = run_grpo(_settings(tmp_path), tiny_path, ROWS, [], never, addons=_rescue(reflection=reflection))
     rescue = result["rescue"]
     assert [e["step"] for e in rescue["evolutions"]] == [2] and [s["step"] for s in spy_evolve] == [2]
     evo = rescue["evolutions"][0]
@@ -142,14 +163,14 @@ def test_run_grpo_with_rescue_evolves_at_the_configured_step(tiny_path, tmp_path
     assert "rescue/gepa_rollouts" not in logs[1] and "rescue/gepa_rollouts" not in logs[3]
     saved = json.loads((tmp_path / "run" / "rollwise_run.json").read_text())
     assert saved["rescue"]["gepa_rollouts"] == rescue["gepa_rollouts"]
-    assert saved["settings"]["rescue_reflection"] == "callable:Reflection"
+    assert saved["rescue"]["settings"]["reflection"] == "callable:Reflection"
 
 
 def test_unreachable_reflection_endpoint_is_a_skip(tiny_path, tmp_path, spy_evolve):
-    from rollwise.train import run_grpo
+    from rollwise.llm.engine import run_grpo
 
-    settings = _settings(tmp_path, rescue_reflection="http://127.0.0.1:9", steps=2)
-    result = run_grpo(settings, tiny_path, ROWS, [], never)
+    result = run_grpo(_settings(tmp_path, steps=2), tiny_path, ROWS, [], never,
+                      addons=_rescue(reflection="http://127.0.0.1:9"))
     (evo,) = result["rescue"]["evolutions"]
     assert evo["step"] == 2 and "127.0.0.1:9" in evo["skipped"] and evo["rollouts"] == 0
     assert result["rescue"]["template"] is None and result["rollouts"] == 2 * 3 * 2
@@ -157,35 +178,36 @@ def test_unreachable_reflection_endpoint_is_a_skip(tiny_path, tmp_path, spy_evol
 
 
 def test_rescue_needs_question_and_answer_columns(tiny_path, tmp_path):
-    from rollwise.train import run_grpo
+    from rollwise.llm.engine import run_grpo
 
     rows = [{k: v for k, v in r.items() if k != "question"} for r in ROWS]
     with pytest.raises(ValueError, match=r"rescue needs the columns \['question'\]"):
-        run_grpo(_settings(tmp_path), tiny_path, rows, [], never)
+        run_grpo(_settings(tmp_path), tiny_path, rows, [], never, addons=_rescue())
 
 
 def test_policy_as_reflection_lm_in_a_run(tiny_path, tmp_path, spy_evolve, monkeypatch):
+    from rollwise.llm.engine import run_grpo
     from rollwise.rescue import loop
-    from rollwise.train import run_grpo
 
     monkeypatch.setattr(loop, "REFLECTION_TOKENS", 8)  # a random model's reflection: keep it short
-    result = run_grpo(_settings(tmp_path, rescue_reflection="policy", steps=2), tiny_path, ROWS, [], never)
+    result = run_grpo(_settings(tmp_path, steps=2), tiny_path, ROWS, [], never,
+                      addons=_rescue(reflection="policy"))
     (evo,) = result["rescue"]["evolutions"]
     assert evo["step"] == 2 and evo["skipped"] is None and evo["rollouts"] >= 3
     assert evo["reflection_calls"] >= 1 and spy_evolve[0]["training"]
 
 
 def test_resume_restores_bank_template_and_rescue_counters(tiny_path, tmp_path):
-    from rollwise.train import run_grpo
+    from rollwise.llm.engine import run_grpo
 
-    first = run_grpo(_settings(tmp_path, steps=2, save_steps=2, rescue_reflection=Reflection()),
-                     tiny_path, ROWS, [], never)["rescue"]
+    first = run_grpo(_settings(tmp_path, steps=2, save_steps=2), tiny_path, ROWS, [], never,
+                     addons=_rescue(reflection=Reflection()))["rescue"]
     assert first["template"] is not None and first["guided_rollouts"] == 0
     checkpoint = tmp_path / "run" / "checkpoint-2"
     assert (checkpoint / "rollwise_selector.pt").is_file()
     assert not list(checkpoint.glob("optimizer*"))  # model-only checkpoints unless asked
-    resumed = run_grpo(_settings(tmp_path, steps=3, save_steps=2, resume=True,
-                                 rescue_reflection=Reflection()), tiny_path, ROWS, [], never)
+    resumed = run_grpo(_settings(tmp_path, steps=3, save_steps=2, resume=True), tiny_path, ROWS, [],
+                       never, addons=_rescue(reflection=Reflection()))
     rescue = resumed["rescue"]
     # step 3 is guided with the template evolved before the checkpoint; no new evolution (every 2)
     assert rescue["template"] == first["template"] and rescue["evolutions"] == first["evolutions"]
@@ -194,31 +216,31 @@ def test_resume_restores_bank_template_and_rescue_counters(tiny_path, tmp_path):
 
 
 def test_save_optimizer_keeps_the_optimizer_state(tiny_path, tmp_path):
-    from rollwise.train import run_grpo
+    from rollwise.llm.engine import run_grpo
 
-    run_grpo(_settings(tmp_path, rescue=None, steps=1, save_steps=1, save_optimizer=True),
+    run_grpo(_settings(tmp_path, steps=1, save_steps=1, save_optimizer=True),
              tiny_path, ROWS, [], never)
     assert list((tmp_path / "run" / "checkpoint-1").glob("optimizer*"))
 
 
 def test_rollout_budget_stops_training_and_counts_gepa(tiny_path, tmp_path):
-    from rollwise.train import run_grpo
+    from rollwise.llm.engine import run_grpo
 
-    plain = run_grpo(_settings(tmp_path, rescue=None, steps=5, max_rollouts=13), tiny_path, ROWS, [], never)
+    plain = run_grpo(_settings(tmp_path, steps=5, max_rollouts=13), tiny_path, ROWS, [], never)
     assert plain["steps"] == 2 and plain["rollouts"] == 12 and plain["budget_stopped_at"] == 2
     # the evolution at step 2 spends g >= 3 rollouts: 12 + g + 6 > 20, so the run stops there
-    result = run_grpo(_settings(tmp_path / "r", steps=5, max_rollouts=20, rescue_reflection=Reflection()),
-                      tiny_path, ROWS, [], never)
+    result = run_grpo(_settings(tmp_path / "r", steps=5, max_rollouts=20), tiny_path, ROWS, [], never,
+                      addons=_rescue(reflection=Reflection()))
     gepa = result["rescue"]["gepa_rollouts"]
     assert gepa >= 3 and result["steps"] == 2 and result["rollouts"] == 12 + gepa
-    unlimited = run_grpo(_settings(tmp_path / "u", rescue=None, steps=3), tiny_path, ROWS, [], never)
+    unlimited = run_grpo(_settings(tmp_path / "u", steps=3), tiny_path, ROWS, [], never)
     assert unlimited["steps"] == 3 and "budget_stopped_at" not in unlimited
 
 
 def test_a_budget_stopped_run_is_evaluated_at_its_last_step(tiny_path, tmp_path):
-    from rollwise.train import run_grpo
+    from rollwise.llm.engine import run_grpo
 
-    settings = _settings(tmp_path, rescue=None, steps=6, max_rollouts=13, eval_steps=4, eval_prompts=2,
+    settings = _settings(tmp_path, steps=6, max_rollouts=13, eval_steps=4, eval_prompts=2,
                          eval_generations=2)
     result = run_grpo(settings, tiny_path, ROWS, ROWS[:2], never)
     assert result["steps"] == 2

@@ -92,8 +92,8 @@ def test_threads_is_not_part_of_the_saved_state(tmp_path):
 
 
 def test_train_settings_check_threads():
+    from rollwise.llm.engine import TrainSettings
     from rollwise.threads import model_threads
-    from rollwise.train import TrainSettings
 
     assert model_threads() >= 1
     with pytest.raises(ValueError, match="threads"):

@@ -110,8 +110,8 @@ def test_bad_configuration_is_rejected(tiny, tmp_path):
 def test_train_settings_validation(tmp_path):
     import json
 
-    from rollwise.tasks import get_task
-    from rollwise.train import TrainSettings, run
+    from rollwise.llm.engine import TrainSettings, run
+    from rollwise.llm.tasks import get_task
 
     with pytest.raises(ValueError, match="num_generations"):
         TrainSettings(num_generations=1).validate()
@@ -131,7 +131,7 @@ def test_smollm2_checkpoint_builds_and_generates(tmp_path):
     pytest.importorskip("gguf")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rollwise.models import smollm2
+    from rollwise.llm.models import smollm2
 
     path = smollm2(cache_dir=tmp_path)
     model = AutoModelForCausalLM.from_pretrained(path)

@@ -486,22 +486,6 @@ def test_checkpoint_round_trip_makes_the_same_selections(config, tq_fake, monkey
     assert [served_ids(b) for b in rollout_c.submitted] != picks_a[2:]
 
 
-def test_observation_batches_split_by_k_and_repeats():
-    r = lambda *v: np.array(v, dtype=float)  # noqa: E731
-    calls = rv.observation_batches([(3, r(1, 0, 1, 1)), (5, r(0, 0, 0)), (3, r(0, 0, 0, 0)),
-                                    (7, r(1, 1, 1, 1)), (5, r(1, 1, 0))])
-    assert [(c[0].tolist(), c[1].shape) for c in calls] == [
-        ([3, 7], (2, 4)), ([3], (1, 4)), ([5], (1, 3)), ([5], (1, 3))]
-    np.testing.assert_array_equal(calls[0][1], [[0, 0, 0, 0], [1, 1, 1, 1]])
-    np.testing.assert_array_equal(calls[1][1], [[1, 0, 1, 1]])
-    # arrival order (random uids in TransferQueue) does not change the calls
-    again = rv.observation_batches([(5, r(1, 1, 0)), (7, r(1, 1, 1, 1)), (3, r(1, 0, 1, 1)),
-                                    (5, r(0, 0, 0)), (3, r(0, 0, 0, 0))])
-    for (i1, r1), (i2, r2) in zip(calls, again, strict=True):
-        np.testing.assert_array_equal(i1, i2)
-        np.testing.assert_array_equal(r1, r2)
-
-
 def test_rewards_outside_unit_interval_need_a_threshold(config, tq_fake, monkeypatch):
     signed = lambda pid, s, t: 2.0 * reward_of(pid, s, t) - 1.0  # noqa: E731  (math_dapo style)
     trainer = make_trainer(config, FakeRollout(reward=signed))

@@ -57,7 +57,7 @@ def write_parquet(rows: list[dict[str, Any]], path: str | Path) -> Path:
 
 def prepare(task: str, out: str | Path, **task_kwargs: Any) -> tuple[Path, Path]:
     """Write ``train.parquet`` and ``test.parquet`` for ``task`` under ``out``."""
-    from rollwise.tasks import get_task
+    from rollwise.llm.tasks import get_task
 
     t = get_task(task, **task_kwargs)
     source = "rollwise/arithmetic" if t.name == "arithmetic" else "rollwise/math"

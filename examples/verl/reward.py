@@ -13,7 +13,7 @@ from typing import Any
 
 def compute_score(data_source: str, solution_str: str, ground_truth: str,
                   extra_info: dict[str, Any] | None = None, **_: Any) -> float:
-    from rollwise.tasks import verify_math, verify_number
+    from rollwise.llm.tasks import verify_math, verify_number
 
     if data_source == "rollwise/arithmetic":
         return verify_number(solution_str, ground_truth)

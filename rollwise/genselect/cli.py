@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from rollwise._options import add_settings_options, settings_from_args
 from rollwise.genselect.train import GenSelectTrainSettings
 
 
@@ -64,32 +65,9 @@ def add_parser(sub: Any, common: list[argparse.ArgumentParser] | None = None) ->
     syn.add_argument("--candidates-out", type=Path, default=None,
                      help="also write the candidate sets (JSONL), e.g. for 'genselect eval'")
 
-    d = GenSelectTrainSettings()
     tr = gs.add_parser("train", help="DAPO (TRL) on selection tasks, tasks chosen by a selector")
-    tr.add_argument("--tasks", required=True, help="selection tasks from 'genselect synthesize'")
-    tr.add_argument("--heldout-tasks", default=None, help="selection tasks for TRL's evaluation")
-    tr.add_argument("--eval-prompts", type=int, default=d.eval_prompts,
-                    help="held-out selection tasks per evaluation")
-    tr.add_argument("--eval-steps", type=int, default=10, help="steps between evaluations")
-    tr.add_argument("--model", default=d.model, help="'smollm2', a checkpoint dir or a hub id")
-    tr.add_argument("--strategy", default=d.strategy, help="uniform, mopps, gps or a GPS ablation")
-    tr.add_argument("--output-dir", default=d.output_dir, help="checkpoints and the run's log")
-    helps = {"steps": "optimiser steps", "prompts_per_step": "selection tasks per step",
-             "num_generations": "rollouts per task", "max_new_tokens": "completion length limit",
-             "save_steps": "steps between checkpoints", "seed": "seed of TRL and the selector",
-             "temperature": "sampling temperature", "learning_rate": "policy learning rate",
-             "epsilon": "DAPO's lower clipping range", "epsilon_high": "DAPO's upper clipping range"}
-    for name in ("steps", "prompts_per_step", "num_generations", "max_new_tokens", "save_steps", "seed"):
-        tr.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name),
-                        help=helps[name])
-    for name in ("temperature", "learning_rate", "epsilon", "epsilon_high"):
-        tr.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name),
-                        help=helps[name])
-    tr.add_argument("--mask-truncated-completions", action="store_true",
-                    help="no loss on completions cut off by --max-new-tokens (DAPO)")
-    tr.add_argument("--prefix", default=d.prefix, help="reply prefix inside the prompt")
-    tr.add_argument("--embedder", default=d.embedder, help="embedder of the selector's pool")
-    tr.add_argument("--report-to", default=d.report_to, help="TRL logging backends")
+    # the task fields name rollwise train's problem files; GenSelect reads --tasks instead
+    add_settings_options(tr, GenSelectTrainSettings, exclude=("task", "text_field", "answer_field"))
 
     ev = gs.add_parser("eval", help="Best-of-N accuracy: random, majority vote, GenSelect, oracle")
     ev.add_argument("--candidates", type=Path, default=None,
@@ -103,12 +81,12 @@ def add_parser(sub: Any, common: list[argparse.ArgumentParser] | None = None) ->
     ev.add_argument("--view", choices=("answer", "full"), default="answer",
                     help="what a candidate shows: its final answer or its (truncated) text")
     ev.add_argument("--max-chars", type=int, default=200, help="truncation of the 'full' view")
-    ev.add_argument("--prefix", default=d.prefix, help="reply prefix inside the prompt")
+    ev.add_argument("--prefix", default=GenSelectTrainSettings.prefix, help="reply prefix inside the prompt")
     ev.add_argument("--out", type=Path, default=None, help="results JSON")
 
 
 def _problems(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from rollwise.tasks import get_task
+    from rollwise.llm.tasks import get_task
 
     task = get_task(args.task)
     rows = task.train if args.split == "train" else task.heldout
@@ -131,8 +109,7 @@ def run(args: argparse.Namespace) -> Any:
     if cmd == "train":
         from rollwise.genselect.train import train
 
-        fields = GenSelectTrainSettings.__dataclass_fields__
-        settings = GenSelectTrainSettings(**{k: v for k, v in vars(args).items() if k in fields})
+        settings = settings_from_args(GenSelectTrainSettings, args)
         if not Path(settings.tasks).is_file():
             raise FileNotFoundError(f"--tasks: file {settings.tasks!r} does not exist")
         result = train(settings)

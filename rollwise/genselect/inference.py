@@ -42,7 +42,7 @@ class GenSelectModel:
             raise ValueError("max_new_tokens and batch_size must be >= 1")
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0: greedy), got {temperature}")
-        from rollwise.models import load_for_generation
+        from rollwise.llm.models import load_for_generation
 
         self.model, self.tokenizer, self.device = load_for_generation(model, tokenizer, device)
         self.view, self.max_chars, self.prefix = view, max_chars, prefix

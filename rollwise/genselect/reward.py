@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rollwise.tasks import completion_text
+from rollwise.llm.tasks import completion_text
 
 _CHOICE_LINE = re.compile(r"^\s*selected\s*:(.*)$", re.IGNORECASE)
 _CHOICE_VALUE = re.compile(r"\[?\s*(\d{1,6})\s*\]?\s*\.?")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from rollwise._io import atomic_write_text
-from rollwise.tasks import INSTRUCTION, extract_answer, verify_number
+from rollwise.llm.tasks import INSTRUCTION, extract_answer, verify_number
 
 NO_ANSWER = "(no answer)"
 VIEWS = ("answer", "full")
@@ -100,8 +100,8 @@ def sample_candidates(
     _check_problems(problems)
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    from rollwise.evaluation import sample_outcomes
-    from rollwise.models import resolve_model
+    from rollwise.llm.evaluation import sample_outcomes
+    from rollwise.llm.models import resolve_model
 
     rows = [{"prompt": p.get("prompt") or [{"role": "user", "content": p["question"] + INSTRUCTION}],
              "answer": str(p["answer"])} for p in problems]

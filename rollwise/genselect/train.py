@@ -5,7 +5,7 @@ batch's active tokens), clip-higher (``epsilon`` low, ``epsilon_high`` high) and
 (``beta=0``). DAPO's dynamic sampling (drop all-equal groups after paying for them) is replaced by
 rollwise selection: a selector over the pool of selection prompts chooses which tasks get
 rollouts, preferring those whose success rate it predicts to be informative. The run itself is
-:func:`rollwise.train.run_grpo`, the engine of ``rollwise train``.
+:func:`rollwise.llm.engine.run_grpo`, the engine of ``rollwise train``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from rollwise.train import TrainSettings
+from rollwise.llm.engine import TrainSettings
+from rollwise.validation import Interval, redeclare, setting
 
 FINAL_MODEL_DIR = "final"
 
@@ -28,21 +29,24 @@ class GenSelectTrainSettings(TrainSettings):
     a small model; ``""`` lets a model reason before its choice line).
     """
 
-    tasks: str = ""
-    heldout_tasks: str | None = None
-    output_dir: str = "runs/genselect"
-    strategy: str = "mopps"
-    steps: int = 40
-    prompts_per_step: int = 4
-    num_generations: int = 8
-    max_new_tokens: int = 8
-    learning_rate: float = 2e-5
-    epsilon: float = 0.2
-    epsilon_high: float = 0.28  # DAPO's clip-higher
-    mask_truncated_completions: bool = False
-    prefix: str = "Selected:"
-    eval_prompts: int = 0
-    save_steps: int = 1000
+    tasks: str = setting("", help="selection tasks from 'genselect synthesize' (JSONL)", required=True)
+    heldout_tasks: str | None = setting(None, help="selection tasks for TRL's evaluation")
+    output_dir: str = redeclare(TrainSettings, "output_dir", "runs/genselect")
+    strategy: str = redeclare(TrainSettings, "strategy", "mopps")
+    steps: int = redeclare(TrainSettings, "steps", 40)
+    prompts_per_step: int = redeclare(TrainSettings, "prompts_per_step", 4)
+    num_generations: int = redeclare(TrainSettings, "num_generations", 8)
+    max_new_tokens: int = redeclare(TrainSettings, "max_new_tokens", 8)
+    learning_rate: float = redeclare(TrainSettings, "learning_rate", 2e-5)
+    epsilon: float = setting(0.2, help="DAPO's lower clipping range",
+                             constraint=Interval(float, 0, None, closed="neither"))
+    epsilon_high: float = setting(0.28, help="DAPO's upper clipping range (clip-higher)",
+                                  constraint=Interval(float, 0, None, closed="neither"))
+    mask_truncated_completions: bool = setting(False, help="no loss on completions cut off by "
+                                                          "--max-new-tokens (DAPO)")
+    prefix: str = setting("Selected:", help="reply prefix inside the prompt")
+    eval_prompts: int = redeclare(TrainSettings, "eval_prompts", 0)
+    save_steps: int = redeclare(TrainSettings, "save_steps", 1000)
 
     def validate(self) -> None:
         super().validate()
@@ -72,8 +76,8 @@ def train(settings: GenSelectTrainSettings) -> dict[str, Any]:
 
     from rollwise.genselect.reward import reward_function
     from rollwise.genselect.synthesis import read_tasks
-    from rollwise.models import resolve_model
-    from rollwise.train import run_grpo
+    from rollwise.llm.engine import run_grpo
+    from rollwise.llm.models import resolve_model
 
     model_path = resolve_model(settings.model)
     tasks = read_tasks(settings.tasks)

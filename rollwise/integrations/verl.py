@@ -7,7 +7,7 @@ Configuration (Hydra overrides; the full recipe is in ``docs/verl.md``)::
     data.dataloader_num_workers=0
     trainer.v1.sampler.custom_sampler.path=pkg://rollwise.integrations.verl
     trainer.v1.sampler.custom_sampler.name=RollwiseReplayBuffer
-    +trainer.v1.sampler.sampler_kwargs.strategy=gps   # + embedder, seed, hyper, ... (RollwiseVerlConfig)
+    +trainer.v1.sampler.sampler_kwargs.strategy=gps   # + embedder, seed, hyper, ... (HubConfig)
 
 Both classes live in the trainer process (verl's ``TaskRunner`` Ray actor, the driver): verl builds
 the replay buffer in ``PPOTrainer.__init__`` and the datasets in ``_init_dataloader``. The buffer
@@ -68,20 +68,16 @@ from __future__ import annotations
 
 import importlib
 import logging
-import math
 import os
 import sys
-import threading
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from rollwise.metrics import spearman
+from rollwise.feedback.hub import HubConfig, SelectionHub, observation_batches
 from rollwise.pool import PromptPool
-from rollwise.selectors import STRATEGIES, Selector, make_selector
 
 try:
     import torch.utils.data
@@ -95,348 +91,7 @@ log = logging.getLogger(__name__)
 
 ID_FIELD = "rollwise_id"
 TRAIN = "train"
-STATE_VERSION = 1
 _CANONICAL = "rollwise.integrations.verl"
-
-
-# ---- configuration ---------------------------------------------------------------------------
-@dataclass
-class RollwiseVerlConfig:
-    """``trainer.v1.sampler.sampler_kwargs``: rollwise's settings plus verl pass-throughs.
-
-    rollwise: ``strategy`` (a name in ``rollwise.STRATEGIES``), ``seed``, ``batch_size`` (prompts
-    per selection; default ``data.train_batch_size``), ``hyper`` (keyword arguments of the
-    strategy), ``embedder`` (``wordllama``, ``hashing``, ``sentence-transformers:<model>``),
-    ``embedding_cache`` (directory), ``text_column`` (column or dotted path embedded as text;
-    default: the user messages of ``data.prompt_key``), ``embedding_column`` (precomputed vectors
-    instead of text), ``id_column`` (stable prompt id, dotted path; default ``extra_info.index``),
-    ``success_threshold`` (reward >= threshold counts as success; default: rewards must lie in
-    [0, 1]), ``reward_metric`` (read ``reward_extra_info[metric]`` instead of ``rm_scores``),
-    ``exclude_in_flight`` and ``in_flight_ttl`` (selection rounds after which an unscored prompt is
-    a candidate again), ``min_observe_groups`` (queued groups that trigger an early update and a
-    fresh selection; default ``batch_size``; a selection that is due anyway applies whatever is
-    queued).
-
-    verl (a custom sampler receives none of these from verl; pass them by interpolation, e.g.
-    ``'${algorithm.filter_groups}'``): ``filter_groups`` (DAPO), ``train_batch_size``,
-    ``gen_batch_size``, ``sync_refill_failed_groups``, ``poll_interval``.
-    """
-
-    strategy: str = "gps"
-    seed: int = 0
-    batch_size: int | None = None
-    hyper: dict[str, Any] = field(default_factory=dict)
-    embedder: str = "wordllama"
-    embedding_cache: str | None = None
-    text_column: str | None = None
-    embedding_column: str | None = None
-    id_column: str = "extra_info.index"
-    success_threshold: float | None = None
-    reward_metric: str | None = None
-    exclude_in_flight: bool = True
-    in_flight_ttl: int = 16
-    min_observe_groups: int | None = None
-    # verl pass-throughs
-    filter_groups: dict[str, Any] | None = None
-    train_batch_size: int | None = None
-    gen_batch_size: int | None = None
-    sync_refill_failed_groups: bool = False
-    poll_interval: float = 2.0
-
-    @classmethod
-    def from_kwargs(cls, kwargs: Any) -> RollwiseVerlConfig:
-        if kwargs is None:
-            kwargs = {}
-        try:
-            from omegaconf import DictConfig, OmegaConf
-
-            if isinstance(kwargs, DictConfig):
-                kwargs = OmegaConf.to_container(kwargs, resolve=True)
-        except ImportError:  # pragma: no cover - verl always brings omegaconf
-            pass
-        if not isinstance(kwargs, Mapping):
-            raise TypeError(f"sampler_kwargs must be a mapping, got {type(kwargs).__name__}")
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(kwargs) - names)
-        if unknown:
-            raise ValueError(f"unknown rollwise sampler_kwargs {unknown}; valid keys: {sorted(names)}")
-        cfg = cls(**dict(kwargs))
-        cfg.validate()
-        return cfg
-
-    def validate(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy {self.strategy!r} is unknown; choose from {sorted(STRATEGIES)}")
-        if not isinstance(self.hyper, Mapping):
-            raise TypeError(f"hyper must be a mapping of hyper-parameters, got {type(self.hyper).__name__}")
-        self.hyper = dict(self.hyper)
-        if self.batch_size is not None and int(self.batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.success_threshold is not None and not math.isfinite(float(self.success_threshold)):
-            raise ValueError(f"success_threshold must be finite, got {self.success_threshold}")
-        if self.min_observe_groups is not None and int(self.min_observe_groups) < 1:
-            raise ValueError(f"min_observe_groups must be >= 1, got {self.min_observe_groups}")
-        if int(self.in_flight_ttl) < 1:
-            raise ValueError(f"in_flight_ttl must be >= 1, got {self.in_flight_ttl}")
-        if self.text_column is not None and self.embedding_column is not None:
-            raise ValueError("give text_column or embedding_column, not both")
-        if self.filter_groups is not None and not isinstance(self.filter_groups, Mapping):
-            raise TypeError("filter_groups must be a mapping like algorithm.filter_groups")
-
-    def dapo_metric(self) -> str | None:
-        fg = self.filter_groups or {}
-        if not fg.get("enable", False):
-            return None
-        metric = fg.get("metric")
-        if not metric:
-            raise ValueError("filter_groups.enable is set but filter_groups.metric is empty")
-        return str(metric)
-
-
-# ---- the shared state of one training run ----------------------------------------------------
-class SelectionHub:
-    """The selector and its bookkeeping, shared by the dataset (select) and the buffer (observe).
-
-    One hub per trainer process: the replay buffer creates it, the training dataset binds to it.
-    All methods take a lock, so a buffer polling in another thread stays consistent.
-    """
-
-    def __init__(self, config: RollwiseVerlConfig) -> None:
-        self.config = config
-        self.pool: PromptPool | None = None
-        self.selector: Selector | None = None
-        self.harvester: Any = None  # set by the replay buffer: reads finished groups from TQ
-        self._lock = threading.RLock()
-        self._queue: list[int] = []  # chosen, not yet served
-        self._pending: list[tuple[int, np.ndarray]] = []  # observed, not yet applied
-        self._in_flight: dict[int, list[tuple[int, float]]] = {}  # pool idx -> [(round, predicted)]
-        self._harvested: dict[str, tuple[float, float, bool] | None] = {}  # uid -> batch stats
-        self._round = 0
-        self.counters = {"selections": 0, "served": 0, "groups": 0, "rollouts": 0,
-                         "observe_calls": 0, "empty_groups": 0, "unknown_ids": 0}
-
-    # -- binding -------------------------------------------------------------------------------
-    @property
-    def bound(self) -> bool:
-        return self.selector is not None
-
-    def bind(self, pool: PromptPool, batch_size: int) -> None:
-        with self._lock:
-            if self.bound:
-                raise RuntimeError("this RollwiseReplayBuffer is already bound to a training dataset")
-            b = int(self.config.batch_size or batch_size)
-            if b > len(pool):
-                raise ValueError(f"batch_size={b} prompts per selection but the dataset has only "
-                                 f"{len(pool)} prompts")
-            self.selector = make_selector(self.config.strategy, pool, b, seed=int(self.config.seed),
-                                          **self.config.hyper)
-            self.pool = pool
-            log.info("rollwise: %s over %d prompts, %d per selection", self.config.strategy,
-                     len(pool), b)
-
-    def _require_bound(self) -> Selector:
-        if self.selector is None:
-            raise RuntimeError("no training dataset is bound: set data.custom_cls to "
-                               "pkg://rollwise.integrations.verl / RollwiseDataset")
-        return self.selector
-
-    # -- 1. choose -----------------------------------------------------------------------------
-    def take(self, count: int) -> list[int]:
-        """Pool indices of the next ``count`` prompts to roll out (served in selection order)."""
-        with self._lock:
-            sel = self._require_bound()
-            enough = int(self.config.min_observe_groups or sel.batch_size)
-            due = len(self._queue) < count
-            if (due or len(self._pending) >= enough) and self.harvester is not None:
-                self.harvester()  # groups that finished meanwhile
-            if self._pending and (due or len(self._pending) >= enough):
-                self._flush()
-                self._queue.clear()  # chosen before these rewards were known
-            while len(self._queue) < count:
-                self._queue.extend(int(i) for i in self._select(sel))
-            out, self._queue = self._queue[:count], self._queue[count:]
-            predicted = sel.predict(np.asarray(out, dtype=np.int64))
-            for i, p in zip(out, predicted, strict=True):
-                self._in_flight.setdefault(i, []).append((self._round, float(p)))
-            self.counters["served"] += len(out)
-            return out
-
-    def _select(self, sel: Selector) -> np.ndarray:
-        self._round += 1
-        ttl = int(self.config.in_flight_ttl)
-        for i in list(self._in_flight):
-            kept = [e for e in self._in_flight[i] if e[0] > self._round - 1 - ttl]
-            if kept:
-                self._in_flight[i] = kept
-            else:
-                del self._in_flight[i]
-        n, b = len(sel.pool), sel.batch_size
-        queued = set(self._queue)
-        candidates = None
-        for busy in ((queued | set(self._in_flight)) if self.config.exclude_in_flight else queued, queued):
-            if not busy:
-                break
-            free = np.setdiff1d(np.arange(n), np.fromiter(busy, dtype=np.int64))
-            if free.size >= b:
-                candidates = free
-                break
-        self.counters["selections"] += 1
-        return sel.select(candidates)
-
-    # -- 3. observe ----------------------------------------------------------------------------
-    def was_harvested(self, uid: str) -> bool:
-        return uid in self._harvested
-
-    def record(self, uid: str, prompt_id: str, rewards: Iterable[float]) -> None:
-        """The rewards of one finished group (one per rollout); applied before the next selection."""
-        with self._lock:
-            sel = self._require_bound()
-            if uid in self._harvested:
-                return
-            rew = np.asarray(list(rewards), dtype=np.float64)
-            if rew.ndim != 1 or rew.size == 0:
-                raise ValueError(f"group {uid}: expected a non-empty list of rewards, got shape {rew.shape}")
-            if not np.all(np.isfinite(rew)):
-                raise ValueError(f"group {uid} (prompt {prompt_id!r}): rewards contain NaN or inf")
-            thr = self.config.success_threshold
-            if thr is not None:
-                rew = (rew >= float(thr)).astype(np.float64)
-            elif rew.min() < 0.0 or rew.max() > 1.0:
-                raise ValueError(
-                    f"group {uid} (prompt {prompt_id!r}): rewards {rew.tolist()} lie outside [0, 1]; "
-                    "set +trainer.v1.sampler.sampler_kwargs.success_threshold=<value> (or reward_metric)"
-                )
-            try:
-                idx = sel.pool.index_of(str(prompt_id))
-            except KeyError:
-                self.counters["unknown_ids"] += 1
-                log.warning("rollwise: prompt id %r is not in the pool; its rewards are ignored", prompt_id)
-                self._harvested[uid] = None
-                return
-            entries = self._in_flight.get(idx)
-            predicted = float("nan")
-            if entries:
-                predicted = entries.pop(0)[1]
-                if not entries:
-                    del self._in_flight[idx]
-            rate = float(rew.mean())
-            self._harvested[uid] = (predicted, rate, bool(0.0 < rate < 1.0))
-            self._pending.append((idx, rew))
-            self.counters["groups"] += 1
-            self.counters["rollouts"] += int(rew.size)
-
-    def record_empty(self, uid: str) -> None:
-        """A terminal group without a single trajectory: nothing to observe."""
-        with self._lock:
-            if uid not in self._harvested:
-                self._harvested[uid] = None
-                self.counters["empty_groups"] += 1
-
-    def forget(self, uids: Iterable[str]) -> list[tuple[float, float, bool]]:
-        """The groups left TransferQueue; returns the stats of those that were observed."""
-        with self._lock:
-            stats = [self._harvested.pop(u, None) for u in uids]
-            return [s for s in stats if s is not None]
-
-    def _flush(self) -> None:
-        sel = self._require_bound()
-        pending, self._pending = self._pending, []
-        for idx, rew in observation_batches(pending):
-            sel.observe(idx, rew)
-            self.counters["observe_calls"] += 1
-
-    # -- metrics -------------------------------------------------------------------------------
-    def metrics(self, batch: list[tuple[float, float, bool]]) -> dict[str, float]:
-        with self._lock:
-            out = {
-                "rollwise/observed_groups": float(self.counters["groups"]),
-                "rollwise/observed_rollouts": float(self.counters["rollouts"]),
-                "rollwise/selections": float(self.counters["selections"]),
-            }
-            if batch:
-                pred = np.array([b[0] for b in batch])
-                rate = np.array([b[1] for b in batch])
-                out["rollwise/batch_success_rate"] = float(rate.mean())
-                out["rollwise/batch_effective_ratio"] = float(np.mean([b[2] for b in batch]))
-                known = np.isfinite(pred)
-                if known.any():
-                    out["rollwise/batch_predicted_rate"] = float(pred[known].mean())
-                    rho = spearman(pred[known], rate[known])
-                    if rho == rho:
-                        out["rollwise/batch_spearman"] = rho
-            return out
-
-    # -- checkpoints ---------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        with self._lock:
-            sel = self._require_bound()
-            return {
-                "version": STATE_VERSION,
-                "strategy": self.config.strategy,
-                "pool_fingerprint": sel.pool.fingerprint(),
-                "selector": sel.state_dict(),
-                "queue": list(self._queue),
-                "pending": [(int(i), r.tolist()) for i, r in self._pending],
-                "in_flight": {int(i): [list(e) for e in v] for i, v in self._in_flight.items()},
-                "harvested": {u: (list(s) if s is not None else None) for u, s in self._harvested.items()},
-                "round": self._round,
-                "counters": dict(self.counters),
-            }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore a checkpoint; observations recorded in this process since start are kept."""
-        with self._lock:
-            sel = self._require_bound()
-            if not isinstance(state, Mapping) or state.get("version") != STATE_VERSION:
-                raise ValueError("not a rollwise verl checkpoint state (missing or unknown version)")
-            if state.get("pool_fingerprint") != sel.pool.fingerprint():
-                raise ValueError("the checkpoint's selector was built over a different prompt pool "
-                                 "(dataset rows, prompt ids or embedder changed)")
-            keys = {"selector", "queue", "pending", "in_flight", "harvested", "round", "counters"}
-            missing = keys - set(state)
-            if missing:
-                raise ValueError(f"rollwise checkpoint state is missing {sorted(missing)}")
-            n = len(sel.pool)
-            queue = [int(i) for i in state["queue"]]
-            pending = [(int(i), np.asarray(r, dtype=np.float64)) for i, r in state["pending"]]
-            if any(not 0 <= i < n for i in queue) or any(not 0 <= i < n for i, _ in pending):
-                raise ValueError("checkpoint state names prompts outside the pool")
-            sel.load_state_dict(dict(state["selector"]))  # checks everything before changing anything
-            self._queue = queue
-            self._pending = pending + self._pending
-            in_flight = {int(i): [(int(e[0]), float(e[1])) for e in v] for i, v in state["in_flight"].items()}
-            for i, v in self._in_flight.items():
-                in_flight.setdefault(i, []).extend(v)
-            self._in_flight = in_flight
-            harvested = {u: (tuple(s) if s is not None else None) for u, s in state["harvested"].items()}
-            harvested.update(self._harvested)
-            self._harvested = harvested
-            self._round = int(state["round"])
-            self.counters.update({k: int(v) for k, v in state["counters"].items() if k in self.counters})
-
-
-def observation_batches(pending: list[tuple[int, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Split ``(pool index, rewards)`` pairs into ``observe`` calls: equal k, distinct indices.
-
-    The split depends on the pairs only, not on the order TransferQueue returned them in (uids
-    are random): calls go by decreasing k, a prompt seen again within one k starts another call,
-    and every call lists its prompts by pool index. So a resumed run observes bit for bit alike.
-    """
-    by_k: dict[int, list[tuple[set[int], list[tuple[int, np.ndarray]]]]] = {}
-    for idx, rew in sorted(pending, key=lambda p: (p[0], p[1].size, p[1].tolist())):
-        rounds = by_k.setdefault(int(rew.size), [])
-        for seen, items in rounds:
-            if idx not in seen:
-                seen.add(idx)
-                items.append((idx, rew))
-                break
-        else:
-            rounds.append(({idx}, [(idx, rew)]))
-    calls = []
-    for k in sorted(by_k, reverse=True):
-        for _, items in by_k[k]:
-            calls.append((np.array([i for i, _ in items], dtype=np.int64), np.stack([r for _, r in items])))
-    return calls
 
 
 def _canonical_module() -> Any:
@@ -535,7 +190,7 @@ class RollwiseDataset(RLHFDataset):
     def hub(self) -> SelectionHub | None:
         return self._hub
 
-    def build_pool(self, cfg: RollwiseVerlConfig) -> PromptPool:
+    def build_pool(self, cfg: HubConfig) -> PromptPool:
         """Pool over this dataset's rows: ids from ``id_column``, embeddings of the prompts."""
         df = self.dataframe
         id_root = cfg.id_column.split(".")[0]
@@ -626,7 +281,7 @@ class RollwiseReplayBuffer(ReplayBuffer):
     def __init__(self, trainer_mode: str, trainer_config: Any, max_off_policy_threshold: int | None,
                  max_off_policy_strategy: str, sampler_kwargs: Any, refill_fn: Any = None,
                  **overrides: Any) -> None:
-        cfg = RollwiseVerlConfig.from_kwargs(sampler_kwargs)
+        cfg = HubConfig.from_kwargs(sampler_kwargs)
         metric = cfg.dapo_metric()
         kwargs: dict[str, Any] = dict(filter_groups_metric=metric, poll_interval=float(cfg.poll_interval),
                                       sync_refill_failed_groups=bool(cfg.sync_refill_failed_groups))
@@ -748,5 +403,5 @@ class RollwiseReplayBufferAsync(RollwiseReplayBuffer, ReplayBufferAsync):
     """:class:`RollwiseReplayBuffer` over verl's ``ReplayBufferAsync`` (colocate/separate async)."""
 
 
-__all__ = ["ID_FIELD", "RollwiseVerlConfig", "SelectionHub", "RollwiseDataset", "RollwiseReplayBuffer",
+__all__ = ["ID_FIELD", "HubConfig", "SelectionHub", "RollwiseDataset", "RollwiseReplayBuffer",
            "RollwiseReplayBufferAsync", "observation_batches", "current_hub"]

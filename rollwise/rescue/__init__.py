@@ -1,6 +1,7 @@
 """Hard-prompt rescue (P²O): mine the prompts the policy keeps failing, evolve prompt templates
 (with GEPA) under which it solves them, and distil the template-guided successes into the policy
-inside TRL's GRPO loop.
+inside TRL's GRPO loop. Attached to training as an add-on:
+``rollwise.llm.run(settings, addons=[P2ORescue(RescueSettings(...))])``.
 
 ``HardPromptBank`` and ``render_template`` need nothing beyond rollwise; template evolution needs
 the ``rescue`` extra (``pip install 'rollwise[rescue]'``) and distillation the ``trl`` extra, so
@@ -20,6 +21,8 @@ _LAZY = {
                      "TemplateAdapter", "evolve_template", "make_reflection_lm"), "gepa_adapter"),
     "RescueGRPOTrainer": "distill",
     "RescueCallback": "loop",
+    "RescueSettings": "addon",
+    "P2ORescue": "addon",
 }
 
 

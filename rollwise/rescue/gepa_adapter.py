@@ -31,8 +31,8 @@ try:
 except ImportError as err:  # pragma: no cover - exercised only without the extra
     raise ImportError("template evolution needs GEPA: pip install 'rollwise[rescue]'") from err
 
+from rollwise.llm.tasks import INSTRUCTION, extract_answer
 from rollwise.rescue.templates import PLACEHOLDER, render_template
-from rollwise.tasks import INSTRUCTION, extract_answer
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class TransformersPolicy:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         if not temperature >= 0:
             raise ValueError(f"temperature must be >= 0 (0: greedy), got {temperature}")
-        from rollwise.models import load_for_generation
+        from rollwise.llm.models import load_for_generation
 
         self.model, self.tokenizer, self.device = load_for_generation(model, tokenizer, device)
         self.max_new_tokens, self.temperature = max_new_tokens, float(temperature)

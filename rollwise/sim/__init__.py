@@ -5,13 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from rollwise.feedback.prompt_files import PromptSet, load_prompt_file
 from rollwise.pool import PromptPool
-from rollwise.sim.pools import (
-    DEFAULT_GROUPS,
-    PromptSet,
-    load_prompt_file,
-    reasoning_gym_sets,
-)
+from rollwise.sim.pools import DEFAULT_GROUPS, reasoning_gym_sets
 from rollwise.sim.runner import OracleSelector, RunSettings, run_one, summarise
 from rollwise.sim.world import PromptWorld, WorldConfig
 

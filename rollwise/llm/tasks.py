@@ -66,7 +66,7 @@ def from_file(path: str | Path, heldout_fraction: float = 0.1, seed: int = 0,
     """Problems with reference answers from a JSON/JSONL/parquet file, verified by math-verify."""
     import numpy as np
 
-    from rollwise.sim.pools import load_prompt_file
+    from rollwise.feedback.prompt_files import load_prompt_file
 
     ps = load_prompt_file(path, text_field=text_field, answer_field=answer_field)
     if ps.answers is None:

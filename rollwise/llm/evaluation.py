@@ -21,7 +21,7 @@ def sample_outcomes(
 ) -> np.ndarray | tuple[np.ndarray, list[list[str]]]:
     """(len(rows), samples) verifier scores of completions sampled at ``temperature``.
 
-    Rows carry chat ``prompt`` messages and an ``answer`` (see :mod:`rollwise.tasks`).
+    Rows carry chat ``prompt`` messages and an ``answer`` (see :mod:`rollwise.llm.tasks`).
     """
     if samples < 1 or batch_size < 1 or max_new_tokens < 1:
         raise ValueError("samples, batch_size and max_new_tokens must be >= 1")

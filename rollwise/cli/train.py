@@ -1,0 +1,59 @@
+"""``rollwise train``: real GRPO with TRL, options built from ``TrainSettings`` and, for P²O,
+``RescueSettings`` (``--rescue-<field>``)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rollwise._options import add_settings_options, settings_from_args
+
+RESCUE_PREFIX = "rescue_"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from rollwise.llm.engine import TrainSettings
+    from rollwise.rescue.addon import RescueSettings
+
+    add_settings_options(p, TrainSettings)
+    r = p.add_argument_group("hard-prompt rescue (P²O; needs the rescue extra)")
+    r.add_argument("--rescue", choices=["p2o"], default=None,
+                   help="guide hard prompts' groups with a GEPA-evolved template and distil it")
+    add_settings_options(r, RescueSettings, prefix=RESCUE_PREFIX)
+
+
+def train_settings(args: argparse.Namespace) -> Any:
+    """The ``TrainSettings`` the ``train`` arguments describe (not yet validated)."""
+    from rollwise.llm.engine import TrainSettings
+
+    return settings_from_args(TrainSettings, args)
+
+
+def addons(args: argparse.Namespace) -> list[Any]:
+    """The add-ons the arguments turn on (``--rescue p2o``)."""
+    if getattr(args, "rescue", None) is None:
+        return []
+    from rollwise.rescue.addon import P2ORescue, RescueSettings
+
+    return [P2ORescue(settings_from_args(RescueSettings, args, prefix=RESCUE_PREFIX))]
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from rollwise.llm.engine import check_addons
+    from rollwise.llm.engine import run as run_training
+
+    settings = train_settings(args)
+    settings.validate()
+    attached = check_addons(settings, addons(args))  # a bad add-on setting fails before the model
+    result = run_training(settings, addons=attached)
+    evals = [h for h in result["log_history"] if "eval_reward" in h]
+    start = result["initial_eval"].get("eval_reward")
+    print(f"trained {result['steps']} steps with {settings.strategy}: {result['rollouts']} rollouts, "
+          f"held-out accuracy {start if start is None else round(start, 3)} -> "
+          f"{round(evals[-1]['eval_reward'], 3) if evals else 'n/a'}; "
+          f"log in {settings.output_dir}/rollwise_run.json")
+    if "rescue" in result:
+        rescue = result["rescue"]
+        print(f"rescue: {len(rescue['evolutions'])} evolutions, {rescue['gepa_rollouts']} GEPA rollouts "
+              f"(included above), {rescue['guided_rollouts']} guided, {rescue['rescued']} prompts rescued")
+    return result

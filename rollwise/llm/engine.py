@@ -1,0 +1,279 @@
+"""Real GRPO with TRL and a rollwise selector: the engine behind ``rollwise train``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from rollwise.strategies import selector_names
+from rollwise.threads import model_threads
+from rollwise.validation import Interval, OneOf, check_fields, setting
+
+log = logging.getLogger(__name__)
+
+
+POSITIVE = Interval(int, 1)
+POSITIVE_RATE = Interval(float, 0, None, closed="neither")
+
+
+@dataclass
+class TrainSettings:
+    """One GRPO run. Sizes default to a CPU-sized run of SmolLM2-135M-Instruct. Every field
+    declares its help and its constraint (``rollwise train`` options are built from them)."""
+
+    model: str = setting("smollm2", help="'smollm2' (offline SmolLM2-135M-Instruct), a checkpoint "
+                                         "dir or a hub id")
+    task: str = setting("arithmetic", help="'arithmetic' or a JSON/JSONL/parquet file of problems "
+                                           "with answers")
+    text_field: str | None = setting(None, help="a task file's problem field; none: the first of "
+                                                "prompt, problem, question, text")
+    answer_field: str | None = setting(None, help="a task file's reference-answer field; none: answer")
+    strategy: str = setting("gps", help="prompt selector", constraint=OneOf(selector_names))
+    output_dir: str = setting("runs/train", help="checkpoints, the selector and rollwise_run.json "
+                                                 "(the run's log)")
+    steps: int = setting(40, help="optimiser steps", constraint=POSITIVE)
+    prompts_per_step: int = setting(8, help="prompts the selector chooses per step", constraint=POSITIVE)
+    num_generations: int = setting(8, help="rollouts per prompt (GRPO needs groups)",
+                                   constraint=Interval(int, 2))
+    max_new_tokens: int = setting(48, help="completion length limit (training and evaluation)",
+                                  constraint=POSITIVE)
+    temperature: float = setting(1.0, help="sampling temperature", constraint=POSITIVE_RATE)
+    learning_rate: float = setting(1e-5, help="policy learning rate", constraint=POSITIVE_RATE)
+    beta: float = setting(0.0, help="KL coefficient (0: no reference model, as in DAPO)",
+                          constraint=Interval(float, 0), cli=False)
+    loss_type: str = setting("dapo", help="TRL's GRPO loss type", cli=False)
+    seed: int = setting(0, help="seed of TRL and of the selector", constraint=Interval(int))
+    embedder: str = setting("wordllama", help="prompt embedder: wordllama, hashing, or "
+                                              "sentence-transformers:<model>")
+    threads: int | None = setting(None, help="torch threads for the policy on the CPU; none: one less "
+                                             "than the cores, so the process's other work and its "
+                                             "neighbours keep one",
+                                  constraint=Interval(int, 1, optional=True))
+    eval_steps: int = setting(10, help="steps between held-out evaluations", constraint=POSITIVE)
+    eval_prompts: int = setting(60, help="held-out prompts per evaluation (0: none)",
+                                constraint=Interval(int, 0))
+    eval_generations: int = setting(4, help="samples per held-out prompt", constraint=Interval(int, 2),
+                                    cli=False)
+    save_steps: int = setting(20, help="steps between checkpoints", constraint=POSITIVE)
+    save_optimizer: bool = setting(False, help="also keep the optimizer, scheduler and RNG state in "
+                                               "checkpoints (about 3x the size); without it --resume "
+                                               "restarts the optimizer")
+    resume: bool = setting(False, help="resume from the last checkpoint (the selector's state always "
+                                       "comes back)")
+    report_to: str = setting("none", help="TRL logging backends (none, tensorboard, wandb, ...)")
+    hyper: dict[str, Any] = setting(default_factory=dict, help="the strategy's keyword arguments",
+                                    cli=False)
+    max_rollouts: int | None = setting(None, help="rollout budget: stop before the run would exceed "
+                                                  "it (add-ons' rollouts included); none: steps alone",
+                                       constraint=Interval(int, 1, optional=True))
+
+    def validate(self) -> None:
+        check_fields(self)
+        per_step = self.prompts_per_step * self.num_generations
+        if self.max_rollouts is not None and self.max_rollouts < per_step:
+            raise ValueError(f"max_rollouts must be None or an int >= one step's rollouts "
+                             f"(prompts_per_step x num_generations = {per_step}), got "
+                             f"{self.max_rollouts!r}")
+
+    def as_record(self) -> dict[str, Any]:
+        """The settings as JSON values."""
+        return asdict(self)
+
+
+@runtime_checkable
+class TrainerAddon(Protocol):
+    """What an add-on hands the engine, the way TRL's own trainers take a config, a subclass and
+    ``callbacks=``: its settings check, its trainer class and constructor arguments, its
+    callbacks, and its part of the run record (under ``name``). The engine imports no add-on."""
+
+    name: str
+
+    def check(self, settings: TrainSettings) -> None:
+        """Raise ``ValueError`` if this add-on cannot run with ``settings`` (before anything heavy)."""
+
+    def prepare(self, settings: TrainSettings, train_rows: list[dict[str, Any]],
+                verify: Callable[[str, str], float] | None) -> tuple[type | None, dict[str, Any]]:
+        """The trainer class to use (None: the engine's) and extra constructor arguments."""
+
+    def callbacks(self, trainer: Any) -> list[Any]:
+        """``TrainerCallback`` objects to add to the built trainer."""
+
+    def summary(self, trainer: Any) -> dict[str, Any]:
+        """The add-on's record of the run, stored under ``result[name]``."""
+
+
+def check_addons(settings: TrainSettings, addons: Sequence[TrainerAddon]) -> list[TrainerAddon]:
+    """The add-ons as a list, each checked against ``settings``; names must be unique."""
+    addons = list(addons)
+    for addon in addons:
+        if not isinstance(addon, TrainerAddon):
+            raise TypeError(f"addons: {addon!r} is not a TrainerAddon (name, check, prepare, "
+                            "callbacks, summary)")
+        addon.check(settings)
+    names = [a.name for a in addons]
+    if len(set(names)) != len(names):
+        raise ValueError(f"addons: names must be unique, got {names}")
+    return addons
+
+
+def run(settings: TrainSettings, addons: Sequence[TrainerAddon] = ()) -> dict[str, Any]:
+    """Train; returns (and writes to ``output_dir/rollwise_run.json``) the run's log. ``addons``
+    (e.g. :class:`rollwise.rescue.P2ORescue`) attach their trainer class and callbacks."""
+    settings.validate()
+    addons = check_addons(settings, addons)
+    from rollwise.llm.models import resolve_model
+    from rollwise.llm.tasks import get_task, reward_function
+
+    # a missing or unreadable task file fails before the model is converted
+    task = get_task(settings.task, text_field=settings.text_field, answer_field=settings.answer_field)
+    model_path = resolve_model(settings.model)  # errors before anything heavy starts
+    if any(not r["answer"] for r in task.train):
+        raise ValueError(f"task {settings.task!r}: some prompts lack answers")
+    columns = ("id", "prompt", "answer", "level", "question")
+    train_rows = [{k: r[k] for k in columns} for r in task.train]
+    held = [task.heldout[i] for i in spread(len(task.heldout), settings.eval_prompts)]
+    eval_rows = [{k: r[k] for k in columns} for r in held]
+    return run_grpo(settings, model_path, train_rows, eval_rows, reward_function(task),
+                    verify=task.verify, addons=addons)
+
+
+def spread(n: int, m: int) -> list[int]:
+    """``min(n, m)`` indices spread evenly over ``range(n)`` (first and last included), so a
+    held-out subset of rows sorted by level covers every level. (A stride of ``n // m`` took the
+    first m rows whenever m > n / 2: 60 of 100 arithmetic rows were levels 0-2 only.)"""
+    if m <= 0 or n <= 0:
+        return []
+    if m >= n:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (m - 1)) for i in range(m)}) if m > 1 else [0]
+
+
+def run_grpo(
+    settings: TrainSettings,
+    model_path: str,
+    train_rows: list[dict[str, Any]],
+    eval_rows: list[dict[str, Any]],
+    reward_funcs: Any,
+    pool_texts: list[str] | None = None,
+    final_model_dir: str | None = None,
+    verify: Callable[[str, str], float] | None = None,
+    addons: Sequence[TrainerAddon] = (),
+    **config_overrides: Any,
+) -> dict[str, Any]:
+    """The GRPO engine behind :func:`run`, for any rows and reward functions.
+
+    Rows need ``id`` and ``prompt`` plus whatever columns the reward functions read; the pool is
+    embedded from ``pool_texts`` (default: the rows' ``question``). ``config_overrides`` go to
+    ``GRPOConfig`` (e.g. ``epsilon_high``), so callers change TRL settings without copying this.
+    ``verify(completion, answer)`` is the task's verifier, handed to the add-ons (see
+    :class:`TrainerAddon`); an add-on may need more columns in the rows.
+    """
+    settings.validate()
+    addons = check_addons(settings, addons)
+    import torch
+    from datasets import Dataset
+    from trl import GRPOConfig
+
+    from rollwise._io import atomic_write_json
+    from rollwise.integrations.trl import RolloutBudget, RollwiseGRPOTrainer
+    from rollwise.pool import PromptPool
+    from rollwise.selectors import make_selector
+
+    trainer_class: type = RollwiseGRPOTrainer
+    addon_kwargs: dict[str, Any] = {}
+    for addon in addons:  # before anything is built: an add-on may refuse the rows
+        cls, extra = addon.prepare(settings, train_rows, verify)
+        if cls is not None:
+            if trainer_class is not RollwiseGRPOTrainer:
+                raise ValueError(f"addons: {addon.name!r} and another add-on both bring a trainer class")
+            trainer_class = cls
+        addon_kwargs.update(extra)
+    train_ds = Dataset.from_list(train_rows)
+    eval_ds = Dataset.from_list(eval_rows) if eval_rows else None
+    texts = list(pool_texts) if pool_texts is not None else train_ds["question"]
+    if len(texts) != len(train_ds):
+        raise ValueError(f"pool_texts has {len(texts)} entries but there are {len(train_ds)} rows")
+    if not torch.cuda.is_available():  # the selector bounds its own calls (rollwise.threads)
+        torch.set_num_threads(settings.threads or model_threads())
+    pool = PromptPool.from_texts(texts, ids=train_ds["id"], embedder=settings.embedder)
+    selector = make_selector(settings.strategy, pool, settings.prompts_per_step,
+                             seed=settings.seed, **settings.hyper)
+    per_step = settings.prompts_per_step * settings.num_generations
+    use_gpu = torch.cuda.is_available()
+    config_args: dict[str, Any] = dict(
+        output_dir=settings.output_dir,
+        per_device_train_batch_size=per_step,
+        gradient_accumulation_steps=1,
+        num_generations=settings.num_generations,
+        num_generations_eval=settings.eval_generations,
+        per_device_eval_batch_size=max(settings.eval_generations, 32 // settings.eval_generations
+                                       * settings.eval_generations),
+        max_completion_length=settings.max_new_tokens,
+        temperature=settings.temperature,
+        learning_rate=settings.learning_rate,
+        beta=settings.beta,
+        loss_type=settings.loss_type,
+        max_steps=settings.steps,
+        logging_steps=1,
+        save_steps=settings.save_steps,
+        save_strategy="steps",
+        # a 135M policy's Adam state is twice its weights: keep it only when asked
+        save_only_model=not settings.save_optimizer,
+        eval_strategy="steps" if eval_ds is not None else "no",
+        eval_steps=settings.eval_steps,
+        seed=settings.seed,
+        report_to=settings.report_to,
+        bf16=use_gpu and torch.cuda.is_bf16_supported(),
+        use_cpu=not use_gpu,
+        dataloader_num_workers=0,
+    )
+    config = GRPOConfig(**{**config_args, **config_overrides})
+    common = dict(model=model_path, reward_funcs=reward_funcs, args=config, train_dataset=train_ds,
+                  eval_dataset=eval_ds, selector=selector)
+    trainer = trainer_class(**common, **addon_kwargs)
+    for addon in addons:
+        for callback in addon.callbacks(trainer):
+            trainer.add_callback(callback)
+    budget = None
+    if settings.max_rollouts is not None:  # after the add-ons' callbacks: it sees what they spent
+        budget = RolloutBudget(trainer, settings.max_rollouts)
+        trainer.add_callback(budget)
+    t0 = time.perf_counter()
+    if eval_ds is not None:
+        start_eval = trainer.evaluate()  # accuracy of the starting model, same protocol
+        log.info("held-out reward before training: %s", start_eval.get("eval_reward"))
+    else:
+        start_eval = {}
+    resume = settings.resume and any(Path(settings.output_dir).glob("checkpoint-*"))
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    if eval_ds is not None and trainer.state.global_step % settings.eval_steps:
+        trainer.evaluate()  # stopped off the evaluation grid (rollout budget): score the final policy too
+    result = {
+        "settings": settings.as_record(),
+        "model_path": model_path,
+        "initial_eval": start_eval,
+        "log_history": trainer.state.log_history,
+        # every completion generated for training, template evolution included
+        "rollouts": trainer.total_rollouts,
+        "selections": trainer.selection_log,  # per generation batch: chosen rows, predictions, ...
+        "evaluations": trainer.evaluation_log,  # per evaluation: reward and truncation per level
+        "steps": trainer.state.global_step,
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+    }
+    if budget is not None:
+        result["budget_stopped_at"] = budget.stopped_at
+    for addon in addons:
+        result[addon.name] = addon.summary(trainer)
+    atomic_write_json(os.path.join(settings.output_dir, "rollwise_run.json"), result,
+                      make_parents=True)
+    if final_model_dir is not None:
+        trainer.save_model(final_model_dir)
+    # what `rollwise allocate --selector ... --pool ...` needs: the selector and its pool
+    trainer.selector.save(os.path.join(settings.output_dir, "rollwise_selector.pt"))
+    trainer.selector.pool.write_jsonl(os.path.join(settings.output_dir, "rollwise_pool.jsonl"))
+    return result
