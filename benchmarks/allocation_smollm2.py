@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from rollwise import PromptPool, load_selector
-from rollwise._io import atomic_write_json, atomic_write_text
+from rollwise._io import atomic_write_json, atomic_write_report
 from rollwise.allocation import compare_allocations
 from rollwise.llm.evaluation import sample_outcomes
 from rollwise.llm.tasks import arithmetic
@@ -70,7 +70,7 @@ def main() -> None:
                                                  "pred": pred.tolist(), "outcomes":
                                                  outcomes.tolist(), "comparison": res})
     text = "\n".join(lines) + "\n"
-    atomic_write_text(out.with_suffix(".md"), text)
+    atomic_write_report(out.with_suffix(".md"), text)
     print(text)
 
 

@@ -27,7 +27,7 @@ import torch
 from scipy.special import expit
 
 from rollwise import make_selector
-from rollwise._io import atomic_write_json, atomic_write_text
+from rollwise._io import atomic_write_json, atomic_write_report
 from rollwise.allocation import allocate, compare_allocations, expected_pass_at_k
 from rollwise.embed import embed_texts
 from rollwise.metrics import spearman
@@ -199,7 +199,7 @@ def main() -> None:
         "by_step": {str(c): summaries[c] for c in checkpoints},
         "dense_budgets": dense.tolist(), "per_seed": {str(c): runs[c] for c in checkpoints}})
     text = report(summaries, config)
-    atomic_write_text(out.with_suffix(".md"), text)
+    atomic_write_report(out.with_suffix(".md"), text)
     plot(final, runs[args.steps], dense, n, per_prompt, out.with_suffix(".png"))
     print(text)
     print(f"wrote {out.with_suffix('.json')}, {out.with_suffix('.md')}, {out.with_suffix('.png')} "

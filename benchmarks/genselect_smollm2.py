@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rollwise._io import atomic_write_json, atomic_write_text
+from rollwise._io import atomic_write_json, atomic_write_report
 from rollwise.genselect import (
     GenSelectModel,
     GenSelectTrainSettings,
@@ -215,7 +215,7 @@ def _write(out: Path, summary: dict) -> None:
               f"{np.mean(tr['reward'][:5]):.3f} (first 5 steps) -> {np.mean(tr['reward'][-5:]):.3f} "
               f"(last 5); mean ESR {np.mean(tr['esr']):.2f}.", "",
               f"Wall time: {summary['timings']}", ""]
-    atomic_write_text(out.with_suffix(".md"), "\n".join(lines))
+    atomic_write_report(out.with_suffix(".md"), "\n".join(lines))
     _plot(out.with_suffix(".png"), summary)
     print("\n".join(lines))
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rollwise._io import atomic_write, atomic_write_json, atomic_write_text
+from rollwise._io import atomic_write, atomic_write_json, atomic_write_report
 
 ARMS = ["uniform", "mopps", "gps", "gps-unguarded"]
 SETTINGS_KEYS = ("steps", "prompts_per_step", "num_generations", "max_new_tokens",
@@ -200,7 +200,7 @@ def write(data: dict, out: Path) -> None:
     data["uniform_final_mean"] = (float(np.mean([r["eval_accuracy"][-1] for r in uniform.values()]))
                                   if uniform else None)
     atomic_write_json(out.with_suffix(".json"), data)
-    atomic_write_text(out.with_suffix(".md"), markdown(data))
+    atomic_write_report(out.with_suffix(".md"), markdown(data))
     plot(data, out.with_suffix(".png"))
 
 

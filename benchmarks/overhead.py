@@ -242,11 +242,11 @@ def main() -> None:
     path = args.out / "overhead.json"
     runs = json.loads(path.read_text())["runs"] if args.append and path.exists() else []
     runs.append({"meta": meta, "rows": rows})
-    from rollwise._io import atomic_write_json, atomic_write_text
+    from rollwise._io import atomic_write_json, atomic_write_report
 
     atomic_write_json(path, {"runs": runs})
     md = markdown(runs)
-    atomic_write_text(args.out / "overhead.md", md)
+    atomic_write_report(args.out / "overhead.md", md)
     print(md)
 
 

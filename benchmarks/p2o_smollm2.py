@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from rollwise._io import atomic_write_json, atomic_write_text
+from rollwise._io import atomic_write_json, atomic_write_report
 from rollwise.llm.engine import TrainSettings, run_grpo
 from rollwise.rescue.addon import P2ORescue, RescueSettings
 
@@ -240,7 +240,7 @@ def write(out: Path, report: dict[str, Any]) -> None:
                          f"{' (skipped: ' + e['skipped'] + ')' if e.get('skipped') else ''}")
         lines.append(f"- final template: `{json.dumps(r['template'])}`")
     atomic_write_json(out.with_suffix(".json"), report)
-    atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
+    atomic_write_report(out.with_suffix(".md"), "\n".join(lines) + "\n")
 
     import matplotlib
 

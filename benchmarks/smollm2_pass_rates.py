@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rollwise._io import atomic_write_json, atomic_write_text
+from rollwise._io import atomic_write_json, atomic_write_report
 from rollwise.llm.evaluation import sample_outcomes
 from rollwise.llm.models import resolve_model
 from rollwise.llm.tasks import ARITHMETIC_LEVELS, arithmetic
@@ -53,7 +53,7 @@ def main() -> None:
                                                  "esr": esr, "ids": [r["id"] for r in rows],
                                                  "scores": scores.tolist()})
     text = "\n".join(table) + "\n"
-    atomic_write_text(out.with_suffix(".md"), f"# Base pass rates ({args.model})\n\n{text}")
+    atomic_write_report(out.with_suffix(".md"), f"# Base pass rates ({args.model})\n\n{text}")
     print(text)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from arithmetic_world import arithmetic_world
 
-from rollwise._io import atomic_write_json, atomic_write_text
+from rollwise._io import atomic_write_json, atomic_write_report
 from rollwise.sim import RunSettings, run_one
 
 
@@ -58,7 +58,7 @@ def main() -> None:
             f"`benchmarks/sparse_world.py` in {time.perf_counter() - t0:.0f} s.\n\n")
     atomic_write_json(out.with_suffix(".json"), {"args": vars(args), "world": cfg.as_dict(),
                                                  "strategies": per})
-    atomic_write_text(out.with_suffix(".md"), note + header + "\n".join(rows) + "\n")
+    atomic_write_report(out.with_suffix(".md"), note + header + "\n".join(rows) + "\n")
 
 
 if __name__ == "__main__":

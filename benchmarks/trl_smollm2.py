@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rollwise._io import atomic_write_json, atomic_write_text
+from rollwise._io import atomic_write_json, atomic_write_report
 from rollwise.llm.engine import TrainSettings, run
 
 
@@ -97,7 +97,7 @@ def _write(args: argparse.Namespace, arms: dict) -> None:
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     atomic_write_json(out.with_suffix(".json"), {"args": vars(args), "arms": arms})
-    atomic_write_text(out.with_suffix(".md"), f"# GRPO on SmolLM2-135M-Instruct ({device})\n\n" + table)
+    atomic_write_report(out.with_suffix(".md"), f"# GRPO on SmolLM2-135M-Instruct ({device})\n\n" + table)
     import matplotlib
 
     matplotlib.use("Agg")

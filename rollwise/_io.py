@@ -49,6 +49,21 @@ def atomic_write_text(path: str | os.PathLike, text: str, make_parents: bool = F
     atomic_write(path, _write, make_parents)
 
 
+NOTES_MARKER = "<!-- notes: written by hand, kept when the script redraws this file -->"
+
+
+def atomic_write_report(path: str | os.PathLike, text: str, make_parents: bool = False) -> None:
+    """Write a generated Markdown report atomically, keeping the hand-written notes of the file it
+    replaces (everything from :data:`NOTES_MARKER` on) below the new text."""
+    notes = ""
+    if os.path.isfile(path):
+        old = Path(path).read_text(encoding="utf-8")
+        if NOTES_MARKER in old:
+            notes = old[old.index(NOTES_MARKER):]
+    body = text if not notes else text.rstrip("\n") + "\n\n" + notes
+    atomic_write_text(path, body, make_parents=make_parents)
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any, make_parents: bool = False) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n", make_parents)
 

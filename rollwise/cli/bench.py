@@ -87,7 +87,7 @@ def run(args: argparse.Namespace, title: str) -> dict[str, Any]:
     pool (pool.jsonl) and the first seed's GPS selectors (selectors/) to ``--out``."""
     from tqdm import tqdm
 
-    from rollwise._io import atomic_write_json, atomic_write_text
+    from rollwise._io import atomic_write_json, atomic_write_report
     from rollwise.sim import RunSettings, WorldConfig, build_world
     from rollwise.sim.bench import run_benchmark
     from rollwise.sim.report import markdown_table, plot
@@ -122,7 +122,7 @@ def run(args: argparse.Namespace, title: str) -> dict[str, Any]:
     summary["per_seed"] = per_seed
     table = markdown_table(summary)
     atomic_write_json(out / "results.json", summary)
-    atomic_write_text(out / "summary.md", f"# {title}\n\n{table}")
+    atomic_write_report(out / "summary.md", f"# {title}\n\n{table}")
     plot(summary, out / "curves.png", title=f"{title}: {summary['config']['pool']}")
     print(table)
     print(f"wrote {out / 'results.json'}, {out / 'summary.md'}, {out / 'curves.png'} "
