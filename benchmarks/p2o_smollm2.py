@@ -53,7 +53,7 @@ def success_rates(model: str, rows: list[dict[str, Any]], verify: Any, k: int, m
     """Per-row success rate over ``k`` samples (T = 1) on the bare training prompt."""
     import torch
 
-    from rollwise.rescue import TransformersPolicy
+    from rollwise.llm.generation import TransformersPolicy
 
     policy = TransformersPolicy(model, max_new_tokens=max_new_tokens, temperature=1.0, batch_size=64,
                                 seed=seed)

@@ -247,15 +247,14 @@ def test_bad_state_changes_nothing():
 # ---- GEPA template evolution (real gepa engine, deterministic stand-in LMs) ----------------------
 gepa_adapter = pytest.importorskip("rollwise.rescue.gepa_adapter")
 from rollwise.llm.tasks import verify_number  # noqa: E402
+from rollwise.rescue import reflection  # noqa: E402
 from rollwise.rescue.gepa_adapter import (  # noqa: E402
     DEFAULT_TEMPLATE,
-    OpenAIReflectionLM,
-    ReflectionLMError,
     TemplateAdapter,
     evolve_template,
-    make_reflection_lm,
     render_template,
 )
+from rollwise.rescue.reflection import OpenAIReflectionLM, ReflectionLMError, make_reflection_lm  # noqa: E402
 
 PHRASE = "Add the numbers carefully."
 ROWS = [{"id": f"s{i}", "question": f"What is {10 + i} + {7 * i}?", "answer": str(10 + 8 * i)}
@@ -414,12 +413,12 @@ def test_openai_endpoint_request_and_reply(monkeypatch):
                     auth=request.get_header("Authorization"))
         return Reply(json.dumps({"choices": [{"message": {"content": "```new```"}}]}).encode())
 
-    monkeypatch.setattr(gepa_adapter.urllib.request, "urlopen", fake_urlopen)
+    monkeypatch.setattr(reflection.urllib.request, "urlopen", fake_urlopen)
     lm = OpenAIReflectionLM("https://example.org/v1/", model="m", api_key="k", temperature=0.0)
     assert lm("hello") == "```new```" and lm.calls == 1
     assert sent["url"] == "https://example.org/v1/chat/completions" and sent["auth"] == "Bearer k"
     assert sent["body"]["model"] == "m" and sent["body"]["messages"] == [{"role": "user", "content": "hello"}]
-    monkeypatch.setattr(gepa_adapter.urllib.request, "urlopen", lambda r, timeout: Reply(b"{\"oops\": 1}"))
+    monkeypatch.setattr(reflection.urllib.request, "urlopen", lambda r, timeout: Reply(b"{\"oops\": 1}"))
     with pytest.raises(ReflectionLMError, match="not a chat completion"):
         lm("hello")
 
@@ -452,7 +451,7 @@ def test_transformers_policy_generates_one_completion_per_prompt(tmp_path):
     pytest.importorskip("transformers")
     from _support import save_tiny_llama
 
-    from rollwise.rescue.gepa_adapter import TransformersPolicy
+    from rollwise.llm.generation import TransformersPolicy
 
     save_tiny_llama(tmp_path, hidden=16, intermediate=32, layers=1)
     policy = TransformersPolicy(str(tmp_path), max_new_tokens=4, batch_size=2, device="cpu")

@@ -56,23 +56,14 @@ class GenSelectModel:
         return render_prompt(self.tokenizer, selection_text(question, shown, name), self.prefix)
 
     def choose(self, requests: Sequence[tuple[str, Sequence[str]]]) -> list[int | None]:
-        import torch
+        from rollwise.llm.generation import generate
 
         prompts = [self.prompt(q, c) for q, c in requests]
-        replies: list[str] = []
-        gen = dict(max_new_tokens=self.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id)
-        if self.temperature > 0:
-            gen.update(do_sample=True, temperature=self.temperature, top_p=1.0, top_k=0)
-            torch.manual_seed(self.seed)
-        else:
-            gen.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        for lo in range(0, len(prompts), self.batch_size):
-            enc = self.tokenizer(prompts[lo : lo + self.batch_size], return_tensors="pt",
-                                 padding=True).to(self.device)
-            with torch.no_grad():
-                out = self.model.generate(**enc, **gen)
-            replies += self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:],
-                                                   skip_special_tokens=True)
+        # the rendered prompts carry their special tokens already; the tokenizer's default adds
+        # none for SmolLM2 and is what this chooser has always used
+        replies = generate(self.model, self.tokenizer, prompts, max_new_tokens=self.max_new_tokens,
+                           temperature=self.temperature, batch_size=self.batch_size, seed=self.seed,
+                           device=self.device, add_special_tokens=True)
         self.outputs = [self.prefix + r for r in replies]
         picks = [parse_choice(text, len(c)) for text, (_, c) in zip(self.outputs, requests, strict=True)]
         return [None if p is None else p - 1 for p in picks]

@@ -25,31 +25,17 @@ def sample_outcomes(
     """
     if samples < 1 or batch_size < 1 or max_new_tokens < 1:
         raise ValueError("samples, batch_size and max_new_tokens must be >= 1")
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from rollwise.llm.generation import generate, render_chat
+    from rollwise.llm.models import load_for_generation
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    tok = AutoTokenizer.from_pretrained(model_path, padding_side="left")
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_path).to(device).eval()
-    texts = [tok.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True)
-             for r in rows]
+    model, tok, device = load_for_generation(model_path)
+    texts = [render_chat(tok, r["prompt"]) for r in rows]
     flat = [(i, t) for i, t in enumerate(texts) for _ in range(samples)]
-    scores = np.zeros(len(flat))
-    outputs: list[str] = [""] * len(flat)
-    torch.manual_seed(seed)
-    for lo in range(0, len(flat), batch_size):
-        chunk = flat[lo : lo + batch_size]
-        enc = tok([t for _, t in chunk], return_tensors="pt", padding=True).to(device)
-        with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=True,
-                                 temperature=temperature, top_p=1.0, top_k=0,
-                                 pad_token_id=tok.pad_token_id)
-        gen = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        for j, ((i, _), text) in enumerate(zip(chunk, gen, strict=True)):
-            scores[lo + j] = verify(text, rows[i]["answer"])
-            outputs[lo + j] = text
+    # add_special_tokens as the tokenizer's default: what this evaluation has always used
+    outputs = generate(model, tok, [t for _, t in flat], max_new_tokens=max_new_tokens,
+                       temperature=temperature, batch_size=batch_size, seed=seed, device=device,
+                       add_special_tokens=True)
+    scores = np.array([verify(text, rows[i]["answer"]) for (i, _), text in zip(flat, outputs, strict=True)])
     result = scores.reshape(len(rows), samples)
     if return_texts:
         return result, [outputs[i * samples : (i + 1) * samples] for i in range(len(rows))]

@@ -17,8 +17,8 @@ from rollwise.rescue.bank import HardPromptBank
 from rollwise.rescue.templates import render_template
 
 _LAZY = {
-    **dict.fromkeys(("EvolutionResult", "TransformersPolicy", "ReflectionLMError", "OpenAIReflectionLM",
-                     "TemplateAdapter", "evolve_template", "make_reflection_lm"), "gepa_adapter"),
+    **dict.fromkeys(("EvolutionResult", "TemplateAdapter", "evolve_template"), "gepa_adapter"),
+    **dict.fromkeys(("ReflectionLMError", "OpenAIReflectionLM", "make_reflection_lm"), "reflection"),
     "RescueGRPOTrainer": "distill",
     "RescueCallback": "loop",
     "RescueSettings": "addon",

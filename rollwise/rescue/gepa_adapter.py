@@ -3,10 +3,10 @@
 A *template* is an instruction wrapped around the problem, with a ``{problem}`` placeholder, or a
 system-style preamble (no placeholder: the problem follows it after a blank line). GEPA evolves
 the template text; the *task LM* is the policy itself, any ``generate(list_of_prompts) ->
-list_of_completions`` callable (:class:`TransformersPolicy` for a checkpoint); each completion is
-scored by a rollwise verifier. The *reflection LM*, which reads failures and proposes new
-templates, is a ``str -> str`` callable, the policy itself (``"policy"``) or an OpenAI-compatible
-endpoint URL (:class:`OpenAIReflectionLM`, standard library only).
+list_of_completions`` callable (:class:`rollwise.llm.generation.TransformersPolicy` for a
+checkpoint); each completion is scored by a rollwise verifier. The *reflection LM*, which reads
+failures and proposes new templates, is a ``str -> str`` callable, the policy itself
+(``"policy"``) or an OpenAI-compatible endpoint URL (see :mod:`rollwise.rescue.reflection`).
 
 Every completion generated for GEPA is one rollout, counted in ``EvolutionResult.rollouts_spent``:
 the price of a rescue, to weigh against the rollouts it saves. Needs ``pip install 'rollwise[rescue]'``.
@@ -14,12 +14,9 @@ the price of a rescue, to weigh against the rollouts it saves. Needs ``pip insta
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +29,7 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
     raise ImportError("template evolution needs GEPA: pip install 'rollwise[rescue]'") from err
 
 from rollwise.llm.tasks import INSTRUCTION, extract_answer
+from rollwise.rescue.reflection import Generate, OpenAIReflectionLM, ReflectionLMError, make_reflection_lm
 from rollwise.rescue.templates import PLACEHOLDER, render_template
 
 log = logging.getLogger(__name__)
@@ -39,163 +37,7 @@ log = logging.getLogger(__name__)
 COMPONENT = "template"  # the one text component GEPA evolves
 DEFAULT_TEMPLATE = PLACEHOLDER + INSTRUCTION
 
-Generate = Callable[[list[str]], list[str]]
 Verify = Callable[[str, str], float]
-
-
-class ReflectionLMError(RuntimeError):
-    """The reflection LM cannot answer (endpoint unreachable, HTTP error, malformed reply)."""
-
-
-def _as_text(prompt: str | Sequence[Mapping[str, Any]]) -> str:
-    """GEPA may pass chat messages; a text-only LM gets their contents joined."""
-    if isinstance(prompt, str):
-        return prompt
-    return "\n\n".join(str(m.get("content", "")) for m in prompt)
-
-
-class OpenAIReflectionLM:
-    """An OpenAI-compatible chat endpoint (``POST {base}/v1/chat/completions``) as a ``str -> str`` LM.
-
-    Any failure to get a reply raises :class:`ReflectionLMError` naming the URL, never a bare
-    socket error, so a caller can skip the rescue instead of crashing a training run.
-    """
-
-    def __init__(self, url: str, model: str = "default", api_key: str | None = None,
-                 timeout: float = 120.0, temperature: float = 0.7, max_tokens: int = 1024) -> None:
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ValueError(f"url must be an http(s) URL, got {url!r}")
-        if not timeout > 0 or not max_tokens >= 1 or not temperature >= 0:
-            raise ValueError("timeout must be > 0, max_tokens >= 1 and temperature >= 0")
-        base = url.rstrip("/")
-        if base.endswith("/chat/completions"):
-            self.endpoint = base
-        elif base.endswith("/v1"):
-            self.endpoint = base + "/chat/completions"
-        else:
-            self.endpoint = base + "/v1/chat/completions"
-        self.model, self.api_key, self.timeout = model, api_key, float(timeout)
-        self.temperature, self.max_tokens = float(temperature), int(max_tokens)
-        self.calls = 0
-
-    def _open(self, request: urllib.request.Request, timeout: float) -> bytes:
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) only
-                return response.read()
-        except urllib.error.HTTPError as err:
-            detail = err.read()[:200].decode("utf-8", "replace")
-            raise ReflectionLMError(f"reflection endpoint {self.endpoint} answered HTTP {err.code}: "
-                                    f"{detail}") from err
-        except (urllib.error.URLError, OSError, TimeoutError) as err:
-            reason = getattr(err, "reason", err)
-            raise ReflectionLMError(f"reflection endpoint {self.endpoint} is unreachable: {reason}") from err
-
-    def ping(self, timeout: float = 5.0) -> None:
-        """Raise :class:`ReflectionLMError` when nothing listens at the endpoint (any HTTP answer,
-        even an error status, proves something does)."""
-        request = urllib.request.Request(self.endpoint.rsplit("/chat/completions", 1)[0] + "/models",
-                                         headers=self._headers())
-        try:
-            self._open(request, timeout)
-        except ReflectionLMError as err:
-            if isinstance(err.__cause__, urllib.error.HTTPError):
-                return
-            raise
-
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        return headers
-
-    def __call__(self, prompt: str | Sequence[Mapping[str, Any]]) -> str:
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-        body = json.dumps({"model": self.model, "messages": messages, "temperature": self.temperature,
-                           "max_tokens": self.max_tokens}).encode("utf-8")
-        request = urllib.request.Request(self.endpoint, data=body, headers=self._headers(), method="POST")
-        raw = self._open(request, self.timeout)
-        self.calls += 1
-        try:
-            return str(json.loads(raw)["choices"][0]["message"]["content"])
-        except (ValueError, KeyError, IndexError, TypeError) as err:
-            raise ReflectionLMError(f"reflection endpoint {self.endpoint} sent a reply that is not a chat "
-                                    f"completion: {raw[:200]!r}") from err
-
-
-def make_reflection_lm(spec: Any, policy: Generate | None = None,
-                       **endpoint_kwargs: Any) -> Callable[[Any], str]:
-    """A ``str -> str`` reflection LM from a callable, ``"policy"`` (the task LM) or an endpoint URL."""
-    if isinstance(spec, str):
-        if spec == "policy":
-            if policy is None or not callable(policy):
-                raise ValueError("reflection_lm='policy' needs a callable policy")
-            return lambda prompt: policy([_as_text(prompt)])[0]
-        if spec.startswith(("http://", "https://")):
-            return OpenAIReflectionLM(spec, **endpoint_kwargs)
-        raise ValueError(f"reflection_lm must be a callable, 'policy' or an http(s) URL, got {spec!r}")
-    if callable(spec):
-        return spec
-    raise TypeError("reflection_lm must be a callable, 'policy' or an http(s) URL, "
-                    f"got {type(spec).__name__}")
-
-
-class TransformersPolicy:
-    """A causal LM checkpoint as a task LM: ``policy(prompts) -> completions``, batched, left-padded.
-
-    Prompts are user messages rendered with the tokenizer's chat template when it has one (the
-    way the policy sees prompts in training). Greedy by default; with ``temperature > 0`` each
-    call samples from ``seed`` (the same prompts give the same completions) and leaves the
-    global torch RNG as it found it.
-    """
-
-    def __init__(self, model: Any, tokenizer: Any = None, *, max_new_tokens: int = 256,
-                 temperature: float = 0.0, batch_size: int = 16, seed: int = 0,
-                 device: str | None = None) -> None:
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        if not temperature >= 0:
-            raise ValueError(f"temperature must be >= 0 (0: greedy), got {temperature}")
-        from rollwise.llm.models import load_for_generation
-
-        self.model, self.tokenizer, self.device = load_for_generation(model, tokenizer, device)
-        self.max_new_tokens, self.temperature = max_new_tokens, float(temperature)
-        self.batch_size, self.seed = batch_size, seed
-        self.calls = 0
-
-    def _render(self, prompt: str) -> str:
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                                      add_generation_prompt=True)
-        return prompt
-
-    def __call__(self, prompts: list[str]) -> list[str]:
-        import torch
-
-        if isinstance(prompts, str):
-            raise TypeError("prompts must be a list of strings, not one string")
-        gen: dict[str, Any] = dict(max_new_tokens=self.max_new_tokens,
-                                   pad_token_id=self.tokenizer.pad_token_id)
-        if self.temperature > 0:
-            gen.update(do_sample=True, temperature=self.temperature, top_p=1.0, top_k=0)
-        else:
-            gen.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        texts = [self._render(p) for p in prompts]
-        out: list[str] = []
-        devices = [torch.device(self.device)] if torch.device(self.device).type == "cuda" else []
-        # seeded sampling without touching the caller's RNG (e.g. a training run's next rollouts)
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.seed)
-            self.calls += 1
-            for lo in range(0, len(texts), self.batch_size):
-                enc = self.tokenizer(texts[lo : lo + self.batch_size], return_tensors="pt", padding=True,
-                                     add_special_tokens=False).to(self.device)
-                with torch.no_grad():
-                    ids = self.model.generate(**enc, **gen)
-                out += self.tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1]:],
-                                                   skip_special_tokens=True)
-        return out
 
 
 class TemplateAdapter:

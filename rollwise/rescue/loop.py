@@ -18,14 +18,9 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from rollwise.rescue.gepa_adapter import (
-    DEFAULT_TEMPLATE,
-    EvolutionResult,
-    ReflectionLMError,
-    TransformersPolicy,
-    evolve_template,
-    make_reflection_lm,
-)
+from rollwise.llm.generation import TransformersPolicy
+from rollwise.rescue.gepa_adapter import DEFAULT_TEMPLATE, EvolutionResult, evolve_template
+from rollwise.rescue.reflection import ReflectionLMError, make_reflection_lm
 
 log = logging.getLogger(__name__)
 
