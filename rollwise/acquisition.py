@@ -137,7 +137,35 @@ class BatchAcquisition:
         return greedy_batch(static, emb, batch_size, coef)
 
 
+# Tuning of greedy_batch's rounds. None changes which batch it returns (every pick is verified
+# exactly); they only trade matrix products against Python-level work.
 VERIFY_BLOCK = 8  # picks verified against the whole pool per product, doubling block by block
+FRONTIER_PER_PICK = 8  # the frontier holds at least this many candidates per batch slot
+FIRST_SPECULATION = 16  # picks speculated in the first round; doubled after a fully kept round
+MAX_SPECULATION = 256  # ... up to this many
+MIN_SPECULATION = 4  # after a round that kept only some picks: max(this, twice what it kept)
+MAX_GAIN_REUSES = 4  # rounds that may reuse the gains a verification computed before a fresh pass
+GATHER_FRACTION = 4  # verify by gathering the rows at risk when fewer than 1/this of the pool
+RELATIVE_SLACK = 1e-12  # float64 slack on the picks' gains
+DRIFT_SLACK = 1e-6  # relative slack on the norm of the drifted running sum
+
+
+def greedy_batch_reference(static: np.ndarray, emb: np.ndarray, batch_size: int,
+                           pair_coef: float) -> np.ndarray:
+    """The greedy :func:`greedy_batch` computes, by recomputing every gain at every step (one full
+    pass per pick; float64, lowest index on ties): the specification, and the tests' reference."""
+    e = np.asarray(emb, dtype=np.float64)
+    static = np.asarray(static, dtype=np.float64)
+    alive = np.ones(len(static), dtype=bool)
+    chosen: list[int] = []
+    for _ in range(batch_size):
+        s = e[chosen].sum(axis=0) if chosen else np.zeros(e.shape[1])
+        gains = static + pair_coef * (len(chosen) - e @ s)
+        gains[~alive] = -np.inf
+        i = int(np.argmax(gains))
+        chosen.append(i)
+        alive[i] = False
+    return np.asarray(chosen, dtype=np.int64)
 
 
 def greedy_batch(
@@ -181,8 +209,8 @@ def greedy_batch(
     chosen: list[int] = []
     alive = np.ones(n, dtype=bool)
     s = np.zeros(dim)  # sum of the chosen embeddings, float64
-    size = min(n, max(int(chunk), 8 * batch_size))
-    spec = 16  # picks speculated per round
+    size = min(n, max(int(chunk), FRONTIER_PER_PICK * batch_size))
+    spec = FIRST_SPECULATION  # picks speculated per round
     carried: tuple[np.ndarray, float] | None = None  # gains at the current state, their error
     reuse = 0
 
@@ -193,7 +221,7 @@ def greedy_batch(
 
     while len(chosen) < batch_size:
         # 1. every candidate's gain at the current state, and a certified pick
-        if carried is not None and reuse < 4:
+        if carried is not None and reuse < MAX_GAIN_REUSES:
             (g, err), reuse = carried, reuse + 1
         elif chosen:
             g = static - c * (emb @ s.astype(emb.dtype)).astype(np.float64)
@@ -246,8 +274,8 @@ def greedy_batch(
         grown_s = np.cumsum(emb[cols].astype(np.float64), axis=0)  # (m, d): s_k - s_round
         drift = np.linalg.norm(grown_s, axis=1)
         grown_s = grown_s.astype(emb.dtype)
-        slack = 1e-12 * (1.0 + np.abs(bests))
-        threshold = np.min(bests - c * drift * (1.0 + 1e-6)) - err - float(slack.max())
+        slack = RELATIVE_SLACK * (1.0 + np.abs(bests))
+        threshold = np.min(bests - c * drift * (1.0 + DRIFT_SLACK)) - err - float(slack.max())
         risky = outside & (g >= threshold)
         n_risky = int(risky.sum())
         # error bound of the gains below: the products, then the float32 running sums
@@ -255,7 +283,7 @@ def greedy_batch(
         margin = err + c * (eps * steps + 2.0 * float(np.finfo(emb.dtype).eps) * steps**2) + slack
         ok = np.ones(m, dtype=bool)
         grown = None
-        if 4 * n_risky < n:  # gather the few rows at risk
+        if GATHER_FRACTION * n_risky < n:  # gather the few rows at risk
             if n_risky:
                 idx = np.flatnonzero(risky)
                 # (m, n_risky): e_i . (s_k - s_round)
@@ -281,5 +309,5 @@ def greedy_batch(
             g_new = g - c * grown.astype(np.float64)
             g_new[front] = static[front] - c * (e_front @ s)  # exact where cheap
             carried = (g_new, float(margin[kept]))
-        spec = min(2 * spec, 256) if kept == m else max(4, 2 * kept)
+        spec = min(2 * spec, MAX_SPECULATION) if kept == m else max(MIN_SPECULATION, 2 * kept)
     return np.asarray(chosen, dtype=np.int64)

@@ -21,45 +21,65 @@ With ``latent_dim=0`` the model degenerates to a deterministic MLP embedding -> 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from rollwise.validation import Interval, check_fields, setting
 
 
 @dataclass
 class PPMConfig:
     """Sizes and optimisation settings of the PPM; defaults keep a step far below 0.1 s on CPU."""
 
-    latent_dim: int = 8  # d_z; 0 disables the latent (no encoders, no KL)
-    hidden: int = 64  # width of encoders and decoder
-    encoder_layers: int = 1
-    encoder_heads: int = 4
-    decoder_layers: int = 2  # hidden layers of the decoder MLP
-    mc_samples: int = 8  # M, z samples averaged at prediction time
-    window: int = 8  # recent batches trained on after each observation
-    grad_steps: int = 8  # optimiser steps per observation
-    lr: float = 3e-3
-    kl_weight: float = 1.0
-    encoder_set_size: int = 64  # encoders read a random subset of a larger batch (0: all)
+    latent_dim: int = setting(8, help="d_z; 0 disables the latent (no encoders, no KL)",
+                              constraint=Interval(int, 0))
+    hidden: int = setting(64, help="width of encoders and decoder", constraint=Interval(int, 1))
+    encoder_layers: int = setting(1, help="Transformer layers of each set encoder",
+                                  constraint=Interval(int, 1))
+    encoder_heads: int = setting(4, help="attention heads (must divide hidden)",
+                                 constraint=Interval(int, 1))
+    decoder_layers: int = setting(2, help="hidden layers of the decoder MLP",
+                                  constraint=Interval(int, 1))
+    mc_samples: int = setting(8, help="M, z samples averaged at prediction time",
+                              constraint=Interval(int, 1))
+    window: int = setting(8, help="recent batches trained on after each observation",
+                          constraint=Interval(int, 1))
+    grad_steps: int = setting(8, help="optimiser steps per observation", constraint=Interval(int, 0))
+    lr: float = setting(3e-3, help="Adam learning rate", constraint=Interval(float, 0))
+    kl_weight: float = setting(1.0, help="weight of the KL term of the ELBO",
+                               constraint=Interval(float, 0))
+    encoder_set_size: int = setting(64, help="encoders read a random subset of a larger batch (0: all)",
+                                    constraint=Interval(int, 0))
 
     def validate(self) -> None:
-        for name, lo in (("latent_dim", 0), ("hidden", 1), ("encoder_layers", 1),
-                         ("encoder_heads", 1), ("decoder_layers", 1), ("mc_samples", 1),
-                         ("window", 1), ("grad_steps", 0), ("encoder_set_size", 0)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
+        check_fields(self)
         if self.hidden % self.encoder_heads:
             raise ValueError(
                 f"hidden ({self.hidden}) must be divisible by encoder_heads ({self.encoder_heads})"
             )
-        for name in ("lr", "kl_weight"):
-            v = getattr(self, name)
-            if not (isinstance(v, int | float) and np.isfinite(v) and v >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+
+    @classmethod
+    def from_any(cls, value: PPMConfig | Mapping[str, Any] | None) -> PPMConfig:
+        """A validated config from a config, a mapping of its fields, or None (the defaults)."""
+        if value is None:
+            cfg = cls()
+        elif isinstance(value, cls):
+            cfg = cls(**asdict(value))  # a copy: the selector owns its config
+        elif isinstance(value, Mapping):
+            unknown = set(value) - {f.name for f in fields(cls)}
+            if unknown:
+                raise TypeError(f"unknown PPM setting(s): {sorted(unknown)}; valid: "
+                                f"{[f.name for f in fields(cls)]}")
+            cfg = cls(**value)
+        else:
+            raise TypeError(f"ppm must be a PPMConfig, a mapping or None, got {type(value).__name__}")
+        cfg.validate()
+        return cfg
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -11,23 +11,23 @@ from typing import Any
 GPS_DEFAULT: dict[str, Any] = {"cooldown": 0.25, "warmup_steps": 4}
 
 
-def _gps(name: str, **changes: Any) -> tuple[str, dict[str, Any]]:
-    return "gps", {**GPS_DEFAULT, "strategy_name": name, **changes}
+def _gps(**changes: Any) -> tuple[str, dict[str, Any]]:
+    return "gps", {**GPS_DEFAULT, **changes}
 
 
 # name -> (selector kind, preset hyper-parameters)
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "uniform": ("uniform", {}),
     "mopps": ("mopps", {}),
-    "gps": _gps("gps"),
-    "gps-nodiv": _gps("gps-nodiv", diversity=0.0),
-    "gps-nolatent": _gps("gps-nolatent", latent_dim=0),
-    "gps-nointer": _gps("gps-nointer", inter=False),
-    "gps-unscaled": _gps("gps-unscaled", scale_diversity=False),
-    "gps-nocooldown": _gps("gps-nocooldown", cooldown=0.0),
-    "gps-nowarmup": _gps("gps-nowarmup", warmup_steps=0),
-    "gps-unguarded": _gps("gps-unguarded", cooldown=0.0, warmup_steps=0),
-    "gps-paper": _gps("gps-paper", cooldown=0.0, warmup_steps=0, scale_diversity=False),
+    "gps": _gps(),
+    "gps-nodiv": _gps(diversity=0.0),
+    "gps-nolatent": _gps(latent_dim=0),
+    "gps-nointer": _gps(inter=False),
+    "gps-unscaled": _gps(scale_diversity=False),
+    "gps-nocooldown": _gps(cooldown=0.0),
+    "gps-nowarmup": _gps(warmup_steps=0),
+    "gps-unguarded": _gps(cooldown=0.0, warmup_steps=0),
+    "gps-paper": _gps(cooldown=0.0, warmup_steps=0, scale_diversity=False),
 }
 
 # Run by the simulated benchmark only: DAPO's dynamic-sampling filter (not a selector) and the

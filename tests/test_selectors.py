@@ -30,7 +30,7 @@ def test_registry_is_what_make_selector_builds():
     for name in NAMES:
         sel = make(name, pool, 3)
         assert isinstance(sel, rollwise.Selector)
-        assert sel.name == name
+        assert sel.strategy == name
         assert sel.batch_size == 3 and sel.step == 0
 
 
@@ -171,10 +171,40 @@ def test_save_load_round_trip(name, extra, tmp_path):
     path = tmp_path / "sel.pt"
     a.save(path)
     loaded = rollwise.load_selector(path, pool)
-    assert type(loaded) is type(a) and loaded.name == a.name and loaded.step == a.step
+    assert type(loaded) is type(a) and loaded.strategy == a.strategy and loaded.step == a.step
     assert loaded.hyper_params() == a.hyper_params()
     # the uninterrupted twin b and the reloaded selector continue identically
     continue_equal(b, loaded, truth, steps=4)
+
+
+def test_files_of_earlier_versions_still_load(tmp_path):
+    """Earlier versions saved the PPM's fields flat and the ablation name as strategy_name."""
+    import json
+
+    a, b, pool, truth = twins("gps-nointer", {})
+    a.save(tmp_path / "new.pt")
+    state = torch.load(tmp_path / "new.pt", weights_only=True)
+    hyper = json.loads(state["hyper"])
+    old = {**{k: v for k, v in hyper.items() if k != "ppm"}, **hyper["ppm"], "strategy_name": "gps-nointer"}
+    torch.save({**state, "hyper": json.dumps(old)}, tmp_path / "old.pt")
+    loaded = rollwise.load_selector(tmp_path / "old.pt", pool)
+    assert loaded.strategy == "gps-nointer" and loaded.hyper_params() == a.hyper_params()
+    continue_equal(b, loaded, truth, steps=3)
+
+
+def test_gps_takes_its_ppm_config_explicitly():
+    from rollwise.ppm import PPMConfig
+    from rollwise.selectors import GPSSelector
+
+    pool = make_pool(12)
+    cfg = PPMConfig(hidden=8, encoder_heads=2, latent_dim=2)
+    sel = GPSSelector(pool, 3, ppm=cfg)
+    assert sel.cfg == cfg and sel.cfg is not cfg
+    with pytest.raises(TypeError, match="unknown PPM setting"):
+        GPSSelector(pool, 3, ppm={"hiden": 8})
+    with pytest.raises(TypeError):
+        GPSSelector(pool, 3, hidden=8)  # the class declares its parameters
+    assert rollwise.make_selector("gps", pool, 3, hidden=8, encoder_heads=2).cfg.hidden == 8
 
 
 @pytest.mark.parametrize(("name", "extra"), CASES, ids=CASE_IDS)

@@ -202,7 +202,7 @@ def test_selector_by_name_builds_the_pool_from_the_dataset(tiny_chat, tmp_path):
                                   train_dataset=Dataset.from_list(rows), selector="gps",
                                   selector_kwargs={"grad_steps": 1}, embedder="hashing")
     sel = trainer.selector
-    assert sel.name == "gps" and sel.batch_size == 3 and sel.seed == 3 and sel.cfg.grad_steps == 1
+    assert sel.strategy == "gps" and sel.batch_size == 3 and sel.seed == 3 and sel.cfg.grad_steps == 1
     assert list(sel.pool.texts) == [f"{i} + {i} =" for i in range(10)]
     assert list(sel.pool.ids) == [f"q{i}" for i in range(10)]
     trainer.train()
@@ -229,5 +229,5 @@ def test_trl_quickstart_example_runs(tiny_chat, tmp_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     trainer = module.main(tiny_chat, str(tmp_path / "out"), steps=2)
-    assert trainer.selector.name == "gps" and trainer.selector.step == 2
+    assert trainer.selector.strategy == "gps" and trainer.selector.step == 2
     assert len(trainer.selection_log) == 2

@@ -326,7 +326,7 @@ def test_verl_builds_both_classes_from_its_config(config, tq_fake):
     assert type(trainer.train_dataset) is rv.RollwiseDataset and trainer.train_dataset.hub is buf.hub
     assert trainer.val_dataset.hub is None  # the validation split is a plain RLHFDataset
     hub = buf.hub
-    assert hub.selector.batch_size == B and hub.selector.name == "gps"
+    assert hub.selector.batch_size == B and hub.selector.strategy == "gps"
     assert list(hub.pool.ids) == [f"p{i:02d}" for i in range(N_PROMPTS)]
     # the pool embeds the user turn only, not the shared system prompt
     assert hub.pool.texts[5] == "What is 5 + 1?"

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     _selector_pool_check(args.selector, pool)
     sel = load_selector(args.selector, pool)
     if not hasattr(sel, "predict_texts"):
-        raise ValueError(f"--selector: strategy {sel.name!r} cannot predict prompts outside its pool; "
+        raise ValueError(f"--selector: strategy {sel.strategy!r} cannot predict prompts outside its pool; "
                          "use a GPS selector")
     pred = sel.predict_texts(new.texts, embedder=args.embedder)
     n = len(new.texts)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import zipfile
+from dataclasses import fields
 from typing import Any
 
 import torch
 
 from rollwise.pool import PromptPool
+from rollwise.ppm import PPMConfig
 from rollwise.selectors.base import Selector
 from rollwise.selectors.gps import GPSSelector
 from rollwise.selectors.mopps import MoPPSSelector
@@ -27,11 +29,25 @@ STRATEGIES: dict[str, tuple[type[Selector], dict[str, Any]]] = {
 def make_selector(
     name: str, pool: PromptPool, batch_size: int, seed: int = 0, **hyper: Any
 ) -> Selector:
-    """Build the selector registered as ``name`` (see ``STRATEGIES``)."""
+    """Build the selector registered as ``name`` (see ``STRATEGIES``): its preset, then ``hyper``.
+
+    Hyper-parameters go by name, as configuration files give them; for GPS variants the PPM's
+    fields may be given flat (``latent_dim=0``) or as ``ppm={...}``.
+    """
     if not isinstance(name, str) or name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose from {sorted(STRATEGIES)}")
     cls, preset = STRATEGIES[name]
-    return cls(pool, batch_size, seed=seed, **{**preset, **hyper})
+    kwargs = {**preset, **hyper}
+    if cls is GPSSelector:
+        ppm_fields = {f.name for f in fields(PPMConfig)}
+        flat = {k: kwargs.pop(k) for k in list(kwargs) if k in ppm_fields}
+        nested = kwargs.pop("ppm", None)
+        nested = dict(nested.as_dict() if isinstance(nested, PPMConfig) else nested or {})
+        if flat or nested:
+            kwargs["ppm"] = {**flat, **nested}
+    sel = cls(pool, batch_size, seed=seed, **kwargs)
+    sel.strategy = name
+    return sel
 
 
 def load_selector(
@@ -64,6 +80,7 @@ def load_selector(
         raise ValueError(f"{os.fspath(path)!r} was saved against a different prompt pool")
     if not isinstance(hyper, dict):
         raise ValueError(f"{os.fspath(path)!r}: hyper-parameters are not a dict")
+    hyper.pop("strategy_name", None)  # written by earlier versions; the strategy is saved apart
     try:
         sel = make_selector(state["strategy"], pool, int(state["batch_size"]),
                             int(state["seed"]), threads=threads, **hyper)

@@ -68,6 +68,9 @@ class Selector(ABC):
         self._threads = check_threads(threads)
         self.pool = pool
         self.batch_size = int(batch_size)
+        # the registry name it was built under (``make_selector`` sets it, e.g. "gps-paper"); saved
+        # with the state so that ``load_selector`` rebuilds the same strategy
+        self.strategy: str = self.name
         self.seed = int(seed)
         self.rng = np.random.default_rng(self.seed)
         self.step = 0  # number of observe calls so far
@@ -111,7 +114,7 @@ class Selector(ABC):
     def state_dict(self) -> dict[str, Any]:
         return {
             "version": STATE_VERSION,
-            "strategy": self.name,
+            "strategy": self.strategy,
             "pool_fingerprint": self.pool.fingerprint(),
             "pool_size": len(self.pool),
             "batch_size": self.batch_size,
@@ -132,8 +135,8 @@ class Selector(ABC):
             raise ValueError(f"state is missing keys {sorted(missing)}")
         if state["version"] != STATE_VERSION:
             raise ValueError(f"state version {state['version']} is not supported")
-        if state["strategy"] != self.name:
-            raise ValueError(f"state is for strategy {state['strategy']!r}, not {self.name!r}")
+        if state["strategy"] != self.strategy:
+            raise ValueError(f"state is for strategy {state['strategy']!r}, not {self.strategy!r}")
         if state["pool_fingerprint"] != self.pool.fingerprint():
             raise ValueError("state was saved against a different prompt pool (fingerprint differs)")
         rng = np.random.default_rng()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import zlib
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from rollwise.acquisition import (
 from rollwise.ppm import PPMConfig, PromptPredictiveModel
 from rollwise.selectors.base import Selector, as_numpy, check_prepared
 from rollwise.threads import DEFAULT_SELECTOR_THREADS, limited_threads
+from rollwise.validation import check_int, check_number
 
 
 class GPSSelector(Selector):
@@ -52,7 +54,8 @@ class GPSSelector(Selector):
     (choose from ``ratio * batch_size`` candidates instead of the whole pool, drawn epoch by epoch
     without replacement, as a trainer's dataloader hands MoPPS and GPS their candidate batches:
     every prompt is a candidate once per pass over the pool, so no prompt can be chosen step
-    after step), and every :class:`PPMConfig` field. The defaults of ``make_selector("gps")``
+    after step), and ``ppm`` (a :class:`PPMConfig` or a mapping of its fields; ``make_selector``
+    also takes its fields by name). The defaults of ``make_selector("gps")``
     (:data:`rollwise.strategies.GPS_DEFAULT`) turn both guards on; this class's own defaults
     are the rule without them.
     """
@@ -72,9 +75,8 @@ class GPSSelector(Selector):
         scale_diversity: bool = True,
         cooldown: float = 0.0,
         warmup_steps: int = 0,
-        strategy_name: str = "gps",
+        ppm: PPMConfig | Mapping[str, Any] | None = None,
         threads: int | None = DEFAULT_SELECTOR_THREADS,
-        **ppm: Any,
     ) -> None:
         super().__init__(pool, batch_size, seed, threads)
         if not 0.0 <= target <= 1.0:
@@ -83,17 +85,9 @@ class GPSSelector(Selector):
             raise ValueError(f"diversity must be a finite number >= 0, got {diversity}")
         if candidate_ratio is not None and not (candidate_ratio >= 1.0):
             raise ValueError(f"candidate_ratio must be >= 1 (or None), got {candidate_ratio}")
-        if not (isinstance(cooldown, int | float) and not isinstance(cooldown, bool)
-                and 0.0 <= cooldown <= 1.0):
-            raise ValueError(f"cooldown must be a number in [0, 1], got {cooldown!r}")
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}")
-        unknown = set(ppm) - set(PPMConfig.__dataclass_fields__)
-        if unknown:
-            raise TypeError(f"unknown GPS hyper-parameter(s): {sorted(unknown)}")
-        self.cfg = PPMConfig(**ppm)
-        self.cfg.validate()
-        self.name = strategy_name
+        check_number("cooldown", cooldown, 0.0, 1.0)
+        check_int("warmup_steps", warmup_steps, 0)
+        self.cfg = PPMConfig.from_any(ppm)
         self.target, self.diversity = float(target), float(diversity)
         self.intra, self.inter = bool(intra), bool(inter)
         self.candidate_ratio = None if candidate_ratio is None else float(candidate_ratio)
@@ -119,13 +113,13 @@ class GPSSelector(Selector):
         self._stream = np.empty(0, dtype=np.int64)  # this epoch's candidates not yet offered
         self._last_chosen = np.full(len(pool), -1, dtype=np.int64)  # step chosen last (-1: never)
         self._cache: tuple[int, np.ndarray] | None = None  # (step, full-pool prediction)
+        self.last_loss: float | None = None  # the negative ELBO of the last optimiser step
 
     def hyper_params(self) -> dict[str, Any]:
         return {"target": self.target, "diversity": self.diversity, "intra": self.intra,
                 "inter": self.inter, "candidate_ratio": self.candidate_ratio,
                 "scale_diversity": self.scale_diversity, "cooldown": self.cooldown,
-                "warmup_steps": self.warmup_steps, "strategy_name": self.name,
-                **self.cfg.as_dict()}
+                "warmup_steps": self.warmup_steps, "ppm": self.cfg.as_dict()}
 
     # ---- selection -------------------------------------------------------------------------
     def _select(self, candidates: np.ndarray | None) -> np.ndarray:
