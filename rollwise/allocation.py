@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from rollwise.validation import check_int, check_number
+
 METHODS = ("greedy", "window", "uniform")
 DEFAULT_QUANTILES = (0.25, 0.75)
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
@@ -48,11 +50,7 @@ _TOL = 1e-12  # pass@k comparisons: different summation orders of equal allocati
 
 # ---- validation ----------------------------------------------------------------------------
 def _check_int(value: Any, arg: str, lo: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{arg} must be an int, got {type(value).__name__}")
-    if value < lo:
-        raise ValueError(f"{arg} must be >= {lo}, got {value}")
-    return int(value)
+    return int(check_int(arg, value, lo))
 
 
 def _check_rates(values: Any, arg: str) -> np.ndarray:
@@ -204,10 +202,7 @@ def budget_to_reach(
     truth = g if rates is None else _check_rates(rates, "rates")
     if truth.size != g.size:
         raise ValueError(f"rates has {truth.size} entries but pred has {g.size}")
-    if isinstance(target, bool) or not isinstance(target, int | float | np.floating | np.integer):
-        raise TypeError(f"target must be a number, got {type(target).__name__}")
-    if not 0.0 <= float(target) <= 1.0:
-        raise ValueError(f"target must lie in [0, 1], got {target}")
+    check_number("target", target, 0.0, 1.0)
     floor = _check_int(min_per_prompt, "min_per_prompt")
     _check_quantiles(quantiles)
     lo = g.size * floor

@@ -15,6 +15,8 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from rollwise.validation import check_int
+
 DEFAULT_SELECTOR_THREADS = 1
 
 _controller: Any = None  # threadpoolctl's view of the loaded BLAS libraries, made on first use
@@ -34,13 +36,8 @@ def model_threads() -> int:
 
 def check_threads(threads: Any, arg: str = "threads") -> int | None:
     """``threads`` as an int >= 1, or None (leave the process's settings alone)."""
-    if threads is None:
-        return None
-    if isinstance(threads, bool) or not isinstance(threads, int):
-        raise TypeError(f"{arg} must be an int >= 1 or None, got {type(threads).__name__}")
-    if threads < 1:
-        raise ValueError(f"{arg} must be an int >= 1 or None, got {threads}")
-    return int(threads)
+    check_int(arg, threads, 1, optional=True)
+    return None if threads is None else int(threads)
 
 
 def _blas_controller() -> Any:

@@ -17,6 +17,11 @@ from typing import Any
 CLOSED = ("both", "left", "right", "neither")
 
 
+class InvalidArgument(ValueError, TypeError):
+    """An argument of the wrong type or out of range: both a ``ValueError`` and a ``TypeError``
+    (as scikit-learn's ``InvalidParameterError``), so callers may catch either."""
+
+
 def _is_int(value: Any) -> bool:
     """An int (numpy's included), not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
@@ -66,9 +71,9 @@ class Interval:
         return text + (" or None" if self.optional else "")
 
     def check(self, name: str, value: Any) -> Any:
-        """``value`` unchanged if valid, else a ``ValueError`` that names ``name``."""
+        """``value`` unchanged if valid, else an :class:`InvalidArgument` that names ``name``."""
         if not self.is_valid(value):
-            raise ValueError(f"{name} must be {self.describe()}, got {value!r}")
+            raise InvalidArgument(f"{name} must be {self.describe()}, got {value!r}")
         return value
 
     def invalid_values(self) -> list[Any]:
@@ -105,7 +110,7 @@ class OneOf:
 
     def check(self, name: str, value: Any) -> Any:
         if not self.is_valid(value):
-            raise ValueError(f"{name} must be {self.describe()}, got {value!r}")
+            raise InvalidArgument(f"{name} must be {self.describe()}, got {value!r}")
         return value
 
     def invalid_values(self) -> list[Any]:
@@ -152,4 +157,5 @@ def check_fields(obj: Any, prefix: str = "") -> None:
             constraint.check(prefix + f.name, getattr(obj, f.name))
 
 
-__all__ = ["Interval", "OneOf", "check_int", "check_number", "setting", "redeclare", "check_fields"]
+__all__ = ["InvalidArgument", "Interval", "OneOf", "check_int", "check_number", "setting", "redeclare",
+           "check_fields"]

@@ -21,6 +21,7 @@ import numpy as np
 
 from rollwise.genselect.reward import parse_choice
 from rollwise.genselect.synthesis import candidate_view, render_prompt, selection_text
+from rollwise.validation import Interval, check_int
 
 
 class Chooser(Protocol):
@@ -105,8 +106,7 @@ def select_best_many(
     position bias does not favour the first candidates. A malformed choice advances a random
     member of its group and is counted.
     """
-    if isinstance(window, bool) or not isinstance(window, int) or window < 2:
-        raise ValueError(f"window must be an int >= 2, got {window!r}")
+    check_int("window", window, 2)
     if isinstance(questions, str) or len(questions) != len(candidate_lists):
         raise ValueError("questions and candidate_lists must be sequences of the same length")
     if not hasattr(chooser, "choose"):
@@ -145,7 +145,7 @@ def select_best_many(
             else:
                 results[p].calls += 1
                 c = choices[r]
-                valid = isinstance(c, int | np.integer) and not isinstance(c, bool) and 0 <= c < len(group)
+                valid = Interval(int, 0, len(group) - 1).is_valid(c)
                 if not valid:
                     results[p].malformed += 1
                     c = int(rngs[p].integers(len(group)))

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rollwise.llm.tasks import completion_text
+from rollwise.validation import check_int
 
 _CHOICE_LINE = re.compile(r"^\s*selected\s*:(.*)$", re.IGNORECASE)
 _CHOICE_VALUE = re.compile(r"\[?\s*(\d{1,6})\s*\]?\s*\.?")
@@ -30,8 +31,7 @@ _CHOICE_VALUE = re.compile(r"\[?\s*(\d{1,6})\s*\]?\s*\.?")
 
 def parse_choice(text: str, n: int) -> int | None:
     """The 1-based candidate number the output selects, or None when it is malformed."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n (number of shown candidates) must be an int >= 1, got {n!r}")
+    check_int("n (number of shown candidates)", n, 1)
     if not isinstance(text, str):
         return None
     choices = set()

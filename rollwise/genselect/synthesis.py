@@ -17,6 +17,7 @@ import numpy as np
 
 from rollwise._io import atomic_write_text
 from rollwise.llm.tasks import INSTRUCTION, extract_answer, verify_number
+from rollwise.validation import Interval
 
 NO_ANSWER = "(no answer)"
 VIEWS = ("answer", "full")
@@ -160,10 +161,10 @@ def synthesize(
     message), ``prompt`` (chat messages) and ``view``. ``out`` writes them as JSONL, atomically.
     """
     _check_problems(problems)
-    if isinstance(window, bool) or not isinstance(window, int) or window < 2:
+    if not Interval(int, 2).is_valid(window):
         raise ValueError(f"window must be an int >= 2 (a choice needs two candidates), got {window!r}")
     lo = window if min_window is None else min_window
-    if isinstance(lo, bool) or not isinstance(lo, int) or not 2 <= lo <= window:
+    if not Interval(int, 2, window).is_valid(lo):
         raise ValueError(f"min_window must be an int in [2, window={window}], got {min_window!r}")
     if windows_per_problem < 1:
         raise ValueError(f"windows_per_problem must be >= 1, got {windows_per_problem}")

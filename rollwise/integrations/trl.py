@@ -35,6 +35,7 @@ import numpy as np
 from rollwise._io import atomic_write_json
 from rollwise.metrics import effective_sample_ratio, spearman
 from rollwise.selectors import Selector, load_selector
+from rollwise.validation import check_int
 
 try:
     from transformers import TrainerCallback
@@ -300,8 +301,7 @@ class RolloutBudget(TrainerCallback):
     """
 
     def __init__(self, trainer: RollwiseGRPOTrainer, max_rollouts: int) -> None:
-        if isinstance(max_rollouts, bool) or not isinstance(max_rollouts, int) or max_rollouts < 1:
-            raise ValueError(f"max_rollouts must be an int >= 1, got {max_rollouts!r}")
+        check_int("max_rollouts", max_rollouts, 1)
         self.trainer, self.max_rollouts = trainer, max_rollouts
         self.stopped_at: int | None = None  # the step after which the budget stopped training
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from rollwise._io import atomic_write_json
+from rollwise.validation import check_int, check_number
 
 STATE_VERSION = 1
 SOURCES = ("observed", "predicted")
@@ -35,18 +36,12 @@ class _Entry:
 
 
 def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
+    check_int(name, value, low)
     return int(value)
 
 
 def _check_unit(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"{name} must lie in [0, 1], got {value}")
+    check_number(name, value, 0.0, 1.0)
     return float(value)
 
 
@@ -224,8 +219,7 @@ class HardPromptBank:
                 len(set(rescued)) != len(rescued) or len(rescued) > self.capacity:
             raise ValueError("state's rescued must be a list of distinct strings within capacity")
         evicted = state["evicted"]
-        if isinstance(evicted, bool) or not isinstance(evicted, int) or evicted < 0:
-            raise ValueError(f"state's evicted must be an int >= 0, got {evicted!r}")
+        check_int("state's evicted", evicted, 0)
         self._entries, self._rescued, self.evicted = entries, OrderedDict.fromkeys(rescued), evicted
 
     def save(self, path: str | Path) -> None:

@@ -41,6 +41,7 @@ from rollwise.integrations.trl import RollwiseGRPOTrainer
 from rollwise.metrics import effective_sample_ratio
 from rollwise.rescue.bank import HardPromptBank
 from rollwise.rescue.templates import render_template
+from rollwise.validation import Interval
 
 RESCUE_FILE = "rollwise_rescue.json"
 RESCUE_STATE_VERSION = 1
@@ -90,8 +91,7 @@ class RescueGRPOTrainer(RollwiseGRPOTrainer):
             if text is not None and (not isinstance(text, str) or not text.strip()):
                 raise ValueError(f"{name} must be a non-empty string")
         super().__init__(*args, **kwargs)
-        if isinstance(guided_per_group, bool) or not isinstance(guided_per_group, int) or \
-                not 1 <= guided_per_group < self.num_generations:
+        if not Interval(int, 1, self.num_generations - 1).is_valid(guided_per_group):
             raise ValueError(f"guided_per_group must be an int in [1, num_generations="
                              f"{self.num_generations}), got {guided_per_group!r}: every group keeps an "
                              "unguided rollout")
@@ -209,7 +209,7 @@ class RescueGRPOTrainer(RollwiseGRPOTrainer):
                 isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in templates.items()):
             raise ValueError("rescue state: templates must map ids to non-empty strings")
         counts = (state["guided_rollouts"], state["gepa_rollouts"])
-        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+        if not all(Interval(int, 0).is_valid(c) for c in counts):
             raise ValueError("rescue state: rollout counts must be ints >= 0")
         if not isinstance(state["evolutions"], list):
             raise ValueError("rescue state: evolutions must be a list")

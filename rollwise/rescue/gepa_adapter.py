@@ -31,6 +31,7 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
 from rollwise.llm.tasks import INSTRUCTION, extract_answer
 from rollwise.rescue.reflection import Generate, OpenAIReflectionLM, ReflectionLMError, make_reflection_lm
 from rollwise.rescue.templates import PLACEHOLDER, render_template
+from rollwise.validation import check_int
 
 log = logging.getLogger(__name__)
 
@@ -189,15 +190,13 @@ def evolve_template(
         raise TypeError(f"verify must be callable (completion, answer) -> float, got {type(verify).__name__}")
     if not isinstance(seed_template, str) or not seed_template.strip():
         raise ValueError("seed_template must be a non-empty string")
-    if isinstance(max_metric_calls, bool) or not isinstance(max_metric_calls, int):
-        raise TypeError(f"max_metric_calls must be an int, got {type(max_metric_calls).__name__}")
+    check_int("max_metric_calls", max_metric_calls)
     if max_metric_calls < len(val):
         raise ValueError(f"max_metric_calls={max_metric_calls} cannot even score the seed template on "
                          f"the {len(val)} validation rows")
     if wall_time_s is not None and not wall_time_s > 0:
         raise ValueError(f"wall_time_s must be > 0 or None, got {wall_time_s}")
-    if isinstance(minibatch_size, bool) or not isinstance(minibatch_size, int) or minibatch_size < 1:
-        raise ValueError(f"minibatch_size must be an int >= 1, got {minibatch_size!r}")
+    check_int("minibatch_size", minibatch_size, 1)
     if on_unreachable not in ("skip", "raise"):
         raise ValueError(f"on_unreachable must be 'skip' or 'raise', got {on_unreachable!r}")
     lm = make_reflection_lm(reflection_lm, policy, **dict(endpoint_kwargs or {}))

@@ -21,6 +21,7 @@ from transformers import TrainerCallback
 from rollwise.llm.generation import TransformersPolicy
 from rollwise.rescue.gepa_adapter import DEFAULT_TEMPLATE, EvolutionResult, evolve_template
 from rollwise.rescue.reflection import ReflectionLMError, make_reflection_lm
+from rollwise.validation import check_int
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,8 @@ class RescueCallback(TrainerCallback):
     def __init__(self, trainer: Any, rows: Sequence[Mapping[str, Any]], verify: Callable[[str, str], float],
                  reflection_lm: Any, *, every: int, max_metric_calls: int = 200, max_hard: int = 16,
                  seed_template: str | None = None, max_new_tokens: int = 256, seed: int = 0) -> None:
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be an int >= 1, got {every!r}")
-        if isinstance(max_hard, bool) or not isinstance(max_hard, int) or max_hard < 1:
-            raise ValueError(f"max_hard must be an int >= 1, got {max_hard!r}")
+        check_int("every", every, 1)
+        check_int("max_hard", max_hard, 1)
         ids = trainer.selector.pool.ids
         if len(rows) != len(ids):
             raise ValueError(f"rows has {len(rows)} entries for a pool of {len(ids)} prompts")

@@ -18,6 +18,7 @@ import torch
 from rollwise._io import atomic_write
 from rollwise.pool import PromptPool
 from rollwise.threads import DEFAULT_SELECTOR_THREADS, check_threads, limited_threads
+from rollwise.validation import check_int
 
 STATE_VERSION = 1
 
@@ -57,14 +58,10 @@ class Selector(ABC):
                  threads: int | None = DEFAULT_SELECTOR_THREADS) -> None:
         if not isinstance(pool, PromptPool):
             raise TypeError(f"pool must be a PromptPool, got {type(pool).__name__}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
-            raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_int("batch_size", batch_size, 1)
         if batch_size > len(pool):
             raise ValueError(f"batch_size={batch_size} is larger than the pool ({len(pool)} prompts)")
-        if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        check_int("seed", seed)
         self._threads = check_threads(threads)
         self.pool = pool
         self.batch_size = int(batch_size)
@@ -145,8 +142,7 @@ class Selector(ABC):
         except (TypeError, ValueError, KeyError) as err:
             raise ValueError(f"state['rng'] is not a valid generator state: {err}") from err
         step = state["step"]
-        if isinstance(step, bool) or not isinstance(step, int | np.integer) or step < 0:
-            raise ValueError(f"state['step'] must be an int >= 0, got {step!r}")
+        check_int("state['step']", step, 0)
         model = state["model"]
         if not isinstance(model, dict):
             raise ValueError(f"state['model'] must be a dict, got {type(model).__name__}")
