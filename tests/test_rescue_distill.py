@@ -8,8 +8,6 @@ import pytest
 pytest.importorskip("trl")
 
 import torch  # noqa: E402
-from _support import save_tiny_llama  # noqa: E402
-from datasets import Dataset  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 from trl import GRPOConfig  # noqa: E402
 
@@ -21,11 +19,6 @@ TEMPLATE = "Think step by step: {problem} ?"
 N_GEN = 2
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    path = save_tiny_llama(tmp_path_factory.mktemp("tiny"))
-    rows = [{"id": f"q{i}", "prompt": f"{i} + {i} =", "answer": str(2 * i)} for i in range(12)]
-    return str(path), Dataset.from_list(rows)
 
 
 class Rewards:

@@ -15,13 +15,6 @@ from rollwise import PromptPool, make_selector  # noqa: E402
 from rollwise.integrations.trl import SELECTOR_FILE, RollwiseGRPOTrainer  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    path = save_tiny_llama(tmp_path_factory.mktemp("tiny"))
-    rows = [{"id": f"q{i}", "prompt": f"{i} + {i} =", "answer": str(2 * i)} for i in range(12)]
-    return str(path), Dataset.from_list(rows)
-
-
 class Recorder:
     """Reward function that records which prompt each scored completion belongs to."""
 

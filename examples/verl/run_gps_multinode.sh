@@ -10,8 +10,9 @@
 #   head:     NNODES=4 MODEL=Qwen/Qwen2.5-7B-Instruct DATA=/nfs/data/arithmetic \
 #             bash examples/verl/run_gps_multinode.sh [overrides ...]
 #
-# rollwise adds no process of its own: the selector lives in verl's driver, so the rollwise block
-# is the same as on one node. Only the cluster size, batch sizes and parallelism change.
+# rollwise adds no process of its own: the selector lives in verl's driver, so the command is
+# the one-node script's (rollwise_overrides.sh included); only the cluster size, batch sizes and
+# parallelism change.
 set -euo pipefail
 
 MODEL=${MODEL:-Qwen/Qwen2.5-7B-Instruct}
@@ -21,52 +22,12 @@ NGPUS=${NGPUS:-8}
 RAY_ADDRESS=${RAY_ADDRESS:-http://127.0.0.1:8265}
 HERE=$(cd "$(dirname "$0")" && pwd)
 
+# the one-node command with a cluster's sizes; extra overrides go last
 ray job submit --address="$RAY_ADDRESS" --no-wait -- \
-python3 -m verl.trainer.main_ppo \
-    trainer.use_v1=True \
-    algorithm.adv_estimator=grpo \
-    data.train_files="$DATA/train.parquet" \
-    data.val_files="$DATA/test.parquet" \
-    data.train_batch_size=512 \
-    data.max_prompt_length=256 \
-    data.max_response_length=1024 \
-    reward.custom_reward_function.path="$HERE/reward.py" \
-    reward.custom_reward_function.name=compute_score \
-    `# ---- rollwise: GPS chooses the prompts, the replay buffer reports the rewards ----` \
-    data.dataloader_num_workers=0 \
-    data.custom_cls.path=pkg://rollwise.integrations.verl \
-    data.custom_cls.name=RollwiseDataset \
-    trainer.v1.sampler.custom_sampler.path=pkg://rollwise.integrations.verl \
-    trainer.v1.sampler.custom_sampler.name=RollwiseReplayBuffer \
-    +trainer.v1.sampler.sampler_kwargs.strategy=gps \
-    +trainer.v1.sampler.sampler_kwargs.seed=0 \
-    +trainer.v1.sampler.sampler_kwargs.embedder=wordllama \
-    +trainer.v1.sampler.sampler_kwargs.id_column=extra_info.prompt_id \
-    +trainer.v1.sampler.sampler_kwargs.hyper.target=0.5 \
-    +trainer.v1.sampler.sampler_kwargs.hyper.diversity=0.1 \
-    '+trainer.v1.sampler.sampler_kwargs.train_batch_size=${data.train_batch_size}' \
-    '+trainer.v1.sampler.sampler_kwargs.filter_groups=${algorithm.filter_groups}' \
-    '+trainer.v1.sampler.sampler_kwargs.sync_refill_failed_groups=${trainer.v1.sampler.sync_refill_failed_groups}' \
-    `# ---- end of rollwise ----` \
-    actor_rollout_ref.model.path="$MODEL" \
-    actor_rollout_ref.model.enable_gradient_checkpointing=True \
-    actor_rollout_ref.actor.optim.lr=1e-6 \
-    actor_rollout_ref.actor.ppo_mini_batch_size=128 \
-    actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4 \
-    actor_rollout_ref.actor.use_kl_loss=False \
+env MODEL="$MODEL" DATA="$DATA" NNODES="$NNODES" NGPUS="$NGPUS" TRAIN_BATCH_SIZE=512 \
+    MAX_RESPONSE_LENGTH=1024 PPO_MINI_BATCH_SIZE=128 PPO_MICRO_BATCH_SIZE_PER_GPU=4 ROLLOUT_TP=2 \
+    LOG_PROB_MICRO_BATCH_SIZE_PER_GPU=8 EXPERIMENT=gps-grpo-multinode \
+bash "$HERE/run_gps_1node.sh" \
     actor_rollout_ref.actor.fsdp_config.param_offload=False \
-    actor_rollout_ref.rollout.name=vllm \
-    actor_rollout_ref.rollout.n=8 \
-    actor_rollout_ref.rollout.tensor_model_parallel_size=2 \
-    actor_rollout_ref.rollout.gpu_memory_utilization=0.6 \
-    actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8 \
     transfer_queue.backend.SimpleStorage.num_data_storage_units=$((2 * NNODES)) \
-    trainer.n_gpus_per_node="$NGPUS" \
-    trainer.nnodes="$NNODES" \
-    trainer.save_freq=20 \
-    trainer.test_freq=10 \
-    trainer.total_epochs=3 \
-    trainer.logger='["console"]' \
-    trainer.project_name=rollwise \
-    trainer.experiment_name=gps-grpo-multinode \
     "$@"

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 
 SELECTOR_FILE = "rollwise_selector.pt"
 TRAINER_STATE_FILE = "rollwise_trainer_state.json"
+# a JSON part of a checkpoint: (state getter, state loader, required on resume)
+CheckpointPart = tuple[Callable[[], Any], Callable[[Any], None], bool]
 
 
 class RollwiseGRPOTrainer(GRPOTrainer):
@@ -230,16 +233,29 @@ class RollwiseGRPOTrainer(GRPOTrainer):
         folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         return os.path.join(self._get_output_dir(trial=trial), folder)
 
+    def checkpoint_parts(self) -> dict[str, CheckpointPart]:
+        """JSON files saved in every checkpoint next to the selector: ``{file name: (state,
+        load_state, required)}``. Subclasses add their own parts (``super()`` first), so their
+        state is saved and resumed by the same two hooks."""
+        return {TRAINER_STATE_FILE: (self._trainer_state, self._load_trainer_state, False)}
+
+    def _trainer_state(self) -> dict[str, Any]:
+        return {"rollouts_spent": self.rollouts_spent, "selection_log": self.selection_log,
+                "evaluation_log": self.evaluation_log}
+
+    def _load_trainer_state(self, state: dict[str, Any]) -> None:
+        self.rollouts_spent = int(state["rollouts_spent"])
+        self.selection_log = list(state.get("selection_log", []))
+        self.evaluation_log = list(state.get("evaluation_log", []))
+
     def _save_checkpoint(self, model, trial) -> None:
         super()._save_checkpoint(model, trial)
         if self.args.should_save:
-            path = os.path.join(self._checkpoint_dir(trial), SELECTOR_FILE)
-            self.selector.save(path)
-            atomic_write_json(os.path.join(os.path.dirname(path), TRAINER_STATE_FILE),
-                              {"rollouts_spent": self.rollouts_spent,
-                               "selection_log": self.selection_log,
-                               "evaluation_log": self.evaluation_log})
-            log.info("saved selector state to %s", path)
+            folder = self._checkpoint_dir(trial)
+            self.selector.save(os.path.join(folder, SELECTOR_FILE))
+            for name, (state, _, _) in self.checkpoint_parts().items():
+                atomic_write_json(os.path.join(folder, name), state())
+            log.info("saved selector state to %s", folder)
 
     def _load_optimizer_and_scheduler(self, checkpoint) -> None:
         super()._load_optimizer_and_scheduler(checkpoint)
@@ -250,13 +266,15 @@ class RollwiseGRPOTrainer(GRPOTrainer):
             raise FileNotFoundError(f"checkpoint {checkpoint!r} has no {SELECTOR_FILE}")
         restored = load_selector(path, self.selector.pool)
         self.selector.load_state_dict(restored.state_dict())
-        extra = os.path.join(checkpoint, TRAINER_STATE_FILE)
-        if os.path.exists(extra):
-            with open(extra) as f:
-                extra_state = json.load(f)
-            self.rollouts_spent = int(extra_state["rollouts_spent"])
-            self.selection_log = list(extra_state.get("selection_log", []))
-            self.evaluation_log = list(extra_state.get("evaluation_log", []))
+        for name, (_, load_state, required) in self.checkpoint_parts().items():
+            part = os.path.join(checkpoint, name)
+            if not os.path.exists(part):
+                if required:
+                    raise FileNotFoundError(f"checkpoint {checkpoint!r} has no {name}: it was not "
+                                            f"saved by a {type(self).__name__}")
+                continue
+            with open(part, encoding="utf-8") as f:
+                load_state(json.load(f))
         log.info("restored selector state from %s", path)
 
 

@@ -29,15 +29,12 @@ the policy's. Guided rollouts are counted as cost (``rollouts_spent`` and ``guid
 from __future__ import annotations
 
 import copy
-import json
-import os
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from rollwise._io import atomic_write_json
-from rollwise.integrations.trl import RollwiseGRPOTrainer
+from rollwise.integrations.trl import CheckpointPart, RollwiseGRPOTrainer
 from rollwise.metrics import effective_sample_ratio
 from rollwise.rescue.bank import HardPromptBank
 from rollwise.rescue.templates import render_template
@@ -219,21 +216,8 @@ class RescueGRPOTrainer(RollwiseGRPOTrainer):
         self.guided_rollouts, self.gepa_rollouts = counts
         self.evolutions = copy.deepcopy(state["evolutions"])
 
-    def _save_checkpoint(self, model, trial) -> None:
-        super()._save_checkpoint(model, trial)
-        if self.args.should_save:
-            atomic_write_json(os.path.join(self._checkpoint_dir(trial), RESCUE_FILE), self.rescue_state())
-
-    def _load_optimizer_and_scheduler(self, checkpoint) -> None:
-        super()._load_optimizer_and_scheduler(checkpoint)
-        if checkpoint is None:
-            return
-        path = os.path.join(checkpoint, RESCUE_FILE)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"checkpoint {checkpoint!r} has no {RESCUE_FILE}: it was not saved by "
-                                    "a RescueGRPOTrainer")
-        with open(path, encoding="utf-8") as f:
-            self.load_rescue_state(json.load(f))
+    def checkpoint_parts(self) -> dict[str, CheckpointPart]:
+        return {**super().checkpoint_parts(), RESCUE_FILE: (self.rescue_state, self.load_rescue_state, True)}
 
 
 __all__ = ["RESCUE_FILE", "RescueGRPOTrainer", "wrap_prompt"]
