@@ -12,14 +12,33 @@ total budget, :func:`allocate` decides the per-prompt sample counts:
 * ``greedy``: maximises the expected pass@k under the predictions. The n-th sample of a prompt
   with rate g adds ``g * (1 - g)^(n - 1)`` expected solves; these gains shrink with n, so giving
   each next sample to the largest gain (a heap) is exactly optimal for the predicted rates.
-* ``window``: the quantile window of the GPS paper's test-time experiment: prompts predicted
-  hopeless or easy get few samples, a middle band of predicted rates gets the rest. The rule
-  implemented here: with ``(lower, upper) = quantiles`` (default ``(0.25, 0.75)``), the band is
-  every prompt whose predicted rate lies between the ``lower`` quantile and the ``upper``
-  quantile of the predictions (both taken as prediction values, so ties are treated alike and
-  the band is never empty). Prompts outside the band get ``min_per_prompt`` samples; the band
-  shares the rest evenly, the remainder going to the band prompts predicted closest to 0.5. The
-  default quantiles are this package's choice, not constants taken from the paper.
+* ``window``: our reading of the quantile window in the GPS paper's test-time experiment (the
+  paper does not spell the rule out): prompts predicted hopeless or easy get few samples, a middle
+  band of predicted rates gets the rest. The rule implemented here: with ``(lower, upper) =
+  quantiles`` (default ``(0.25, 0.75)``), the band is every prompt whose predicted rate lies
+  between the ``lower`` quantile and the ``upper`` quantile of the predictions (both taken as
+  prediction values, so ties are treated alike and the band is never empty). Prompts outside the
+  band get ``min_per_prompt`` samples; the band shares the rest evenly, the remainder going to the
+  band prompts predicted closest to 0.5. The default quantiles are this package's choice, not
+  constants taken from the paper.
+
+Uncertain predictions. ``greedy`` can also maximise the expected pass@k under a predictive
+*distribution* of each prompt's rate, so that samples go where they are expected to pay given
+how uncertain the predictions are: with ``concentration=c`` each rate is ``Beta(p c, (1 - p) c)``
+around its prediction ``p`` (the n-th sample then adds
+``E[g (1 - g)^(n - 1)] = B(a + 1, b + n - 1) / B(a, b)``; the form
+:class:`rollwise.calibration.BetaBinomialCalibration` fits), or ``pred`` is a 2-D array of
+predictive samples (S, n) and the gains are averaged over them. Either way the gains still shrink
+with n, so the heap stays exactly optimal for that objective. ``window`` and ``uniform`` use the
+mean prediction.
+
+A guard against confidently wrong predictions: with ``uniform_share=s`` the method allocates
+only the rest of the budget, and ``u = floor(s * budget)`` samples (at most what the floor leaves)
+are added exactly as uniform allocation spends a budget of ``u``. Every prompt then has at least
+what uniform allocation at budget ``u`` gives it, so the expected pass@k is never below
+uniform's at ``s * budget``, whatever the predictions: to match uniform's pass@k the guarded
+allocation needs at most about ``1 / s`` times uniform's samples. Both parts grow with the
+budget, so allocations stay nested.
 
 Every method gives each prompt at least ``min_per_prompt`` samples; ``uniform`` and ``window``
 spend the whole budget, ``greedy`` stops early only when every remaining marginal gain is zero
@@ -39,6 +58,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scipy.special import betaln
 
 from rollwise.validation import check_int, check_number
 
@@ -46,6 +66,7 @@ METHODS = ("greedy", "window", "uniform")
 DEFAULT_QUANTILES = (0.25, 0.75)
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 _TOL = 1e-12  # pass@k comparisons: different summation orders of equal allocations
+_BETA_EDGE = 1e-9  # Beta means are kept inside (0, 1)
 
 
 # ---- validation ----------------------------------------------------------------------------
@@ -108,19 +129,30 @@ def allocate(
     min_per_prompt: int = 1,
     *,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
+    concentration: float | None = None,
+    uniform_share: float = 0.0,
 ) -> np.ndarray:
-    """Per-prompt sample counts (int64, one per entry of ``pred``) summing to at most ``budget``.
+    """Per-prompt sample counts (int64, one per prompt) summing to at most ``budget``.
 
-    ``pred`` holds predicted success rates in [0, 1]; ``method`` is ``greedy`` (maximum expected
-    pass@k under ``pred``), ``window`` (the quantile window; ``quantiles=(lower, upper)``) or
-    ``uniform``. Each prompt gets at least ``min_per_prompt`` samples, so ``budget`` must be at
-    least ``len(pred) * min_per_prompt``. See the module docstring for the exact rules.
+    ``pred`` holds predicted success rates in [0, 1], or predictive samples of them, shape
+    (S, n prompts); ``method`` is ``greedy`` (maximum expected pass@k under the predictions, or
+    under ``Beta(p c, (1 - p) c)`` rates with ``concentration=c``), ``window`` (the quantile
+    window; ``quantiles=(lower, upper)``) or ``uniform``. Each prompt gets at least
+    ``min_per_prompt`` samples, so ``budget`` must be at least ``n * min_per_prompt``;
+    ``uniform_share`` of the budget is spread as uniform allocation spreads it (the guard). See
+    the module docstring for the rules.
     """
     method = _check_method(method)
-    g = _check_rates(pred, "pred")
+    samples = _check_samples(pred, "pred")
+    g = samples.mean(axis=0)
     budget = _check_int(budget, "budget")
     floor = _check_int(min_per_prompt, "min_per_prompt")
     lower, upper = _check_quantiles(quantiles)
+    check_number("uniform_share", uniform_share, 0.0, 1.0)
+    if concentration is not None:
+        check_number("concentration", concentration, 0.0, None, closed="neither")
+        if samples.shape[0] > 1:
+            raise ValueError("give predictive samples or a concentration, not both")
     n = g.size
     if budget < n * floor:
         raise ValueError(
@@ -128,9 +160,36 @@ def allocate(
         )
     if method == "uniform":
         return _uniform(n, budget)
+    guard = min(int(uniform_share * budget), budget - n * floor)
+    rest = budget - guard
     if method == "greedy":
-        return _greedy(g, budget, floor)
-    return _window(g, budget, floor, lower, upper)
+        counts = _greedy(_next_gain(samples, concentration), n, rest, floor)
+    else:
+        counts = _window(g, rest, floor, lower, upper)
+    return counts + _uniform(n, guard) if guard else counts
+
+
+def _check_samples(pred: Any, arg: str) -> np.ndarray:
+    """Rates (n,) or predictive samples (S, n), as a (S, n) float array of rates."""
+    arr = np.asarray(pred) if not isinstance(pred, np.ndarray) else pred
+    if getattr(arr, "ndim", 1) == 2:
+        if arr.shape[0] == 0:
+            raise ValueError(f"{arg}: no predictive samples (shape {arr.shape})")
+        return np.stack([_check_rates(row, arg) for row in arr])
+    return _check_rates(pred, arg)[None, :]
+
+
+def _next_gain(samples: np.ndarray, concentration: float | None):
+    """``gain(i, c)``: the expected solves the (c + 1)-th sample of prompt i adds."""
+    if concentration is None:
+        if samples.shape[0] == 1:
+            g = samples[0]
+            return lambda i, c: float(g[i] * (1.0 - g[i]) ** c)
+        return lambda i, c: float(np.mean(samples[:, i] * (1.0 - samples[:, i]) ** c))
+    mu = np.clip(samples[0], _BETA_EDGE, 1.0 - _BETA_EDGE)
+    a, b = mu * concentration, (1.0 - mu) * concentration
+    base = betaln(a, b)
+    return lambda i, c: float(np.exp(betaln(a[i] + 1.0, b[i] + c) - base[i]))
 
 
 def _spread_order(n: int) -> np.ndarray:
@@ -144,19 +203,19 @@ def _uniform(n: int, budget: int) -> np.ndarray:
     return counts
 
 
-def _greedy(g: np.ndarray, budget: int, floor: int) -> np.ndarray:
-    counts = np.full(g.size, floor, dtype=np.int64)
-    spare = budget - floor * g.size
+def _greedy(gain, n: int, budget: int, floor: int) -> np.ndarray:
+    counts = np.full(n, floor, dtype=np.int64)
+    spare = budget - floor * n
     # (negated gain of the next sample, prompt index): ties go to the lower index
-    heap = [(-gain, i) for i, gain in enumerate(g * (1.0 - g) ** floor) if gain > 0.0]
+    heap = [(-v, i) for i in range(n) if (v := gain(i, floor)) > 0.0]
     heapq.heapify(heap)
     while spare > 0 and heap:
         _, i = heapq.heappop(heap)
         counts[i] += 1
         spare -= 1
-        gain = g[i] * (1.0 - g[i]) ** counts[i]
-        if gain > 0.0:
-            heapq.heappush(heap, (-gain, i))
+        v = gain(i, int(counts[i]))
+        if v > 0.0:
+            heapq.heappush(heap, (-v, i))
     return counts
 
 
@@ -189,16 +248,20 @@ def budget_to_reach(
     min_per_prompt: int = 1,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     max_budget: int | None = None,
+    concentration: float | None = None,
+    uniform_share: float = 0.0,
 ) -> int | None:
     """Smallest total budget at which ``allocate(pred, budget, method)`` reaches an expected
     pass@k of ``target``, measured under ``rates`` (default: the predictions themselves).
 
     Exponential search then bisection over integer budgets from ``len(pred) * min_per_prompt``
     up to ``max_budget`` (default ``64 * len(pred) * max(1, min_per_prompt)``); ``None`` when
-    ``target`` is not reached by then. Relies on allocations being nested in the budget.
+    ``target`` is not reached by then. Relies on allocations being nested in the budget
+    (``concentration`` and ``uniform_share`` as in :func:`allocate`; ``pred`` may be samples).
     """
     method = _check_method(method)
-    g = _check_rates(pred, "pred")
+    samples = _check_samples(pred, "pred")
+    g = samples.mean(axis=0)
     truth = g if rates is None else _check_rates(rates, "rates")
     if truth.size != g.size:
         raise ValueError(f"rates has {truth.size} entries but pred has {g.size}")
@@ -211,7 +274,8 @@ def budget_to_reach(
         raise ValueError(f"max_budget={cap} is smaller than len(pred) * min_per_prompt = {lo}")
 
     def reached(budget: int) -> bool:
-        counts = allocate(g, budget, method, floor, quantiles=quantiles)
+        counts = allocate(samples if samples.shape[0] > 1 else g, budget, method, floor,
+                          quantiles=quantiles, concentration=concentration, uniform_share=uniform_share)
         return expected_pass_at_k(truth, counts) >= float(target) - _TOL
 
     if reached(lo):
@@ -311,6 +375,8 @@ def compare_allocations(
     oracle: bool = True,
     min_per_prompt: int = 1,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
+    concentration: float | None = None,
+    uniform_share: float = 0.0,
 ) -> dict[str, Any]:
     """Compare allocation methods driven by predictions ``pred`` against the truth.
 
@@ -328,8 +394,14 @@ def compare_allocations(
 
     ``savings[method]`` gives, per budget, the smallest budget at which the method reaches
     uniform's expected pass@k at that budget, and the fraction of samples saved.
+    ``concentration`` and ``uniform_share`` go to every method's :func:`allocate` (not the
+    oracle's); ``pred`` may be predictive samples (S, n), summarised by their mean where a method
+    needs one rate.
     """
-    g = _check_rates(pred, "pred")
+    samples = _check_samples(pred, "pred")
+    g = samples.mean(axis=0)
+    src = samples if samples.shape[0] > 1 else g
+    extra = {"concentration": concentration, "uniform_share": uniform_share}
     rates, outcomes = _truth(truth, g.size)
     floor = _check_int(min_per_prompt, "min_per_prompt")
     _check_quantiles(quantiles)
@@ -350,7 +422,7 @@ def compare_allocations(
     def plan(name: str, budget: int) -> np.ndarray:
         if name == "oracle":
             return allocate(rates, budget, "greedy", floor)
-        return allocate(g, budget, name, floor, quantiles=quantiles)
+        return allocate(src, budget, name, floor, quantiles=quantiles, **extra)
 
     table: dict[str, dict[str, list]] = {}
     for name in names:
@@ -372,11 +444,12 @@ def compare_allocations(
     for name in names:
         if name == "uniform":
             continue
-        source, method = (rates, "greedy") if name == "oracle" else (g, name)
+        source, method = (rates, "greedy") if name == "oracle" else (src, name)
+        kw = {} if name == "oracle" else extra
         out = []
         for b, target in zip(budgets, uniform, strict=True):
             need = budget_to_reach(source, target, method, rates=rates, min_per_prompt=floor,
-                                   quantiles=quantiles)
+                                   quantiles=quantiles, **kw)
             out.append({"budget": b, "uniform_pass_at_k": target, "budget_to_match": need,
                         "saving": None if need is None else 1.0 - need / b})
         savings[name] = out

@@ -168,7 +168,11 @@ def test_compare_allocations_on_rates_and_outcomes():
         (dict(pred=[0.5, 1.2], budget=4), ValueError, "pred"),
         (dict(pred=[-0.1, 0.5], budget=4), ValueError, "pred"),
         (dict(pred=[], budget=4), ValueError, "pred"),
-        (dict(pred=[[0.5]], budget=4), ValueError, "pred"),
+        (dict(pred=[[[0.5]]], budget=4), ValueError, "pred"),
+        (dict(pred=np.zeros((0, 2)), budget=4), ValueError, "pred"),
+        (dict(pred=[0.5, 0.5], budget=4, concentration=0.0), ValueError, "concentration"),
+        (dict(pred=[0.5, 0.5], budget=4, uniform_share=1.5), ValueError, "uniform_share"),
+        (dict(pred=[[0.5, 0.5], [0.2, 0.2]], budget=4, concentration=2.0), ValueError, "not both"),
         (dict(pred=["a"], budget=4), TypeError, "pred"),
         (dict(pred=[0.5], budget=-1), ValueError, "budget"),
         (dict(pred=[0.5], budget=2.0), TypeError, "budget"),
@@ -290,3 +294,82 @@ def test_cli_allocate_end_to_end(tmp_path, monkeypatch, capsys):
     assert "--pool" in err and "39" in err and "40" in err
     with pytest.raises(SystemExit):  # --budget and --per-prompt are exclusive, one is required
         main(base)
+
+
+# ---- predictive distributions and the guard ------------------------------------------------
+def _brute_force_objective(gain_of_counts, n: int, budget: int, floor: int) -> float:
+    best = -np.inf
+    for extra in itertools.product(range(budget - n * floor + 1), repeat=n):
+        if sum(extra) <= budget - n * floor:
+            best = max(best, gain_of_counts(np.asarray(extra) + floor))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_greedy_on_predictive_samples_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 4))
+    samples = rng.choice([0.0, 0.05, 0.2, 0.5, 0.9, 1.0], size=(4, n))
+
+    def objective(counts):  # expected pass@k averaged over the predictive samples
+        return float(np.mean([expected_pass_at_k(s, counts) for s in samples]))
+
+    for budget in range(n, n + 6):
+        counts = allocate(samples, budget, "greedy")
+        assert counts.sum() <= budget
+        assert objective(counts) == pytest.approx(_brute_force_objective(objective, n, budget, 1))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_greedy_under_beta_rates_matches_brute_force(seed):
+    from scipy.special import betaln
+
+    rng = np.random.default_rng(seed)
+    n, c = int(rng.integers(1, 4)), float(rng.choice([0.5, 3.0, 40.0]))
+    mu = rng.uniform(0.01, 0.99, size=n)
+    a, b = mu * c, (1 - mu) * c
+
+    def objective(counts):  # E[1 - (1 - g)^n] with g ~ Beta(a, b): 1 - B(a, b + n) / B(a, b)
+        return float(np.mean(1.0 - np.exp(betaln(a, b + counts) - betaln(a, b))))
+
+    for budget in range(n, n + 6):
+        counts = allocate(mu, budget, "greedy", concentration=c)
+        assert objective(counts) == pytest.approx(_brute_force_objective(objective, n, budget, 1))
+
+
+def test_beta_rates_spend_less_on_a_likely_hopeless_prompt():
+    """With a wide Beta around a low mean most of the mass is near 0: its later samples are
+    expected to pay less than the moderate prompts', unlike under the point prediction."""
+    pred = np.array([0.01, 0.3, 0.3, 0.3, 0.9, 0.9])
+    sharp = allocate(pred, 48, "greedy")
+    wide = allocate(pred, 48, "greedy", concentration=2.0)
+    assert wide[0] < sharp[0] and wide[1:4].sum() > sharp[1:4].sum()
+
+
+def test_the_guard_bounds_a_confidently_wrong_predictor():
+    """A third of the prompts predicted hopeless (0) that are in fact the easiest: unguarded
+    greedy without a per-prompt floor gives them nothing and falls far below uniform; guarded,
+    its pass@k is never below uniform's at share x budget (the stated bound)."""
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0.02, 0.3, size=60)
+    pred = truth.copy()
+    truth[:20], pred[:20] = 0.6, 0.0
+    share = 0.5
+    for per_prompt in (2, 4, 8, 16):
+        budget = per_prompt * truth.size
+        bound = expected_pass_at_k(truth, allocate(pred, int(share * budget), "uniform"))
+        guarded = allocate(pred, budget, "greedy", min_per_prompt=0, uniform_share=share)
+        assert guarded.sum() <= budget
+        assert expected_pass_at_k(truth, guarded) >= bound - 1e-12
+        unguarded = allocate(pred, budget, "greedy", min_per_prompt=0)
+        assert expected_pass_at_k(truth, unguarded) < bound
+
+
+def test_guarded_allocations_stay_nested():
+    pred = np.random.default_rng(4).uniform(size=9)
+    for method in ("greedy", "window"):
+        prev = allocate(pred, 9, method, uniform_share=0.3)
+        for b in range(10, 90):
+            cur = allocate(pred, b, method, uniform_share=0.3)
+            assert np.all(cur >= prev) and cur.sum() <= b, (method, b)
+            prev = cur

@@ -18,10 +18,13 @@ from rollwise.acquisition import (
     PredictedSignalScale,
     TargetRateUtility,
 )
+from rollwise.calibration import BetaBinomialCalibration
 from rollwise.ppm import PPMConfig, PromptPredictiveModel
 from rollwise.selectors.base import Selector, as_numpy, check_prepared
 from rollwise.threads import DEFAULT_SELECTOR_THREADS, limited_threads
 from rollwise.validation import check_int, check_number
+
+MIN_CALIBRATION_GROUPS = 32  # first observations needed to calibrate on them alone
 
 
 class GPSSelector(Selector):
@@ -76,6 +79,7 @@ class GPSSelector(Selector):
         cooldown: float = 0.0,
         warmup_steps: int = 0,
         ppm: PPMConfig | Mapping[str, Any] | None = None,
+        calibration_window: int = 64,
         threads: int | None = DEFAULT_SELECTOR_THREADS,
     ) -> None:
         super().__init__(pool, batch_size, seed, threads)
@@ -87,12 +91,14 @@ class GPSSelector(Selector):
             raise ValueError(f"candidate_ratio must be >= 1 (or None), got {candidate_ratio}")
         check_number("cooldown", cooldown, 0.0, 1.0)
         check_int("warmup_steps", warmup_steps, 0)
+        check_int("calibration_window", calibration_window, 1)
         self.cfg = PPMConfig.from_any(ppm)
         self.target, self.diversity = float(target), float(diversity)
         self.intra, self.inter = bool(intra), bool(inter)
         self.candidate_ratio = None if candidate_ratio is None else float(candidate_ratio)
         self.scale_diversity = bool(scale_diversity)
         self.cooldown, self.warmup_steps = float(cooldown), int(warmup_steps)
+        self.calibration_window = int(calibration_window)
         self.acquisition = BatchAcquisition(
             TargetRateUtility(self.target),
             IntraBatchDispersion(self.diversity) if self.intra and self.diversity > 0 else None,
@@ -114,12 +120,18 @@ class GPSSelector(Selector):
         self._last_chosen = np.full(len(pool), -1, dtype=np.int64)  # step chosen last (-1: never)
         self._cache: tuple[int, np.ndarray] | None = None  # (step, full-pool prediction)
         self.last_loss: float | None = None  # the negative ELBO of the last optimiser step
+        # calibration data: per observe call, (prediction before it, successes, k, first time)
+        self._seen = np.zeros(len(pool), dtype=bool)
+        self._outcomes: deque[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = deque(
+            maxlen=self.calibration_window)
+        self._calibration: tuple[int, BetaBinomialCalibration] | None = None
 
     def hyper_params(self) -> dict[str, Any]:
         return {"target": self.target, "diversity": self.diversity, "intra": self.intra,
                 "inter": self.inter, "candidate_ratio": self.candidate_ratio,
                 "scale_diversity": self.scale_diversity, "cooldown": self.cooldown,
-                "warmup_steps": self.warmup_steps, "ppm": self.cfg.as_dict()}
+                "warmup_steps": self.warmup_steps, "calibration_window": self.calibration_window,
+                "ppm": self.cfg.as_dict()}
 
     # ---- selection -------------------------------------------------------------------------
     def _select(self, candidates: np.ndarray | None) -> np.ndarray:
@@ -177,8 +189,28 @@ class GPSSelector(Selector):
         self._cache = (self.step, full)
         return full if indices is None else full[indices]
 
-    def predict_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
-        """Predicted success rates of prompts outside the pool, from their raw embeddings."""
+    def calibration(self) -> BetaBinomialCalibration:
+        """The calibration of predictions for prompts the PPM has not trained on, fitted on the
+        first observations of prompts in the last ``calibration_window`` observe calls (their
+        predictions were made before their outcomes were known; on every group of the window
+        while fewer than :data:`MIN_CALIBRATION_GROUPS` are first observations), with the map
+        kept only if it predicts the newest of them better than the identity
+        (:meth:`~rollwise.calibration.BetaBinomialCalibration.fit_validated`)."""
+        if self._calibration is not None and self._calibration[0] == self.step:
+            return self._calibration[1]
+        if self._outcomes:
+            pred, succ, k, first = (np.concatenate(c) for c in zip(*self._outcomes, strict=True))
+            if int(first.sum()) >= MIN_CALIBRATION_GROUPS:
+                pred, succ, k = pred[first], succ[first], k[first]
+            fitted = BetaBinomialCalibration.fit_validated(pred, succ, k)
+        else:
+            fitted = BetaBinomialCalibration()
+        self._calibration = (self.step, fitted)
+        return fitted
+
+    def predict_embeddings(self, embeddings: np.ndarray, calibrated: bool = False) -> np.ndarray:
+        """Predicted success rates of prompts outside the pool, from their raw embeddings;
+        ``calibrated``: mapped through :meth:`calibration` (what allocation should use)."""
         emb = np.asarray(embeddings, dtype=np.float32)
         if emb.ndim != 2 or emb.shape[1] != self.pool.dim:
             raise ValueError(f"embeddings must have shape (n, {self.pool.dim}), got {emb.shape}")
@@ -188,16 +220,20 @@ class GPSSelector(Selector):
         if np.any(norms == 0):
             raise ValueError("embeddings contain an all-zero row")
         with limited_threads(self.threads):
-            return np.clip(self._predict_tensor(torch.from_numpy(emb / norms)), 0.0, 1.0)
+            raw = np.clip(self._predict_tensor(torch.from_numpy(emb / norms)), 0.0, 1.0)
+        return self.calibration().mean(raw) if calibrated else raw
 
-    def predict_texts(self, texts, embedder: Any = "wordllama", cache_dir=None) -> np.ndarray:
-        """Predicted success rates of new prompt texts (embedded with the pool's embedder)."""
+    def predict_texts(self, texts, embedder: Any = "wordllama", cache_dir=None,
+                      calibrated: bool = False) -> np.ndarray:
+        """Predicted success rates of new prompt texts (embedded with the pool's embedder);
+        ``calibrated`` as in :meth:`predict_embeddings`."""
         from rollwise.embed import embed_texts
 
         if isinstance(texts, str | bytes):
             raise TypeError("texts must be a sequence of prompt strings, not one string "
                             "(wrap a single prompt in a list)")
-        return self.predict_embeddings(embed_texts(list(texts), embedder, cache_dir=cache_dir))
+        return self.predict_embeddings(embed_texts(list(texts), embedder, cache_dir=cache_dir),
+                                       calibrated=calibrated)
 
     def _predict_tensor(self, emb: torch.Tensor) -> np.ndarray:
         # A fixed generator per (seed, step): predict is a pure function of the state.
@@ -224,6 +260,15 @@ class GPSSelector(Selector):
     # ---- learning --------------------------------------------------------------------------
     def _observe(self, indices: np.ndarray, rewards: np.ndarray) -> None:
         k = np.full(indices.size, rewards.shape[1], dtype=np.float32)
+        # the predictions these outcomes answer, made before the PPM trains on them
+        before = np.clip(np.asarray(self._predict(indices), dtype=np.float64), 0.0, 1.0)
+        first = ~self._seen[indices]
+        repeat = np.ones(indices.size, dtype=bool)
+        repeat[np.unique(indices, return_index=True)[1]] = False
+        first &= ~repeat  # a prompt listed twice in one call is new only once
+        self._outcomes.append((before, rewards.sum(axis=1), k.astype(np.float64), first))
+        self._seen[indices] = True
+        self._calibration = None
         self._history.append((indices.copy(), rewards.mean(axis=1), k))
         self._cache = None
         if self.cfg.grad_steps == 0:
@@ -280,6 +325,9 @@ class GPSSelector(Selector):
             "previous": self._previous,
             "stream": self._stream,
             "last_chosen": self._last_chosen,
+            "seen": self._seen,
+            "outcomes": [{"predicted": p, "successes": s, "k": k, "first": f}
+                         for p, s, k, f in self._outcomes],
         }
 
     def _prepare_model_state(self, model: dict[str, Any]):
@@ -307,6 +355,17 @@ class GPSSelector(Selector):
         check_prepared(np.unique(stream).size == stream.size, "candidate stream repeats a prompt")
         last_chosen = as_numpy(model["last_chosen"], np.int64)
         check_prepared(last_chosen.shape == (n,), "last_chosen does not match the pool")
+        # calibration data (absent from files of earlier versions: start without)
+        seen = as_numpy(model.get("seen", np.zeros(n, dtype=bool)), bool)
+        check_prepared(seen.shape == (n,), "seen does not match the pool")
+        outcomes = []
+        for o in model.get("outcomes", []):
+            arrays = tuple(as_numpy(o[key], dtype) for key, dtype in (
+                ("predicted", np.float64), ("successes", np.float64), ("k", np.float64), ("first", bool)))
+            check_prepared(all(a.ndim == 1 and a.shape == arrays[0].shape for a in arrays),
+                           "calibration record shapes do not match")
+            outcomes.append(arrays)
+        check_prepared(len(outcomes) <= self.calibration_window, "calibration record longer than its window")
         # Load into fresh copies first: a mismatching tensor raises before anything changes.
         with torch.random.fork_rng():  # its random init is overwritten; keep the global RNG
             fresh = PromptPredictiveModel(self.pool.dim, self.cfg)
@@ -325,6 +384,9 @@ class GPSSelector(Selector):
             self._previous = previous
             self._stream = stream
             self._last_chosen = last_chosen
+            self._seen = seen
+            self._outcomes = deque(outcomes, maxlen=self.calibration_window)
             self._cache = None
+            self._calibration = None
 
         return commit
