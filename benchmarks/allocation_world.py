@@ -30,15 +30,27 @@ from rollwise import make_selector
 from rollwise._io import atomic_write_json, atomic_write_report
 from rollwise.allocation import allocate, compare_allocations, expected_pass_at_k
 from rollwise.embed import embed_texts
-from rollwise.metrics import spearman
+from rollwise.metrics import expected_calibration_error, reliability_curve, spearman
 from rollwise.sim import RunSettings, WorldConfig, build_world, world_prompt_sets
 
 METHODS = ("uniform", "greedy", "window")
 ALL = METHODS + ("oracle",)
-COLOURS = {"uniform": "C0", "greedy": "C3", "window": "C2", "oracle": "C7"}
+# greedy on the selector's calibrated predictions (its calibration is fitted during training on
+# first observations of prompts, never on these held-out prompts)
+CALIBRATED = {
+    "greedy-calibrated": "greedy on the calibrated rates",
+    "greedy-beta": "greedy under the calibrated Beta predictive distribution (calibrated rate and "
+                   "fitted concentration): what `rollwise allocate` does by default",
+    "greedy-beta-guarded": "greedy-beta with half of the budget spread as uniform spreads it "
+                           "(`uniform_share=0.5`)",
+}
+PRODUCT = "greedy-beta"  # the rule the summary's greedy_saving reports
+GUARD_SHARE = 0.5
+COLOURS = {"uniform": "C0", "greedy": "C3", "window": "C2", "oracle": "C7", "greedy-beta": "C1"}
 # diagnostics: greedy on other predictions, to separate ranking from calibration errors
 DIAGNOSTICS = {
-    "greedy-calibrated": "greedy on GPS's ranking with the true rates' distribution (perfect calibration)",
+    "greedy-perfect-calibration": "greedy on GPS's ranking with the true rates' distribution "
+                                  "(perfect calibration)",
     "greedy-skill-level": "greedy on the best text-only prediction (true skill ability and level, "
                           "averaged over the prompt-specific noise no text reveals)",
 }
@@ -107,7 +119,7 @@ def summarise(runs: list[dict]) -> dict:
     mean and counted in ``unmatched_seeds``."""
     nb = len(runs[0]["budgets"])
     summary: dict = {"methods": {}, "savings": {}}
-    for m in ALL + tuple(DIAGNOSTICS):
+    for m in ALL + tuple(CALIBRATED) + tuple(DIAGNOSTICS):
         summary["methods"][m] = {
             key: [mean_sd([r["methods"][m][key][j] for r in runs]) for j in range(nb)]
             for key in ("expected_pass_at_k", "sampled_pass_at_k", "predicted_pass_at_k",
@@ -122,6 +134,8 @@ def summarise(runs: list[dict]) -> dict:
                 for j in range(nb)]
     summary["prediction"] = {k: mean_sd([r["prediction"][k] for r in runs])
                              for k in runs[0]["prediction"]}
+    summary["ece_median"] = {k: float(np.median([r["prediction"][k] for r in runs]))
+                             for k in ("ece_raw", "ece_calibrated")}
     return summary
 
 
@@ -157,15 +171,30 @@ def main() -> None:
             truth = world.heldout_gamma()
             pred = sel.predict_embeddings(held_emb)
             res = compare_allocations(pred, truth, budgets, seed=seed, methods=METHODS)
+            cal = sel.calibration()
+            cal_pred = cal.mean(pred)
             res["prediction"] = {
+                "ece_raw": expected_calibration_error(pred, truth),
+                "ece_calibrated": expected_calibration_error(cal_pred, truth),
                 "spearman": spearman(pred, truth),
                 "mean_abs_error": float(np.mean(np.abs(pred - truth))),
                 "mean_predicted": float(pred.mean()),
                 "mean_true": float(truth.mean()),
                 "predicted_below_0.01_true_above_0.1": int(np.sum((pred < 0.01) & (truth > 0.1))),
             }
+            res["calibration"] = {"fitted": cal.as_dict(),
+                                  "reliability_raw": reliability_curve(pred, truth),
+                                  "reliability_calibrated": reliability_curve(cal_pred, truth)}
+            for name, extra_kw in (("greedy-calibrated", {}),
+                                   ("greedy-beta", {"concentration": cal.concentration}),
+                                   ("greedy-beta-guarded", {"concentration": cal.concentration,
+                                                            "uniform_share": GUARD_SHARE})):
+                extra = compare_allocations(cal_pred, truth, budgets, seed=seed, methods=("greedy",),
+                                            oracle=False, **extra_kw)
+                res["methods"][name] = extra["methods"]["greedy"]
+                res["savings"][name] = extra["savings"]["greedy"]
             text_only = skill_level_rates(world, train.level, held.level)
-            for name, diag in (("greedy-calibrated", calibrated(pred, truth)),
+            for name, diag in (("greedy-perfect-calibration", calibrated(pred, truth)),
                                ("greedy-skill-level", text_only)):
                 extra = compare_allocations(diag, truth, budgets, seed=seed, methods=("greedy",),
                                             oracle=False)
@@ -174,10 +203,16 @@ def main() -> None:
                 res["prediction"][f"spearman_{name}"] = spearman(diag, truth)
             if step == args.steps:
                 res["curves"] = {m: curve(pred, truth, dense, m) for m in ALL}
+                res["curves"]["greedy-beta"] = [
+                    expected_pass_at_k(truth, allocate(cal_pred, int(b), "greedy",
+                                                       concentration=cal.concentration))
+                    for b in dense]
                 res["curves"]["greedy-skill-level"] = curve(text_only, truth, dense, "greedy")
             runs[step].append(res)
-            sv = {m: res["savings"][m][1]["saving"] for m in ("greedy", "window", "oracle")}
-            print(f"seed {seed} step {step}: Spearman {res['prediction']['spearman']:.2f}, held-out "
+            sv = {m: res["savings"][m][1]["saving"] for m in ("greedy", PRODUCT, "oracle")}
+            print(f"seed {seed} step {step}: ECE {res['prediction']['ece_raw']:.3f} -> "
+                  f"{res['prediction']['ece_calibrated']:.3f} calibrated, "
+                  f"Spearman {res['prediction']['spearman']:.2f}, held-out "
                   f"mean rate {truth.mean():.3f}; saving at {per_prompt[1]}/prompt: "
                   + ", ".join(f"{m} {v if v is None else round(v, 3)}" for m, v in sv.items()),
                   flush=True)
@@ -194,11 +229,19 @@ def main() -> None:
               "min_per_prompt": runs[args.steps][0]["min_per_prompt"],
               "wall_seconds": round(time.perf_counter() - t0, 1)}
     out = Path(args.out)
+    position = {k: j for j, k in enumerate(per_prompt)}
+    headline = {  # the results' summary, read back by tools: exactly these keys
+        "ece_heldout": final["ece_median"]["ece_calibrated"],
+        "greedy_saving": {str(k): final["savings"][PRODUCT][position[k]]["median"]
+                          for k in (2, 4, 8) if k in position},
+        "true_rate_saving": {str(k): final["savings"]["oracle"][position[k]]["median"]
+                             for k in (2, 4, 8) if k in position},
+    }
     atomic_write_json(out.with_suffix(".json"), {
-        "config": config, "summary": final,
+        "config": config, "summary": headline, "final": final,
         "by_step": {str(c): summaries[c] for c in checkpoints},
         "dense_budgets": dense.tolist(), "per_seed": {str(c): runs[c] for c in checkpoints}})
-    text = report(summaries, config)
+    text = report(summaries, config, runs[args.steps])
     atomic_write_report(out.with_suffix(".md"), text)
     plot(final, runs[args.steps], dense, n, per_prompt, out.with_suffix(".png"))
     print(text)
@@ -226,7 +269,7 @@ def _saving_cell(s: dict) -> str:
     return f"{med} ({span}{never})"
 
 
-def report(summaries: dict, config: dict) -> str:
+def report(summaries: dict, config: dict, runs_final: list[dict]) -> str:
     final = summaries[config["steps"]]
     pr = final["prediction"]
     per_prompt = config["per_prompt"]
@@ -243,6 +286,36 @@ def report(summaries: dict, config: dict) -> str:
         f"absolute error {_pm(pr['mean_abs_error'])}, mean predicted rate {_pm(pr['mean_predicted'])} "
         f"vs true {_pm(pr['mean_true'])}; prompts predicted below 0.01 whose true rate is above 0.1: "
         f"{_pm(pr['predicted_below_0.01_true_above_0.1'], '.1f')}.",
+        "",
+        "## Calibration of the held-out predictions",
+        "",
+        "Expected calibration error (10 equal-width bins of the predicted rate, prompt-weighted "
+        "|mean predicted - mean true|), median over seeds: raw PPM "
+        f"{final['ece_median']['ece_raw']:.3f}, calibrated {final['ece_median']['ece_calibrated']:.3f} "
+        "(the selector's beta-binomial calibration, fitted during training on the first "
+        "observations of training prompts, validated against the identity on the newest of them; "
+        "the held-out prompts are never used). Per seed (raw -> calibrated; fitted slope, bias, "
+        "concentration):",
+        "",
+    ]
+    for r, seed in zip(runs_final, config["seeds"], strict=True):
+        c = r["calibration"]["fitted"]
+        lines.append(f"* seed {seed}: ECE {r['prediction']['ece_raw']:.3f} -> "
+                     f"{r['prediction']['ece_calibrated']:.3f}; slope {c['slope']:.2f}, bias "
+                     f"{c['bias']:.2f}, concentration {c['concentration']:.1f} ({c['groups']} groups)")
+    lines += [
+        "",
+        "Greedy allocation on the calibrated predictions (savings as in the next section, median "
+        "(range) over seeds):",
+        "",
+    ]
+    lines += [f"* `{name}`: {text}." for name, text in CALIBRATED.items()]
+    lines += ["", "| samples/prompt | greedy (raw) | " + " | ".join(CALIBRATED) + " | oracle |",
+              "|---|---|" + "---|" * len(CALIBRATED) + "---|"]
+    for j, k in enumerate(per_prompt):
+        lines.append(f"| {k} | " + " | ".join(_saving_cell(final["savings"][m][j]) for m in
+                                              ("greedy", *CALIBRATED, "oracle")) + " |")
+    lines += [
         "",
         "## Samples saved at equal pass@k",
         "",
@@ -328,8 +401,8 @@ def plot(summary: dict, runs: list, dense: np.ndarray, n: int, per_prompt: list,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for m in ALL:
+    fig, (ax, rel) = plt.subplots(1, 2, figsize=(11.0, 4.4), gridspec_kw={"width_ratios": [1.5, 1]})
+    for m in ALL + (PRODUCT,):
         mean = np.mean([r["curves"][m] for r in runs], axis=0)
         ax.plot(dense / n, mean, color=COLOURS[m], lw=1.4, ls="--" if m == "oracle" else "-",
                 label=f"{m} (expected)")
@@ -343,6 +416,25 @@ def plot(summary: dict, runs: list, dense: np.ndarray, n: int, per_prompt: list,
     ax.set_title("Allocation from GPS predictions (dots: sampled pass@k)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
+    # reliability diagram of the held-out predictions, every seed pooled by bin
+    for key, colour, label in (("reliability_raw", "C3", "raw PPM"),
+                               ("reliability_calibrated", "C1", "calibrated")):
+        count = np.sum([r["calibration"][key]["count"] for r in runs], axis=0)
+        pred = np.nansum([np.nan_to_num(np.array(r["calibration"][key]["mean_predicted"]))
+                          * np.array(r["calibration"][key]["count"]) for r in runs], axis=0)
+        true = np.nansum([np.nan_to_num(np.array(r["calibration"][key]["mean_true"]))
+                          * np.array(r["calibration"][key]["count"]) for r in runs], axis=0)
+        filled = count > 0
+        rel.plot(pred[filled] / count[filled], true[filled] / count[filled], "-", color=colour,
+                 label=label)
+        rel.scatter(pred[filled] / count[filled], true[filled] / count[filled], color=colour,
+                    s=8 + 60 * count[filled] / count.max())
+    rel.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--")
+    rel.set_xlabel("mean predicted rate (bin)")
+    rel.set_ylabel("mean true rate (bin)")
+    rel.set_title("Calibration of held-out predictions", fontsize=10)
+    rel.grid(alpha=0.3)
+    rel.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
