@@ -36,8 +36,9 @@ def markdown_table(summary: dict[str, Any]) -> str:
         f"Target held-out accuracy: {summary['target_accuracy']:.3f}",
         "",
         "| strategy | rollouts to target | vs uniform | vs DS | final acc | mean ESR | "
-        f"Spearman unseen @{step} | Spearman unseen (end) | s/step select+observe |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"Spearman unseen @{step} | Spearman unseen (end) | ECE unseen (end) | ECE calibrated "
+        "| s/step select+observe |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in summary["strategies"].items():
         reach = r["rollouts_to_target"]
@@ -47,6 +48,7 @@ def markdown_table(summary: dict[str, Any]) -> str:
             f"{_fmt(r['ratio_to_ds'], '.2f')} | {r['final_accuracy']:.3f} ± "
             f"{r['final_accuracy_sd']:.3f} | {_fmt(r['mean_esr'], '.2f')} | "
             f"{_fmt(r['spearman_unseen_at_step'], '.2f')} | {_fmt(r['spearman_unseen_final'], '.2f')} | "
+            f"{_fmt(r.get('ece_unseen_final'))} | {_fmt(r.get('ece_unseen_calibrated'))} | "
             f"{r['sec_per_step']:.3f} |"
         )
     return "\n".join(lines) + "\n"
@@ -63,9 +65,10 @@ def _moving_average(x: np.ndarray, window: int) -> np.ndarray:
 
 
 def plot(summary: dict[str, Any], path: str | Path, title: str = "", smooth: int = 10) -> None:
-    """Accuracy vs rollouts, ESR over steps (moving average over ``smooth`` steps) and Spearman
-    on unseen prompts over steps; bands are ± one standard error over seeds where the summary
-    holds per-seed runs. DS's rollouts are clipped at 1.5x the other strategies' budget."""
+    """Accuracy vs rollouts, ESR over steps (moving average over ``smooth`` steps), Spearman
+    on unseen prompts over steps and a reliability diagram of the final unseen predictions;
+    bands are ± one standard error over seeds where the summary holds per-seed runs. DS's
+    rollouts are clipped at 1.5x the other strategies' budget."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,7 +77,7 @@ def plot(summary: dict[str, Any], path: str | Path, title: str = "", smooth: int
     from rollwise._io import atomic_write
 
     per_seed = summary.get("per_seed", {})
-    fig, ax = plt.subplots(1, 3, figsize=(16, 5))
+    fig, ax = plt.subplots(1, 4, figsize=(21, 5))
     budgets = [m["rollouts"][-1] for name, m in summary["mean_curves"].items() if name != "ds"]
     x_max = 1.5 * max(budgets) if budgets else None
     clipped = []
@@ -102,6 +105,12 @@ def plot(summary: dict[str, Any], path: str | Path, title: str = "", smooth: int
         if any(v == v for v in m["spearman_unseen"]):
             ax[2].plot(steps, m["spearman_unseen"], color=color, lw=1.4)
             band(ax[2], steps, "spearman_unseen")
+        count = np.asarray(m.get("reliability_count", []), dtype=float)
+        if count.size and count.sum() > 0:  # the final unseen predictions, seeds pooled by bin
+            filled = count > 0
+            ax[3].plot(np.asarray(m["reliability_predicted_sum"])[filled] / count[filled],
+                       np.asarray(m["reliability_true_sum"])[filled] / count[filled], "o-",
+                       color=color, lw=1.2, ms=3)
     ax[0].axhline(summary["target_accuracy"], color="grey", ls="--", lw=0.8,
                   label="target (uniform's final)")
     if clipped:
@@ -110,6 +119,9 @@ def plot(summary: dict[str, Any], path: str | Path, title: str = "", smooth: int
     ax[0].set(xlabel="rollouts" + note, ylabel="held-out accuracy", title="accuracy vs rollouts")
     ax[1].set(xlabel="step", ylabel="ESR", title=f"effective sample ratio ({smooth}-step mean)")
     ax[2].set(xlabel="step", ylabel="Spearman", title="predicted vs true rate, unseen prompts")
+    ax[3].plot([0, 1], [0, 1], color="grey", ls="--", lw=0.8)
+    ax[3].set(xlabel="mean predicted rate (bin)", ylabel="mean true rate (bin)",
+              title="calibration on unseen prompts (end, raw predictions)")
     for a in ax:
         a.grid(alpha=0.3)
     handles, labels = ax[0].get_legend_handles_labels()

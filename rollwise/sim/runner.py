@@ -11,7 +11,13 @@ from typing import Any
 import numpy as np
 
 from rollwise.dynamic_sampling import DynamicSamplingBuffer
-from rollwise.metrics import Stopwatch, effective_sample_ratio, spearman
+from rollwise.metrics import (
+    Stopwatch,
+    effective_sample_ratio,
+    expected_calibration_error,
+    reliability_curve,
+    spearman,
+)
 from rollwise.pool import PromptPool
 from rollwise.selectors import Selector, make_selector
 from rollwise.sim.world import PromptWorld
@@ -67,6 +73,9 @@ class RunSettings:
             )
 
 
+RELIABILITY_BINS = 10
+
+
 def run_one(
     strategy: str,
     pool: PromptPool,
@@ -100,8 +109,8 @@ def run_one(
         selector = make_selector(strategy, pool, b, seed=seed, **hyper)
     sw = Stopwatch()
     log: dict[str, list[float]] = {k: [] for k in (
-        "rollouts", "accuracy", "esr", "spearman_batch", "spearman_unseen", "sec_select",
-        "sec_observe")}
+        "rollouts", "accuracy", "esr", "spearman_batch", "spearman_unseen", "ece_unseen",
+        "sec_select", "sec_observe")}
     log["accuracy0"] = [world.heldout_accuracy()]
     spent = 0
     for _ in range(settings.steps):
@@ -117,12 +126,16 @@ def run_one(
                 spent += r.size
             idx, r = buffer.pop()
             esr = effective_sample_ratio(np.concatenate(rolled))
-            rho_batch = rho_unseen = float("nan")
+            rho_batch = rho_unseen = ece_unseen = float("nan")
         else:
             with sw("select"):
                 idx = selector.select(candidates)
             rho_batch = spearman(selector.predict(idx), world.gamma(idx))
-            rho_unseen = spearman(selector.predict(probe), world.gamma(probe)) if n_probe else np.nan
+            rho_unseen = ece_unseen = float("nan")
+            if n_probe:
+                unseen, truth = selector.predict(probe), world.gamma(probe)
+                rho_unseen = spearman(unseen, truth)
+                ece_unseen = expected_calibration_error(unseen, truth)
             r = world.rollout(idx, roll_rng)
             spent += r.size
             esr = effective_sample_ratio(r)
@@ -136,10 +149,20 @@ def run_one(
         log["esr"].append(esr)
         log["spearman_batch"].append(rho_batch)
         log["spearman_unseen"].append(rho_unseen)
+        log["ece_unseen"].append(ece_unseen)
         log["sec_select"].append(sw.seconds.get("select", 0.0) - sel0)
         log["sec_observe"].append(sw.seconds.get("observe", 0.0) - obs0)
         if on_step is not None:
             on_step()
+    if n_probe and buffer is None:  # the final unseen predictions' calibration, raw and calibrated
+        unseen, truth = selector.predict(probe), world.gamma(probe)
+        curve = reliability_curve(unseen, truth, RELIABILITY_BINS)
+        count = np.asarray(curve["count"], dtype=float)
+        log["reliability_count"] = count.tolist()
+        log["reliability_predicted_sum"] = (np.nan_to_num(curve["mean_predicted"]) * count).tolist()
+        log["reliability_true_sum"] = (np.nan_to_num(curve["mean_true"]) * count).tolist()
+        log["ece_unseen_calibrated"] = [expected_calibration_error(
+            selector.calibration().mean(unseen), truth) if hasattr(selector, "calibration") else np.nan]
     if save_selector is not None and strategy not in BENCH_ONLY:
         selector.save(save_selector)
     return log
@@ -190,6 +213,8 @@ def _summarise(logs, target, at_step) -> dict[str, Any]:
             "spearman_unseen_at_step": float(m["spearman_unseen"][step]),
             "spearman_unseen_final": float(np.nanmean(m["spearman_unseen"][-10:])),
             "spearman_batch_mean": float(np.nanmean(m["spearman_batch"])),
+            "ece_unseen_final": float(np.nanmean(m["ece_unseen"][-10:])),
+            "ece_unseen_calibrated": float(np.nanmean(m.get("ece_unseen_calibrated", [np.nan]))),
             "sec_per_step": float(np.mean(m["sec_select"] + m["sec_observe"])),
         }
     base = rows.get("uniform", {}).get("rollouts_to_target", float("nan"))
