@@ -213,7 +213,7 @@ def _summarise(logs, target, at_step) -> dict[str, Any]:
             "spearman_unseen_at_step": float(m["spearman_unseen"][step]),
             "spearman_unseen_final": float(np.nanmean(m["spearman_unseen"][-10:])),
             "spearman_batch_mean": float(np.nanmean(m["spearman_batch"])),
-            "ece_unseen_final": float(np.nanmean(m["ece_unseen"][-10:])),
+            "ece_unseen_final": float(np.nanmean(m.get("ece_unseen", [np.nan])[-10:])),
             "ece_unseen_calibrated": float(np.nanmean(m.get("ece_unseen_calibrated", [np.nan]))),
             "sec_per_step": float(np.mean(m["sec_select"] + m["sec_observe"])),
         }
