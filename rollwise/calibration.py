@@ -2,16 +2,18 @@
 
 A selector's predictions for prompts it never observed are what test-time allocation runs on,
 and a model trained on its own selections tends to be over-confident there (a prompt predicted
-at 0.005 that the policy solves one time in five is starved of samples). Each time a prompt is
-observed for the first time, its prediction *before* that observation and its outcomes form an
-honest out-of-sample pair, exactly like a never-seen prompt's. :class:`BetaBinomialCalibration`
-fits, on such pairs, a map from the raw prediction ``p`` to a Beta predictive distribution of the
-true rate:
+at 0.005 that the policy solves one time in five is starved of samples). Each time a batch is
+observed, the predictions made *before* its outcomes were known and those outcomes form honest
+out-of-time pairs. :class:`BetaBinomialCalibration` fits, on such pairs, a map from the raw
+prediction ``p`` to a Beta predictive distribution of the true rate:
 
     rate ~ Beta(mu * c, (1 - mu) * c),    mu = sigmoid(slope * logit(p) + bias)
 
 by maximum likelihood of the observed successes under the beta-binomial (``k`` rollouts per
-prompt), with a weak pull of ``(slope, bias)`` towards the identity. ``mu`` is the calibrated
+prompt), with a weak pull of ``(slope, bias)`` towards the identity. The slope is kept in
+``[MIN_SLOPE, MAX_SLOPE]``: the map never inverts or flattens the predictor's ranking, which is
+informative even where its values are not (a selector's pairs cover a narrow band of predictions,
+and a free slope fitted there can extrapolate anywhere). ``mu`` is the calibrated
 rate; the concentration ``c`` says how far a prompt's true rate may lie from it, which
 :func:`rollwise.allocation.allocate` uses so that an uncertain prompt is not starved.
 """
@@ -30,6 +32,7 @@ from rollwise.validation import check_number
 EDGE = 1e-4  # raw predictions are clipped to [EDGE, 1 - EDGE] before the logit
 DEFAULT_CONCENTRATION = 100.0  # the identity's concentration: a sharp Beta around the prediction
 IDENTITY_PULL = 1e-2  # L2 pull of (slope, bias) towards (1, 0), per group
+MIN_SLOPE, MAX_SLOPE = 0.25, 1.5  # the map keeps the ranking and at least a quarter of its spread
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,7 @@ class BetaBinomialCalibration:
         log_c = (np.log(0.05), np.log(1e4))
         if fit_map:
             w = minimize(loss, np.array([1.0, 0.0, np.log(10.0)]), method="L-BFGS-B",
-                         bounds=[(-10.0, 10.0), (-20.0, 20.0), log_c]).x
+                         bounds=[(MIN_SLOPE, MAX_SLOPE), (-20.0, 20.0), log_c]).x
             return cls(float(w[0]), float(w[1]), float(np.exp(w[2])), int(p.size))
         w = minimize(loss, np.array([np.log(10.0)]), method="L-BFGS-B", bounds=[log_c]).x
         return cls(1.0, 0.0, float(np.exp(w[0])), int(p.size))

@@ -56,6 +56,9 @@ def test_beta_binomial_fit_recovers_an_overconfident_map():
     k = 8
     fitted = BetaBinomialCalibration.fit(p, rng.binomial(k, truth), k)
     assert abs(fitted.slope - 0.5) < 0.1 and abs(fitted.bias - 0.3) < 0.2
+    # a map that would invert or flatten the ranking is not allowed
+    inverted = BetaBinomialCalibration.fit(p, rng.binomial(k, 1.0 - truth), k)
+    assert inverted.slope == pytest.approx(0.25)
     assert 4.0 < fitted.concentration < 16.0 and fitted.groups == 3000
     # on fresh prompts the calibrated rates are far better calibrated than the raw ones
     p2, truth2, _ = _overconfident_world(1, 2000)
@@ -93,7 +96,7 @@ def test_calibration_without_data_is_the_identity():
 
 def test_gps_calibrates_its_predictions_for_unseen_prompts():
     """GPS trained on a fixed pool whose rates follow the embeddings (its raw predictions are
-    then already well calibrated): the calibration is fitted on first observations only, does
+    then already well calibrated): the calibration is fitted on its window of observations, does
     not make the never-seen prompts' predictions worse, and survives a save/load."""
     from scipy.special import expit
 
@@ -109,7 +112,7 @@ def test_gps_calibrates_its_predictions_for_unseen_prompts():
         idx = sel.select()
         sel.observe(idx, (rng.random((16, 8)) < truth[idx, None]).astype(float))
     cal = sel.calibration()
-    assert cal.groups >= 32  # first observations only: at most one group per prompt
+    assert cal.groups == 40 * 16  # every group of the window (64 observe calls)
     held, held_truth = emb[500:], truth[500:]
     raw = expected_calibration_error(sel.predict_embeddings(held), held_truth)
     calibrated = expected_calibration_error(sel.predict_embeddings(held, calibrated=True), held_truth)

@@ -364,7 +364,7 @@ def test_state_files_with_bad_fields_raise_value_error(name, tmp_path):
 def _bad_model_states(name, good_model):
     """Corrupted ``state['model']`` dicts for each strategy."""
     yield "not-a-dict", [1, 2]
-    optional = {"seen", "outcomes"}  # GPS calibration data: absent from earlier versions' files
+    optional = {"outcomes"}  # GPS calibration data: absent from earlier versions' files
     for key in [k for k in good_model if k not in optional]:
         m = dict(good_model)
         del m[key]
@@ -391,10 +391,8 @@ def _bad_model_states(name, good_model):
         yield "previous-range", {**good_model, "previous": np.array([-1])}
         yield "generator", {**good_model, "generator": torch.zeros(3, dtype=torch.uint8)}
         yield "optimizer", {**good_model, "optimizer": {"state": {}, "param_groups": []}}
-        yield "seen-shape", {**good_model, "seen": np.zeros(3, dtype=bool)}
         yield "outcomes-shape", {**good_model, "outcomes": [
-            {"predicted": np.array([0.5, 0.5]), "successes": np.array([1.0]), "k": np.array([4.0]),
-             "first": np.array([True])}]}
+            {"predicted": np.array([0.5, 0.5]), "successes": np.array([1.0]), "k": np.array([4.0])}]}
         yield "outcomes-long", {**good_model, "outcomes": good_model["outcomes"] * 100}
 
 

@@ -24,8 +24,6 @@ from rollwise.selectors.base import Selector, as_numpy, check_prepared
 from rollwise.threads import DEFAULT_SELECTOR_THREADS, limited_threads
 from rollwise.validation import check_int, check_number
 
-MIN_CALIBRATION_GROUPS = 32  # first observations needed to calibrate on them alone
-
 
 class GPSSelector(Selector):
     """Generalizable Predictive Prompt Selection.
@@ -120,9 +118,8 @@ class GPSSelector(Selector):
         self._last_chosen = np.full(len(pool), -1, dtype=np.int64)  # step chosen last (-1: never)
         self._cache: tuple[int, np.ndarray] | None = None  # (step, full-pool prediction)
         self.last_loss: float | None = None  # the negative ELBO of the last optimiser step
-        # calibration data: per observe call, (prediction before it, successes, k, first time)
-        self._seen = np.zeros(len(pool), dtype=bool)
-        self._outcomes: deque[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = deque(
+        # calibration data: per observe call, (predictions made before it, successes, k)
+        self._outcomes: deque[tuple[np.ndarray, np.ndarray, np.ndarray]] = deque(
             maxlen=self.calibration_window)
         self._calibration: tuple[int, BetaBinomialCalibration] | None = None
 
@@ -190,18 +187,18 @@ class GPSSelector(Selector):
         return full if indices is None else full[indices]
 
     def calibration(self) -> BetaBinomialCalibration:
-        """The calibration of predictions for prompts the PPM has not trained on, fitted on the
-        first observations of prompts in the last ``calibration_window`` observe calls (their
-        predictions were made before their outcomes were known; on every group of the window
-        while fewer than :data:`MIN_CALIBRATION_GROUPS` are first observations), with the map
-        kept only if it predicts the newest of them better than the identity
-        (:meth:`~rollwise.calibration.BetaBinomialCalibration.fit_validated`)."""
+        """The calibration of the PPM's predictions, fitted on the groups of the last
+        ``calibration_window`` observe calls against the predictions made for them before their
+        outcomes were known, the map kept only if it predicts the newest of them better than the
+        identity (:meth:`~rollwise.calibration.BetaBinomialCalibration.fit_validated`).
+
+        (First observations alone, the closest match to never-seen prompts, cover too narrow a
+        band of predictions once GPS chooses near its target: on the world a map fitted on them
+        alone inverted the ranking at one checkpoint.)"""
         if self._calibration is not None and self._calibration[0] == self.step:
             return self._calibration[1]
         if self._outcomes:
-            pred, succ, k, first = (np.concatenate(c) for c in zip(*self._outcomes, strict=True))
-            if int(first.sum()) >= MIN_CALIBRATION_GROUPS:
-                pred, succ, k = pred[first], succ[first], k[first]
+            pred, succ, k = (np.concatenate(c) for c in zip(*self._outcomes, strict=True))
             fitted = BetaBinomialCalibration.fit_validated(pred, succ, k)
         else:
             fitted = BetaBinomialCalibration()
@@ -262,12 +259,7 @@ class GPSSelector(Selector):
         k = np.full(indices.size, rewards.shape[1], dtype=np.float32)
         # the predictions these outcomes answer, made before the PPM trains on them
         before = np.clip(np.asarray(self._predict(indices), dtype=np.float64), 0.0, 1.0)
-        first = ~self._seen[indices]
-        repeat = np.ones(indices.size, dtype=bool)
-        repeat[np.unique(indices, return_index=True)[1]] = False
-        first &= ~repeat  # a prompt listed twice in one call is new only once
-        self._outcomes.append((before, rewards.sum(axis=1), k.astype(np.float64), first))
-        self._seen[indices] = True
+        self._outcomes.append((before, rewards.sum(axis=1), k.astype(np.float64)))
         self._calibration = None
         self._history.append((indices.copy(), rewards.mean(axis=1), k))
         self._cache = None
@@ -325,9 +317,7 @@ class GPSSelector(Selector):
             "previous": self._previous,
             "stream": self._stream,
             "last_chosen": self._last_chosen,
-            "seen": self._seen,
-            "outcomes": [{"predicted": p, "successes": s, "k": k, "first": f}
-                         for p, s, k, f in self._outcomes],
+            "outcomes": [{"predicted": p, "successes": s, "k": k} for p, s, k in self._outcomes],
         }
 
     def _prepare_model_state(self, model: dict[str, Any]):
@@ -356,12 +346,10 @@ class GPSSelector(Selector):
         last_chosen = as_numpy(model["last_chosen"], np.int64)
         check_prepared(last_chosen.shape == (n,), "last_chosen does not match the pool")
         # calibration data (absent from files of earlier versions: start without)
-        seen = as_numpy(model.get("seen", np.zeros(n, dtype=bool)), bool)
-        check_prepared(seen.shape == (n,), "seen does not match the pool")
         outcomes = []
         for o in model.get("outcomes", []):
             arrays = tuple(as_numpy(o[key], dtype) for key, dtype in (
-                ("predicted", np.float64), ("successes", np.float64), ("k", np.float64), ("first", bool)))
+                ("predicted", np.float64), ("successes", np.float64), ("k", np.float64)))
             check_prepared(all(a.ndim == 1 and a.shape == arrays[0].shape for a in arrays),
                            "calibration record shapes do not match")
             outcomes.append(arrays)
@@ -384,7 +372,6 @@ class GPSSelector(Selector):
             self._previous = previous
             self._stream = stream
             self._last_chosen = last_chosen
-            self._seen = seen
             self._outcomes = deque(outcomes, maxlen=self.calibration_window)
             self._cache = None
             self._calibration = None
