@@ -20,6 +20,9 @@ def _quantiles(text: str) -> tuple[float, float]:
     return lower, upper
 
 
+CALIBRATION_MODES = ("beta", "mean", "none")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from rollwise.allocation import DEFAULT_QUANTILES, METHODS
 
@@ -39,6 +42,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-per-prompt", type=int, default=1, help="samples every prompt gets at least")
     p.add_argument("--quantiles", type=_quantiles, default=DEFAULT_QUANTILES,
                    help="LOWER,UPPER quantiles of the window method")
+    p.add_argument("--calibration", choices=CALIBRATION_MODES, default="beta",
+                   help="how the selector's predictions are used: 'beta', the calibrated rates "
+                        "with their fitted uncertainty (greedy maximises the expected pass@k under "
+                        "it); 'mean', the calibrated rates; 'none', the raw predictions")
+    p.add_argument("--uniform-share", type=float, default=0.0,
+                   help="guard: this share of the budget is spread as uniform allocation spreads "
+                        "it, so pass@k is never below uniform's at that share of the budget")
     p.add_argument("--out", type=Path, required=True, help="output JSONL: one {id, samples} per prompt")
     p.add_argument("--text-field", default=None,
                    help="field holding the prompt text in --pool and --prompts; none: the first "
@@ -98,7 +108,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not hasattr(sel, "predict_texts"):
         raise ValueError(f"--selector: strategy {sel.strategy!r} cannot predict prompts outside its pool; "
                          "use a GPS selector")
-    pred = sel.predict_texts(new.texts, embedder=args.embedder)
+    if not 0.0 <= args.uniform_share <= 1.0:
+        raise ValueError(f"--uniform-share must lie in [0, 1], got {args.uniform_share}")
+    raw = sel.predict_texts(new.texts, embedder=args.embedder)
+    calibration = sel.calibration()
+    pred = raw if args.calibration == "none" else calibration.mean(raw)
+    concentration = calibration.concentration if args.calibration == "beta" else None
     n = len(new.texts)
     budget = args.budget if args.budget is not None else args.per_prompt * n
     if budget < 0:
@@ -106,12 +121,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if budget < n * args.min_per_prompt:
         raise ValueError(f"--budget {budget} is smaller than {n} prompts * --min-per-prompt "
                          f"{args.min_per_prompt} = {n * args.min_per_prompt}")
-    counts = allocate(pred, budget, args.method, args.min_per_prompt, quantiles=args.quantiles)
-    lines = [json.dumps({"id": pid, "samples": int(c), "predicted_rate": round(float(p), 6)})
-             for pid, c, p in zip(new.ids, counts, pred, strict=True)]
+    counts = allocate(pred, budget, args.method, args.min_per_prompt, quantiles=args.quantiles,
+                      concentration=concentration, uniform_share=args.uniform_share)
+    lines = [json.dumps({"id": pid, "samples": int(c), "predicted_rate": round(float(p), 6),
+                         "raw_predicted_rate": round(float(r), 6)})
+             for pid, c, p, r in zip(new.ids, counts, pred, raw, strict=True)]
     atomic_write_text(args.out, "\n".join(lines) + "\n")
     saving = saving_vs_uniform(pred, counts, min_per_prompt=args.min_per_prompt)
     used = saving["samples"]
+    if args.calibration != "none":
+        print(f"calibration ({calibration.groups} observed groups): slope {calibration.slope:.2f}, "
+              f"bias {calibration.bias:.2f}, concentration {calibration.concentration:.1f}")
     print(f"{n} prompts, {args.method}: {used} samples (budget {budget}), "
           f"{int(counts.min())}-{int(counts.max())} per prompt; predicted pass@k {saving['pass_at_k']:.3f}")
     if saving["uniform_samples"] is None:
