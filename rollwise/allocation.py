@@ -58,7 +58,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy.special import betaln
 
 from rollwise.validation import check_int, check_number
 
@@ -186,6 +185,8 @@ def _next_gain(samples: np.ndarray, concentration: float | None):
             g = samples[0]
             return lambda i, c: float(g[i] * (1.0 - g[i]) ** c)
         return lambda i, c: float(np.mean(samples[:, i] * (1.0 - samples[:, i]) ** c))
+    from scipy.special import betaln  # here: the command line lists methods without scipy
+
     mu = np.clip(samples[0], _BETA_EDGE, 1.0 - _BETA_EDGE)
     a, b = mu * concentration, (1.0 - mu) * concentration
     base = betaln(a, b)

@@ -175,6 +175,12 @@ def test_selection_and_evaluation_logs(tiny, tmp_path):
         expect = np.mean([r for pid, r in scored if level_of[pid] == level])
         assert result["levels"][str(level)]["reward"] == pytest.approx(expect)
         assert 0 <= result["levels"][str(level)]["truncation_rate"] <= 1
+    assert "calibration" not in result  # a ready selector, embedder not given: unknown
+    trainer._embedder = "hashing"  # as if given: the held-out calibration of GPS's predictions
+    trainer.evaluate()
+    cal = trainer.evaluation_log[-1]["calibration"]
+    assert cal["prompts"] == len({pid for pid, _ in scored})
+    assert 0 <= cal["ece_raw"] <= 1 and 0 <= cal["ece_calibrated"] <= 1 and 0 <= cal["mean_rate"] <= 1
 
 
 @pytest.fixture(scope="module")

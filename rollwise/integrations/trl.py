@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from rollwise._io import atomic_write_json
-from rollwise.metrics import effective_sample_ratio, spearman
+from rollwise.metrics import effective_sample_ratio, expected_calibration_error, spearman
 from rollwise.selectors import Selector, load_selector
 from rollwise.validation import check_int
 
@@ -61,7 +61,8 @@ class RollwiseGRPOTrainer(GRPOTrainer):
     content of the last user message), ids from an ``id`` column where it has unique ones, the
     batch size from ``generation_batch_size // num_generations`` and the seed from ``args.seed``;
     ``selector_kwargs`` go to :func:`rollwise.make_selector` (e.g. ``{"candidate_ratio": 4}``)
-    and ``embedder`` embeds the texts. A ready selector must be built over ``train_dataset``
+    and ``embedder`` (default ``"wordllama"``) embeds the texts. A ready selector must be built over
+    ``train_dataset``
     (pool index i = dataset row i) with that batch size. Everything else is GRPOTrainer's.
     Logged metrics: ``rollwise/esr``, ``rollwise/spearman`` (predicted vs empirical success rate
     on the batch), ``rollwise/rollouts`` (cumulative completions generated for training) and
@@ -70,14 +71,18 @@ class RollwiseGRPOTrainer(GRPOTrainer):
     Instrumentation (cheap, always on): ``selection_log`` holds one record per generation batch
     (the chosen rows' ids and ``level`` where the dataset has one, predicted rates, per-prompt
     success rates, this process's mean completion length and truncation rate), and
-    ``evaluation_log`` one per evaluation (reward and truncation rate, overall and per level).
+    ``evaluation_log`` one per evaluation (reward and truncation rate, overall and per level;
+    for GPS also ``calibration``: Spearman and ECE of its raw and calibrated predictions for the
+    evaluation prompts against their empirical success rates, prompts embedded with ``embedder``,
+    so only where the embedder is known: the trainer built the pool, or ``embedder`` was given
+    with a ready selector).
     Both are saved in checkpoints. Lengths and the per-level evaluation cover this process's
     completions (all of them on one process); rewards and selections cover every process.
     """
 
     def __init__(self, *args: Any, selector: Selector | str = "gps",
                  success_threshold: float | None = None, selector_kwargs: dict[str, Any] | None = None,
-                 prompt_column: str = "prompt", embedder: Any = "wordllama", **kwargs: Any) -> None:
+                 prompt_column: str = "prompt", embedder: Any = None, **kwargs: Any) -> None:
         from rollwise.strategies import selector_names
 
         if isinstance(selector, str):
@@ -89,6 +94,7 @@ class RollwiseGRPOTrainer(GRPOTrainer):
                             f"{type(selector).__name__}")
         super().__init__(*args, **kwargs)
         if isinstance(selector, str):
+            embedder = embedder if embedder is not None else "wordllama"
             selector = self._build_selector(selector, selector_kwargs or {}, prompt_column, embedder)
         n_rows = len(self.train_dataset)
         if len(selector.pool) != n_rows:
@@ -108,7 +114,8 @@ class RollwiseGRPOTrainer(GRPOTrainer):
         self._pending: tuple[np.ndarray, np.ndarray] | None = None
         self.selection_log: list[dict[str, Any]] = []
         self.evaluation_log: list[dict[str, Any]] = []
-        self._eval_records: list[tuple[Any, float, bool]] | None = None
+        self._eval_records: list[tuple[Any, float, bool, str]] | None = None
+        self._embedder = embedder  # None for a ready selector built with an unknown embedder
         self._lengths: list[int] = []
 
     def _build_selector(self, name: str, kwargs: dict[str, Any], column: str,
@@ -165,7 +172,8 @@ class RollwiseGRPOTrainer(GRPOTrainer):
             local = rewards[start : start + len(inputs)]
             for row, reward, length in zip(inputs, local, self._lengths, strict=True):
                 self._eval_records.append((row.get("level"), float(reward),
-                                           length >= self.max_completion_length))
+                                           length >= self.max_completion_length,
+                                           prompt_text(row.get("prompt", ""), "eval prompt")))
         return rewards_per_func
 
     def _successes(self, rewards: np.ndarray) -> np.ndarray:
@@ -217,8 +225,33 @@ class RollwiseGRPOTrainer(GRPOTrainer):
             metrics = super().evaluate(*args, **kwargs)
         finally:
             self._eval_records = None
-        self.evaluation_log.append({"step": self.state.global_step, **summarise_by_level(records)})
+        record = {"step": self.state.global_step, **summarise_by_level(records)}
+        calibration = self._heldout_calibration(records)
+        if calibration is not None:
+            record["calibration"] = calibration
+        self.evaluation_log.append(record)
         return metrics
+
+    def _heldout_calibration(self, records: list[tuple[Any, float, bool, str]]) -> dict[str, Any] | None:
+        """How the selector's predictions for the evaluation prompts (never trained on) compare
+        with their empirical success rates: Spearman and ECE, raw and calibrated. GPS only; the
+        prompts are embedded with ``embedder`` (which must be the pool's)."""
+        if not records or self._embedder is None or not hasattr(self.selector, "predict_texts"):
+            return None
+        by_prompt: dict[str, list[float]] = {}
+        for _, reward, _, text in records:
+            by_prompt.setdefault(text, []).append(reward)
+        texts = list(by_prompt)
+        try:
+            rates = np.array([self._successes(np.asarray(by_prompt[t])).mean() for t in texts])
+        except ValueError:  # rewards outside [0, 1] without a threshold: no rates to compare
+            return None
+        raw = self.selector.predict_texts(texts, embedder=self._embedder)
+        calibrated = self.selector.calibration().mean(raw)
+        return {"prompts": len(texts), "mean_rate": float(rates.mean()),
+                "mean_predicted": float(raw.mean()), "spearman": spearman(raw, rates),
+                "ece_raw": expected_calibration_error(raw, rates),
+                "ece_calibrated": expected_calibration_error(calibrated, rates)}
 
     @property
     def total_rollouts(self) -> int:
@@ -291,9 +324,9 @@ def prompt_text(prompt: Any, where: str = "prompt") -> str:
                      f"got {type(prompt).__name__}")
 
 
-def summarise_by_level(records: list[tuple[Any, float, bool]]) -> dict[str, Any]:
-    """Mean reward and truncation rate of ``(level, reward, truncated)`` records, overall and per
-    level (levels as strings, sorted; rows without a level are counted overall only)."""
+def summarise_by_level(records: list[tuple]) -> dict[str, Any]:
+    """Mean reward and truncation rate of ``(level, reward, truncated, ...)`` records, overall and
+    per level (levels as strings, sorted; rows without a level are counted overall only)."""
     out: dict[str, Any] = {"n": len(records)}
     if not records:
         return out

@@ -234,7 +234,7 @@ def run_grpo(
     )
     config = GRPOConfig(**{**config_args, **config_overrides})
     common = dict(model=model_path, reward_funcs=reward_funcs, args=config, train_dataset=train_ds,
-                  eval_dataset=eval_ds, selector=selector)
+                  eval_dataset=eval_ds, selector=selector, embedder=settings.embedder)
     trainer = trainer_class(**common, **addon_kwargs)
     for addon in addons:
         for callback in addon.callbacks(trainer):
