@@ -292,10 +292,10 @@ def report(summaries: dict, config: dict, runs_final: list[dict]) -> str:
         "Expected calibration error (10 equal-width bins of the predicted rate, prompt-weighted "
         "|mean predicted - mean true|), median over seeds: raw PPM "
         f"{final['ece_median']['ece_raw']:.3f}, calibrated {final['ece_median']['ece_calibrated']:.3f} "
-        "(the selector's beta-binomial calibration, fitted during training on the first "
-        "observations of training prompts, validated against the identity on the newest of them; "
-        "the held-out prompts are never used). Per seed (raw -> calibrated; fitted slope, bias, "
-        "concentration):",
+        "(the selector's beta-binomial calibration, fitted during training on the groups of its "
+        "last 64 observations against the predictions made before them, validated against the "
+        "identity on the newest of them; the held-out prompts are never used). Per seed "
+        "(raw -> calibrated; fitted slope, bias, concentration):",
         "",
     ]
     for r, seed in zip(runs_final, config["seeds"], strict=True):
