@@ -2,11 +2,13 @@
 
 The trained GPS selector predicts the success rates of the arithmetic task's held-out prompts
 (never in its pool); the trained checkpoint is sampled ``--samples`` times per held-out prompt at
-T = 1, and those real outcomes are the truth. Uniform, greedy and window allocation (and the
-oracle: greedy on the empirical rates) are compared at several budgets with
+T = 1, and those real outcomes are the truth. Uniform, greedy and window allocation on the raw
+predictions, greedy on the selector's calibrated rates and under its calibrated Beta rates (what
+``rollwise allocate`` does by default; the calibration was fitted during training, never on these
+samples), and the oracle (greedy on the empirical rates) are compared at several budgets with
 ``rollwise.allocation.compare_allocations``. Writes benchmarks/results/allocation_smollm2.*
 
-    python benchmarks/allocation_smollm2.py --run runs/trl_smollm2/gps --samples 8
+    python benchmarks/allocation_smollm2.py --run runs/gps_smollm2/gps/seed2 --samples 8
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from rollwise._io import atomic_write_json, atomic_write_report
 from rollwise.allocation import compare_allocations
 from rollwise.llm.evaluation import sample_outcomes
 from rollwise.llm.tasks import arithmetic
-from rollwise.metrics import spearman
+from rollwise.metrics import expected_calibration_error, spearman
 
 
 def main() -> None:
@@ -40,19 +42,30 @@ def main() -> None:
     selector = load_selector(run / "rollwise_selector.pt", pool)
     held = task.heldout
     pred = selector.predict_texts([r["question"] for r in held], embedder=args.embedder)
+    cal = selector.calibration()
+    cal_pred = cal.mean(pred)
     outcomes = sample_outcomes(str(checkpoint), held, task.verify, samples=args.samples,
                                max_new_tokens=args.max_new_tokens)
     rates = outcomes.mean(axis=1)
     n = len(held)
     budgets = [n, 2 * n, 4 * n]
     res = compare_allocations(pred, outcomes, budgets, seed=0)
+    for name, kw in (("greedy-calibrated", {}), ("greedy-beta", {"concentration": cal.concentration})):
+        extra = compare_allocations(cal_pred, outcomes, budgets, seed=0, methods=("greedy",),
+                                    oracle=False, **kw)
+        res["methods"][name] = extra["methods"]["greedy"]
+        res["savings"][name] = extra["savings"]["greedy"]
     rho = spearman(pred, rates)
+    ece_raw, ece_cal = expected_calibration_error(pred, rates), expected_calibration_error(cal_pred, rates)
     lines = [
         "# Test-time allocation on SmolLM2-135M-Instruct after GPS-selected GRPO\n",
         f"{n} held-out arithmetic prompts, {args.samples} real samples each at T = 1 from "
         f"`{checkpoint.name}` of `{run}`; predictions from the run's GPS selector. "
         f"Spearman(predicted, empirical rate) = {rho:.2f}; mean predicted {pred.mean():.3f}, "
-        f"mean empirical {rates.mean():.3f}. Pass@k is the unbiased estimate from the recorded "
+        f"mean empirical {rates.mean():.3f}. ECE against the empirical rates: raw {ece_raw:.3f}, "
+        f"calibrated {ece_cal:.3f} (slope {cal.slope:.2f}, bias {cal.bias:.2f}, concentration "
+        f"{cal.concentration:.1f}, fitted on {cal.groups} training groups; mean calibrated rate "
+        f"{cal_pred.mean():.3f}). Pass@k is the unbiased estimate from the recorded "
         "samples (allocations above the recorded count are capped).\n",
         "| samples/prompt | method | expected pass@k | samples to match uniform | saving |",
         "|---|---|---|---|---|",
@@ -67,6 +80,9 @@ def main() -> None:
                          f"{saving} |")
     out = Path(args.out)
     atomic_write_json(out.with_suffix(".json"), {"args": vars(args), "spearman": rho,
+                                                 "ece_raw": ece_raw, "ece_calibrated": ece_cal,
+                                                 "calibration": cal.as_dict(),
+                                                 "calibrated_pred": cal_pred.tolist(),
                                                  "pred": pred.tolist(), "outcomes":
                                                  outcomes.tolist(), "comparison": res})
     text = "\n".join(lines) + "\n"
