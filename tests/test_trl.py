@@ -176,6 +176,13 @@ def test_selection_and_evaluation_logs(tiny, tmp_path):
         assert result["levels"][str(level)]["reward"] == pytest.approx(expect)
         assert 0 <= result["levels"][str(level)]["truncation_rate"] <= 1
     assert "calibration" not in result  # a ready selector, embedder not given: unknown
+    trainer.create_model_card(model_name="m")  # TRL's card names no base for a local checkpoint
+    card = (tmp_path / "README.md").read_text()
+    assert "[None]" not in card and f"`{path}`" in card and "rollwise" in card
+    hub = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    trainer.base_model = hub
+    trainer.create_model_card(model_name="m")
+    assert f"[{hub}](https://huggingface.co/{hub})" in (tmp_path / "README.md").read_text()
     trainer._embedder = "hashing"  # as if given: the held-out calibration of GPS's predictions
     trainer.evaluate()
     cal = trainer.evaluation_log[-1]["calibration"]

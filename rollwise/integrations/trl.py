@@ -28,12 +28,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from rollwise._io import atomic_write_json
+from rollwise._io import atomic_write_json, atomic_write_text
 from rollwise.metrics import effective_sample_ratio, expected_calibration_error, spearman
 from rollwise.selectors import Selector, load_selector
 from rollwise.validation import check_int
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 
 SELECTOR_FILE = "rollwise_selector.pt"
 TRAINER_STATE_FILE = "rollwise_trainer_state.json"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # org/name, not a path
 # a JSON part of a checkpoint: (state getter, state loader, required on resume)
 CheckpointPart = tuple[Callable[[], Any], Callable[[Any], None], bool]
 
@@ -82,7 +84,8 @@ class RollwiseGRPOTrainer(GRPOTrainer):
 
     def __init__(self, *args: Any, selector: Selector | str = "gps",
                  success_threshold: float | None = None, selector_kwargs: dict[str, Any] | None = None,
-                 prompt_column: str = "prompt", embedder: Any = None, **kwargs: Any) -> None:
+                 prompt_column: str = "prompt", embedder: Any = None, base_model: str | None = None,
+                 **kwargs: Any) -> None:
         from rollwise.strategies import selector_names
 
         if isinstance(selector, str):
@@ -116,6 +119,7 @@ class RollwiseGRPOTrainer(GRPOTrainer):
         self.evaluation_log: list[dict[str, Any]] = []
         self._eval_records: list[tuple[Any, float, bool, str]] | None = None
         self._embedder = embedder  # None for a ready selector built with an unknown embedder
+        self.base_model = base_model
         self._lengths: list[int] = []
 
     def _build_selector(self, name: str, kwargs: dict[str, Any], column: str,
@@ -252,6 +256,25 @@ class RollwiseGRPOTrainer(GRPOTrainer):
                 "mean_predicted": float(raw.mean()), "spearman": spearman(raw, rates),
                 "ece_raw": expected_calibration_error(raw, rates),
                 "ece_calibrated": expected_calibration_error(calibrated, rates)}
+
+    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None,
+                          tags: str | list[str] | None = None) -> None:
+        """TRL's model card, tagged ``rollwise``; TRL names no base model for a checkpoint
+        loaded from a local directory ("a fine-tuned version of [None]"), so the card names
+        ``base_model`` (a hub id becomes a link) or the local path instead."""
+        tags = [tags] if isinstance(tags, str) else list(tags or [])
+        super().create_model_card(model_name=model_name, dataset_name=dataset_name,
+                                  tags=[*tags, "rollwise"])
+        card = os.path.join(self.args.output_dir, "README.md")
+        unnamed = "[None](https://huggingface.co/None)"
+        if not self.is_world_process_zero() or not os.path.exists(card):
+            return
+        with open(card, encoding="utf-8") as f:
+            text = f.read()
+        if unnamed in text:
+            base = self.base_model or getattr(self.model.config, "_name_or_path", None) or "an unnamed model"
+            named = f"[{base}](https://huggingface.co/{base})" if _HUB_ID.match(base) else f"`{base}`"
+            atomic_write_text(card, text.replace(unnamed, named))
 
     @property
     def total_rollouts(self) -> int:

@@ -181,6 +181,7 @@ def run_grpo(
 
     from rollwise._io import atomic_write_json
     from rollwise.integrations.trl import RolloutBudget, RollwiseGRPOTrainer
+    from rollwise.llm.models import SMOLLM2_HUB_ID
     from rollwise.pool import PromptPool
     from rollwise.selectors import make_selector
 
@@ -234,7 +235,8 @@ def run_grpo(
     )
     config = GRPOConfig(**{**config_args, **config_overrides})
     common = dict(model=model_path, reward_funcs=reward_funcs, args=config, train_dataset=train_ds,
-                  eval_dataset=eval_ds, selector=selector, embedder=settings.embedder)
+                  eval_dataset=eval_ds, selector=selector, embedder=settings.embedder,
+                  base_model=SMOLLM2_HUB_ID if settings.model.lower() == "smollm2" else settings.model)
     trainer = trainer_class(**common, **addon_kwargs)
     for addon in addons:
         for callback in addon.callbacks(trainer):
