@@ -56,6 +56,8 @@ def condense(result: dict) -> dict:
         "eval_accuracy": [e["reward"] for e in evals],
         "eval_truncation": [e["truncation_rate"] for e in evals],
         "eval_levels": [e["levels"] for e in evals],
+        # GPS's predictions for the held-out prompts against their empirical rates (where logged)
+        "eval_calibration": [e.get("calibration") for e in evals],
         "esr": [h["rollwise/esr"] for h in train],
         "train_reward": [h.get("reward") for h in train],
         "selected_levels": [rec["level"] for rec in result["selections"]],
