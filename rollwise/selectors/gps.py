@@ -55,8 +55,9 @@ class GPSSelector(Selector):
     (choose from ``ratio * batch_size`` candidates instead of the whole pool, drawn epoch by epoch
     without replacement, as a trainer's dataloader hands MoPPS and GPS their candidate batches:
     every prompt is a candidate once per pass over the pool, so no prompt can be chosen step
-    after step), and ``ppm`` (a :class:`PPMConfig` or a mapping of its fields; ``make_selector``
-    also takes its fields by name). The defaults of ``make_selector("gps")``
+    after step), ``calibration_window`` (observe calls whose predictions and outcomes fit
+    :meth:`calibration`; selection never uses it) and ``ppm`` (a :class:`PPMConfig` or a mapping
+    of its fields; ``make_selector`` also takes its fields by name). The defaults of ``make_selector("gps")``
     (:data:`rollwise.strategies.GPS_DEFAULT`) turn both guards on; this class's own defaults
     are the rule without them.
     """
