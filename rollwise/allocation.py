@@ -69,10 +69,6 @@ _BETA_EDGE = 1e-9  # Beta means are kept inside (0, 1)
 
 
 # ---- validation ----------------------------------------------------------------------------
-def _check_int(value: Any, arg: str, lo: int = 0) -> int:
-    return int(check_int(arg, value, lo))
-
-
 def _check_rates(values: Any, arg: str) -> np.ndarray:
     try:
         arr = np.asarray(values)
@@ -144,8 +140,8 @@ def allocate(
     method = _check_method(method)
     samples = _check_samples(pred, "pred")
     g = samples.mean(axis=0)
-    budget = _check_int(budget, "budget")
-    floor = _check_int(min_per_prompt, "min_per_prompt")
+    budget = int(check_int("budget", budget, 0))
+    floor = int(check_int("min_per_prompt", min_per_prompt, 0))
     lower, upper = _check_quantiles(quantiles)
     check_number("uniform_share", uniform_share, 0.0, 1.0)
     if concentration is not None:
@@ -267,10 +263,10 @@ def budget_to_reach(
     if truth.size != g.size:
         raise ValueError(f"rates has {truth.size} entries but pred has {g.size}")
     check_number("target", target, 0.0, 1.0)
-    floor = _check_int(min_per_prompt, "min_per_prompt")
+    floor = int(check_int("min_per_prompt", min_per_prompt, 0))
     _check_quantiles(quantiles)
     lo = g.size * floor
-    cap = 64 * g.size * max(1, floor) if max_budget is None else _check_int(max_budget, "max_budget")
+    cap = 64 * g.size * max(1, floor) if max_budget is None else int(check_int("max_budget", max_budget, 0))
     if cap < lo:
         raise ValueError(f"max_budget={cap} is smaller than len(pred) * min_per_prompt = {lo}")
 
@@ -316,7 +312,7 @@ def saving_vs_uniform(
     if truth.size != g.size:
         raise ValueError(f"rates has {truth.size} entries but pred has {g.size}")
     p = expected_pass_at_k(truth, n)
-    floor = min(_check_int(min_per_prompt, "min_per_prompt"), int(n.min()))
+    floor = min(int(check_int("min_per_prompt", min_per_prompt, 0)), int(n.min()))
     need = budget_to_reach(g, p, "uniform", rates=truth, min_per_prompt=floor, max_budget=max_budget)
     used = int(n.sum())
     return {
@@ -404,14 +400,14 @@ def compare_allocations(
     src = samples if samples.shape[0] > 1 else g
     extra = {"concentration": concentration, "uniform_share": uniform_share}
     rates, outcomes = _truth(truth, g.size)
-    floor = _check_int(min_per_prompt, "min_per_prompt")
+    floor = int(check_int("min_per_prompt", min_per_prompt, 0))
     _check_quantiles(quantiles)
     for m in methods:
         _check_method(m)
     if isinstance(budgets, int | np.integer) or len(budgets) == 0:
         raise ValueError("budgets must be a non-empty sequence of total budgets")
-    budgets = [_check_int(b, "budgets", lo=g.size * floor) for b in budgets]
-    seed = _check_int(seed, "seed")
+    budgets = [int(check_int("budgets", b, g.size * floor)) for b in budgets]
+    seed = int(check_int("seed", seed, 0))
     first = None
     if outcomes is None:
         rng = np.random.default_rng(seed)

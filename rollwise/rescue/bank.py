@@ -35,11 +35,6 @@ class _Entry:
     predicted: float | None = None  # the selector's rate when mined by prediction
 
 
-def _check_int(name: str, value: Any, low: int) -> int:
-    check_int(name, value, low)
-    return int(value)
-
-
 def _check_unit(name: str, value: Any) -> float:
     check_number(name, value, 0.0, 1.0)
     return float(value)
@@ -69,8 +64,8 @@ class HardPromptBank:
 
     def __init__(self, capacity: int = 10_000, window: int = 2, success_threshold: float = 0.5,
                  predicted_threshold: float = 0.05) -> None:
-        self.capacity = _check_int("capacity", capacity, 1)
-        self.window = _check_int("window", window, 1)
+        self.capacity = int(check_int("capacity", capacity, 1))
+        self.window = int(check_int("window", window, 1))
         self.success_threshold = _check_unit("success_threshold", success_threshold)
         self.predicted_threshold = _check_unit("predicted_threshold", predicted_threshold)
         if self.success_threshold == 0.0:
