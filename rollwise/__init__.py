@@ -32,18 +32,22 @@ _EXPORTS = {
     "effective_sample_ratio": "rollwise.metrics",
     "spearman": "rollwise.metrics",
     "allocate": "rollwise.allocation",
+    "expected_calibration_error": "rollwise.metrics",
+    "BetaBinomialCalibration": "rollwise.calibration",
 }
 
 __all__ = [
     "PromptPool", "Selector", "STRATEGIES", "make_selector", "load_selector",
     "DynamicSamplingBuffer", "informative_mask", "effective_sample_ratio", "spearman", "allocate",
+    "expected_calibration_error", "BetaBinomialCalibration",
 ]
 assert set(__all__) == set(_EXPORTS)
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the eager imports
     from rollwise.allocation import allocate
+    from rollwise.calibration import BetaBinomialCalibration
     from rollwise.dynamic_sampling import DynamicSamplingBuffer, informative_mask
-    from rollwise.metrics import effective_sample_ratio, spearman
+    from rollwise.metrics import effective_sample_ratio, expected_calibration_error, spearman
     from rollwise.pool import PromptPool
     from rollwise.selectors import STRATEGIES, Selector, load_selector, make_selector
 
