@@ -129,7 +129,8 @@ def markdown(data: dict) -> str:
         reach = s[arm]["rollouts_to_uniform_final"]
         reach_txt = ", ".join("-" if x is None else f"{x:,.0f}" for x in reach)
         lines.append(
-            f"| {arm} | {len(rs)} | {m:.3f} ± {se:.3f} | {' / '.join(f'{c:.3f}' for c in curve)} | "
+            f"| {arm} | {len(rs)} | {m:.3f}{f' ± {se:.3f}' if len(rs) > 1 else ''} | "
+            f"{' / '.join(f'{c:.3f}' for c in curve)} | "
             f"{reach_txt} | {np.mean([np.mean(r['esr']) for r in rs]):.2f} | "
             f"{np.mean([r['eval_truncation'][-1] for r in rs]):.2f} | "
             f"{np.mean([r['distinct_prompts'] for r in rs]):.0f} / {rs[0]['selections']} | "
@@ -172,7 +173,7 @@ def plot(data: dict, path: Path) -> None:
         m = y.mean(0)
         se = y.std(0, ddof=1) / np.sqrt(len(rs)) if len(rs) > 1 else np.zeros_like(m)
         c = strategy_color(arm)
-        ax.plot(x, m, marker="o", color=c, label=f"{arm} ({len(rs)} seeds)")
+        ax.plot(x, m, marker="o", color=c, label=f"{arm} ({len(rs)} seed{'s' if len(rs) > 1 else ''})")
         ax.fill_between(x, m - se, m + se, color=c, alpha=0.2)
         lv = sorted(rs[0]["eval_levels"][-1], key=float)
         per = [np.mean([r["eval_levels"][-1][k]["reward"] for r in rs]) for k in lv]
