@@ -19,18 +19,17 @@ def _scalar(hint: Any) -> Any:
     return hint if hint in (int, float, str, bool) else str
 
 
-def add_settings_options(parser: Any, cls: type, prefix: str = "", defaults: Any = None,
+def add_settings_options(parser: Any, cls: type, prefix: str = "",
                          exclude: tuple[str, ...] = ()) -> None:
     """One ``--[prefix-]name`` option per command-line field of the dataclass ``cls`` (types from
-    its annotations, help and choices from its declarations, defaults from ``defaults`` or the
-    class), except those in ``exclude``. Values are checked by the settings' own ``validate``."""
+    its annotations, help and choices from its declarations, defaults from the class), except
+    those in ``exclude``. Values are checked by the settings' own ``validate``."""
     hints = typing.get_type_hints(cls)
     for f in fields(cls):
         meta = f.metadata
         if not meta.get("cli", False) or f.name in exclude:
             continue
-        default = getattr(defaults, f.name) if defaults is not None else (
-            f.default if f.default is not MISSING else f.default_factory())
+        default = f.default if f.default is not MISSING else f.default_factory()
         name = f"--{prefix}{f.name}".replace("_", "-")
         dest = (prefix + f.name).replace("-", "_")
         kind = _scalar(hints[f.name])

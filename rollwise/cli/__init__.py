@@ -6,8 +6,6 @@ import argparse
 import logging
 import sys
 
-log = logging.getLogger("rollwise")
-
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults shown after every option's help; descriptions kept as written."""
