@@ -13,7 +13,12 @@ from trl import GRPOConfig  # noqa: E402
 
 from rollwise import PromptPool, make_selector  # noqa: E402
 from rollwise.rescue import HardPromptBank, RescueGRPOTrainer, render_template  # noqa: E402
-from rollwise.rescue.distill import wrap_prompt  # noqa: E402
+from rollwise.rescue.distill import RESCUE_STATE_VERSION, wrap_prompt  # noqa: E402
+from rollwise.rescue.examples import (  # noqa: E402
+    EXAMPLES_HEADER,
+    SolvedExampleStore,
+    example_template,
+)
 
 TEMPLATE = "Think step by step: {problem} ?"
 N_GEN = 2
@@ -162,8 +167,30 @@ def test_problems_must_cover_the_pool(tiny, tmp_path):
         _trainer(tiny, tmp_path, _hard_bank(["q0"]), problems={"q0": "x"})
 
 
-def test_step_raises_guided_completion_logp_under_original_prompt(tiny, tmp_path):
-    trainer, _ = _trainer(tiny, tmp_path, _hard_bank(tiny[1]["id"]), rewards=Rewards(guided=True), lr=1e-2)
+def _example_store(tiny, ids):
+    """Solved examples for the pool prompts ``ids`` (their pool embeddings, 'i + i = 2i')."""
+    pool = PromptPool.from_texts(tiny[1]["prompt"], ids=tiny[1]["id"], embedder="hashing")
+    store = SolvedExampleStore()
+    for pid in ids:
+        i = pool.index_of(pid)
+        store.add(pid, tiny[1]["prompt"][i], f" {2 * i}. Answer: {2 * i}", pool.embeddings[i])
+    return store
+
+
+@pytest.mark.parametrize("kind", ["instruction", "examples"])
+def test_step_raises_guided_completion_logp_under_original_prompt(tiny, tmp_path, kind):
+    # a template under which the (stand-in) policy succeeds where it fails bare: guided rows are
+    # rewarded, bare ones not; one step must raise the guided completions' log-probability
+    # under the bare prompt
+    ids = tiny[1]["id"]
+    extra = {} if kind == "instruction" else dict(
+        template=example_template([], nearest=2), examples=_example_store(tiny, ids[6:]))
+    trainer, _ = _trainer(tiny, tmp_path, _hard_bank(ids[:6]) if extra else _hard_bank(ids),
+                          rewards=Rewards(guided=True), lr=1e-2, **extra)
+    if extra:
+        generated = _record_generated(trainer)
+        trainer.selector = make_selector("uniform", trainer.selector.pool.subset(range(6)), batch_size=3,
+                                         seed=0)
     batches = []
     generate_and_score = trainer._generate_and_score_completions
 
@@ -180,6 +207,10 @@ def test_step_raises_guided_completion_logp_under_original_prompt(tiny, tmp_path
     logp_before = _completion_logp(before, *args)
     logp_after = _completion_logp(trainer.model.eval(), *args)
     assert (logp_after > logp_before).all(), (logp_before, logp_after)
+    if extra:  # guided rows were sampled with two solved examples near the prompt, not its own
+        tok = trainer.processing_class
+        shown = [tok.decode(generated[j]) for j in np.flatnonzero(trainer.guided_rows)]
+        assert all(text.count("Solution:") == 2 and text.startswith(EXAMPLES_HEADER) for text in shown)
 
 
 def test_selector_and_bank_observe_only_unguided_rewards(tiny, tmp_path):
@@ -234,3 +265,61 @@ def test_wrap_prompt_text_and_chat():
     chat = [{"role": "user", "content": "2+2\nAnswer with a number."}]
     assert wrap_prompt(chat, "{problem}\nAnswer with a number.", "2+2") == chat
     assert wrap_prompt("2+2 then stop", "Q: {problem}!", "2+2") == "Q: 2+2!"
+
+
+def test_successes_feed_the_solved_example_store(tiny, tmp_path):
+    def every_other(completions, **kwargs):
+        return [float(j % 2) for j in range(len(completions))]
+
+    store = SolvedExampleStore(capacity=64)
+    trainer, _ = _trainer(tiny, tmp_path, HardPromptBank(window=1), template=None, examples=store,
+                          rewards=every_other)
+    completions = []
+    calc = trainer._calculate_rewards
+
+    def keep(inputs, prompts, comps, ids_list):
+        completions.extend(zip([p for p in prompts], comps, strict=True))
+        return calc(inputs, prompts, comps, ids_list)
+
+    trainer._calculate_rewards = keep
+    trainer.model.train()
+    trainer._generate_and_score_completions([tiny[1][0]] * 6)
+    solved = {(prompt, c) for j, (prompt, c) in enumerate(completions) if j % 2 and c.strip()}
+    assert len(store) == len(solved) > 0
+    pool = trainer.selector.pool
+    for ex in store.examples:  # each success with its prompt's text and pool embedding
+        i = pool.index_of(ex.pid)
+        assert (ex.problem, ex.solution) in solved and ex.problem == tiny[1]["prompt"][i]
+        assert store.nearest(pool.embeddings[i], 1)[0].pid == ex.pid  # stored with its embedding
+    assert trainer.rescue_state()["examples"] == store.state_dict()
+
+
+def test_template_for_fills_the_nearest_solved_examples(tiny, tmp_path):
+    ids = tiny[1]["id"]
+    store = _example_store(tiny, ids)
+    trainer, _ = _trainer(tiny, tmp_path, _hard_bank(ids[:2]), template=example_template([], nearest=3),
+                          examples=store)
+    text = trainer.template_for("q0")
+    pool = trainer.selector.pool
+    nearest = store.nearest(pool.embeddings[0], 3, exclude=["q0"])
+    assert text.count("Solution:") == 3 and all(ex.problem in text for ex in nearest)
+    assert "0 + 0 =" not in text.split("Problem: {problem}")[0]  # not its own solution
+    assert trainer.template_for("q5") is None  # not hard
+
+
+def test_rescue_state_with_examples_round_trips_and_reads_version_1(tiny, tmp_path):
+    ids = tiny[1]["id"]
+    trainer, _ = _trainer(tiny, tmp_path, _hard_bank(ids[:2]), examples=_example_store(tiny, ids[2:5]))
+    state = trainer.rescue_state()
+    assert state["version"] == RESCUE_STATE_VERSION == 2
+    other, _ = _trainer(tiny, tmp_path / "b", HardPromptBank(window=1), examples=SolvedExampleStore())
+    bad = {**state, "examples": {**state["examples"], "added": -1}}
+    with pytest.raises(ValueError):
+        other.load_rescue_state(bad)
+    assert len(other.examples) == 0 and len(other.bank) == 0
+    other.load_rescue_state(state)
+    assert other.rescue_state() == state
+    old = {k: v for k, v in state.items() if k != "examples"}
+    third, _ = _trainer(tiny, tmp_path / "c", HardPromptBank(window=1), examples=SolvedExampleStore())
+    third.load_rescue_state({**old, "version": 1})  # saved before the store existed
+    assert third.bank.hard_ids() == list(ids[:2]) and len(third.examples) == 0

@@ -75,7 +75,16 @@ def test_cli_parses_rescue_flags():
     r = rescue.settings
     assert (r.every, r.guided, r.reflection, r.max_metric_calls, r.max_hard, r.seed_template, r.window,
             r.threshold) == (5, 3, "http://localhost:8000", 50, 7, "Q: {problem}", 3, 0.9)
+    assert r.proposer == "auto" and r.template_source == "reflection"  # an endpoint: it reflects
     check_addons(train_settings(args), [rescue])
+    examples = addons(build_parser().parse_args([
+        "train", "--rescue", "p2o", "--rescue-proposer", "examples", "--rescue-max-examples", "3",
+        "--rescue-example-capacity", "32"]))[0].settings
+    assert (examples.template_source, examples.max_examples, examples.example_capacity) == ("examples", 3, 32)
+    assert RescueSettings().template_source == "examples"  # the policy itself: worked examples
+    assert RescueSettings(reflection="policy", proposer="reflection").template_source == "reflection"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--rescue", "p2o", "--rescue-proposer", "llm"])
     off = build_parser().parse_args(["train"])
     assert addons(off) == [] and train_settings(off).max_rollouts is None
     assert train_settings(build_parser().parse_args(["train", "--max-rollouts", "640"])).max_rollouts == 640
@@ -191,7 +200,7 @@ def test_policy_as_reflection_lm_in_a_run(tiny_path, tmp_path, spy_evolve, monke
 
     monkeypatch.setattr(loop, "REFLECTION_TOKENS", 8)  # a random model's reflection: keep it short
     result = run_grpo(_settings(tmp_path, steps=2), tiny_path, ROWS, [], never,
-                      addons=_rescue(reflection="policy"))
+                      addons=_rescue(reflection="policy", proposer="reflection"))
     (evo,) = result["rescue"]["evolutions"]
     assert evo["step"] == 2 and evo["skipped"] is None and evo["rollouts"] >= 3
     assert evo["reflection_calls"] >= 1 and spy_evolve[0]["training"]
@@ -245,3 +254,32 @@ def test_a_budget_stopped_run_is_evaluated_at_its_last_step(tiny_path, tmp_path)
     result = run_grpo(settings, tiny_path, ROWS, ROWS[:2], never)
     assert result["steps"] == 2
     assert [h["step"] for h in result["log_history"] if "eval_reward" in h] == [2]
+
+
+def only_q0(prompts, completions, **kwargs):
+    """q0 ('0 + 0 =') is solved by every rollout, the others never: q1 and q2 turn hard."""
+    return [float(p.startswith("0 + 0")) for p in prompts]
+
+
+def test_example_proposer_evolves_from_solved_rollouts_without_a_reflection_lm(tiny_path, tmp_path):
+    from rollwise.llm.engine import run_grpo
+
+    result = run_grpo(_settings(tmp_path, steps=3, save_steps=2), tiny_path, ROWS, [], only_q0,
+                      addons=_rescue())
+    rescue = result["rescue"]
+    assert rescue["proposer"] == "examples" and rescue["settings"]["proposer"] == "auto"
+    (evo,) = rescue["evolutions"]
+    assert evo["step"] == 2 and evo["skipped"] is None and evo["hard"] == 2
+    assert evo["reflection_calls"] == 0 and evo["tried"] >= 1 and evo["rollouts"] >= 2
+    assert evo["mutations"] and evo["mutations"][0] == "first"
+    assert 1 <= rescue["solved_examples"] <= 2 * 2  # q0's rollouts, at most per_prompt=2 kept
+    saved = json.loads((tmp_path / "run" / "checkpoint-2" / "rollwise_rescue.json").read_text())
+    assert {ex["pid"] for ex in saved["examples"]["examples"]} == {"q0"}
+
+
+def test_example_proposer_skips_while_nothing_is_solved(tiny_path, tmp_path):
+    from rollwise.llm.engine import run_grpo
+
+    result = run_grpo(_settings(tmp_path, steps=2), tiny_path, ROWS, [], never, addons=_rescue())
+    (evo,) = result["rescue"]["evolutions"]
+    assert evo["skipped"] == "no solved examples yet" and result["rescue"]["gepa_rollouts"] == 0

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from rollwise.llm.engine import TrainSettings
-from rollwise.validation import Interval, check_fields, setting
+from rollwise.validation import Interval, OneOf, check_fields, setting
 
 
 @dataclass
@@ -25,7 +25,18 @@ class RescueSettings:
                          constraint=Interval(int, 1))
     guided: int = setting(1, help="template-guided rollouts per hard prompt's group "
                                   "(1..num_generations-1)", constraint=Interval(int, 1))
-    reflection: Any = setting("policy", help="reflection LM: 'policy' (the policy itself), an "
+    proposer: str = setting("auto", help="where new templates come from: 'examples' (worked "
+                                         "examples from the policy's own verified solutions, no "
+                                         "LM), 'reflection' (a reflection LM writes them) or "
+                                         "'auto' (reflection when --rescue-reflection names an "
+                                         "endpoint or callable, else examples)",
+                            constraint=OneOf(("auto", "examples", "reflection")))
+    max_examples: int = setting(4, help="most worked examples in one template ('examples' proposer)",
+                                constraint=Interval(int, 1))
+    example_capacity: int = setting(256, help="verified solutions the example store keeps (the newest)",
+                                    constraint=Interval(int, 1))
+    reflection: Any = setting("policy", help="reflection LM ('reflection' proposer): 'policy' (the "
+                                             "policy itself), an "
                                              "OpenAI-compatible URL, or (Python) a str -> str callable")
     max_metric_calls: int = setting(200, help="GEPA rollout budget per evolution",
                                     constraint=Interval(int, 1))
@@ -57,6 +68,14 @@ class RescueSettings:
         template = self.seed_template
         if template is not None and (not isinstance(template, str) or not template.strip()):
             raise ValueError("RescueSettings.seed_template must be a non-empty string or None")
+
+    @property
+    def template_source(self) -> str:
+        """The proposer ``auto`` stands for: a policy this small cannot write instructions for
+        itself, so reflection only when another LM is given."""
+        if self.proposer != "auto":
+            return self.proposer
+        return "examples" if self.reflection == "policy" else "reflection"
 
     def as_record(self) -> dict[str, Any]:
         """The settings as JSON values (a reflection callable is recorded by its type's name)."""
@@ -95,6 +114,7 @@ class P2ORescue:
         from rollwise.llm.tasks import verify_number
         from rollwise.rescue.bank import HardPromptBank
         from rollwise.rescue.distill import RescueGRPOTrainer
+        from rollwise.rescue.examples import SolvedExampleStore
 
         missing = sorted({c for row in train_rows for c in ("question", "answer") if c not in row})
         if missing:
@@ -102,9 +122,10 @@ class P2ORescue:
         s = self.settings
         self._rows, self._verify, self._train = train_rows, verify or verify_number, settings
         bank = HardPromptBank(window=s.window, success_threshold=s.threshold)
+        examples = SolvedExampleStore(s.example_capacity) if s.template_source == "examples" else None
         # no template until the first evolution scores one on the current policy; templates wrap
         # the bare question in training as in evolution
-        return RescueGRPOTrainer, dict(bank=bank, guided_per_group=s.guided,
+        return RescueGRPOTrainer, dict(bank=bank, guided_per_group=s.guided, examples=examples,
                                        problems={row["id"]: row["question"] for row in train_rows})
 
     def callbacks(self, trainer: Any) -> list[Any]:
@@ -116,7 +137,8 @@ class P2ORescue:
         self._callback = RescueCallback(
             trainer, self._rows, self._verify, s.reflection, every=s.every,
             max_metric_calls=s.max_metric_calls, max_hard=s.max_hard, seed_template=s.seed_template,
-            max_new_tokens=train.max_new_tokens, seed=train.seed)
+            max_new_tokens=train.max_new_tokens, seed=train.seed, proposer=s.template_source,
+            max_examples=s.max_examples)
         return [self._callback]
 
     def summary(self, trainer: Any) -> dict[str, Any]:

@@ -29,19 +29,28 @@ the policy's. Guided rollouts are counted as cost (``rollouts_spent`` and ``guid
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+from accelerate.utils import gather_object
 
-from rollwise.integrations.trl import CheckpointPart, RollwiseGRPOTrainer
+from rollwise.integrations.trl import CheckpointPart, RollwiseGRPOTrainer, prompt_text
 from rollwise.metrics import effective_sample_ratio
 from rollwise.rescue.bank import HardPromptBank
+from rollwise.rescue.examples import SolvedExampleStore, has_nearest_marker, nearest_resolver
 from rollwise.rescue.templates import render_template
 from rollwise.validation import Interval
 
 RESCUE_FILE = "rollwise_rescue.json"
-RESCUE_STATE_VERSION = 1
+RESCUE_STATE_VERSION = 2
+
+
+def completion_text(completion: Any) -> str:
+    """A completion as text (TRL hands conversational completions as message lists)."""
+    if isinstance(completion, str):
+        return completion
+    return "".join(str(m.get("content", "")) for m in completion if isinstance(m, Mapping))
 
 
 def wrap_prompt(prompt: Any, template: str, problem: str | None = None) -> Any:
@@ -80,9 +89,12 @@ class RescueGRPOTrainer(RollwiseGRPOTrainer):
 
     def __init__(self, *args: Any, bank: HardPromptBank, templates: Mapping[str, str] | None = None,
                  template: str | None = None, guided_per_group: int = 1,
-                 problems: Mapping[str, str] | None = None, **kwargs: Any) -> None:
+                 problems: Mapping[str, str] | None = None,
+                 examples: SolvedExampleStore | None = None, **kwargs: Any) -> None:
         if not isinstance(bank, HardPromptBank):
             raise TypeError(f"bank must be a HardPromptBank, got {type(bank).__name__}")
+        if examples is not None and not isinstance(examples, SolvedExampleStore):
+            raise TypeError(f"examples must be a SolvedExampleStore or None, got {type(examples).__name__}")
         for name, text in [("template", template), *((f"templates[{k!r}]", v)
                                                      for k, v in (templates or {}).items())]:
             if text is not None and (not isinstance(text, str) or not text.strip()):
@@ -106,6 +118,8 @@ class RescueGRPOTrainer(RollwiseGRPOTrainer):
         self.problems = None if problems is None else {
             pid: str(problems[pid]) for pid in self.selector.pool.ids}
         self.guided_per_group = guided_per_group
+        self.examples = examples
+        self._completions: list[str] | None = None
         self.guided_rollouts = 0
         self.gepa_rollouts = 0  # spent by template evolution (RescueCallback), part of the run's cost
         self.evolutions: list[dict[str, Any]] = []  # what each template evolution did (RescueCallback)
@@ -116,10 +130,22 @@ class RescueGRPOTrainer(RollwiseGRPOTrainer):
         return self.rollouts_spent + self.gepa_rollouts
 
     def template_for(self, pid: str) -> str | None:
-        """The template to guide ``pid`` with, or None when it is not hard or has none."""
+        """The template to guide ``pid`` with, or None when it is not hard or has none; its
+        ``{examples:K}`` markers are filled with the stored solutions nearest to ``pid``."""
         if not self.bank.is_hard(pid):
             return None
-        return self.templates.get(pid, self.template)
+        template = self.templates.get(pid, self.template)
+        if template is None or self.examples is None or not has_nearest_marker(template):
+            return template
+        return self.example_resolver()(template, {"id": pid})
+
+    def example_resolver(self) -> Callable[[str, Mapping[str, Any]], str]:
+        """``resolve(template, row)`` for rows with a pool ``id``: nearest stored solutions by the
+        pool's embeddings (see :func:`rollwise.rescue.examples.nearest_resolver`)."""
+        if self.examples is None:
+            raise RuntimeError("this trainer has no solved-example store")
+        pool = self.selector.pool
+        return nearest_resolver(self.examples, lambda row: pool.embeddings[pool.index_of(str(row["id"]))])
 
     def _changing_template(self, index: int, pid: str) -> str | None:
         """``template_for(pid)``, or None when it renders the row's prompt unchanged (e.g. the
@@ -160,6 +186,28 @@ class RescueGRPOTrainer(RollwiseGRPOTrainer):
         return tuple(out)
 
     # -- observation: unguided rewards only -------------------------------------------------
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        # the batch's completions (every process's), for the solved-example store
+        if self.examples is not None and self._pending is not None and self.model.training:
+            self._completions = [completion_text(c) for c in gather_object(list(completions))]
+        return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+
+    def _store_solutions(self, chosen: np.ndarray, success: np.ndarray) -> None:
+        """Every verified success of the batch (guided ones too: a rescued prompt's solution is
+        an example for its neighbours) goes to the solved-example store."""
+        completions, self._completions = self._completions, None
+        if self.examples is None or completions is None or len(completions) != success.size:
+            return
+        pool, n = self.selector.pool, self.num_generations
+        for j in np.flatnonzero(success.ravel() >= 1.0):
+            index = int(chosen[j // n])
+            pid = pool.ids[index]
+            problem = self.problems[pid] if self.problems is not None else \
+                prompt_text(self.train_dataset[index]["prompt"])
+            if completions[j].strip():
+                self.examples.add(pid, problem, completions[j], pool.embeddings[index],
+                                  step=int(self.state.global_step))
+
     def _observe(self, rewards: np.ndarray) -> None:
         """Bank and selector see bare-prompt rewards: full groups in one call, the unguided part
         of guided groups in a second (their groups are smaller); the batch metrics count all."""
@@ -173,6 +221,7 @@ class RescueGRPOTrainer(RollwiseGRPOTrainer):
             if part.any():
                 self.bank.observe(list(ids[part]), grouped[part, :cols])
                 self.selector.observe(chosen[part], success[part, :cols])
+        self._store_solutions(chosen, success)
         self.rollouts_spent += grouped.size
         self.guided_rollouts += int(guided.sum())
         metrics = self._metrics["train"]
@@ -184,21 +233,27 @@ class RescueGRPOTrainer(RollwiseGRPOTrainer):
         metrics["rescue/hard"].append(float(rescued.sum()))
         if guided.any():
             metrics["rescue/guided_success"].append(float(success.ravel()[guided].mean()))
-
+        if self.examples is not None:
+            metrics["rescue/solved_examples"].append(float(len(self.examples)))
 
     # -- checkpoints: the bank, the templates and the rescue's counters resume with the run ---
     def rescue_state(self) -> dict[str, Any]:
         return {"version": RESCUE_STATE_VERSION, "bank": self.bank.state_dict(), "template": self.template,
                 "templates": dict(self.templates), "guided_rollouts": self.guided_rollouts,
-                "gepa_rollouts": self.gepa_rollouts, "evolutions": copy.deepcopy(self.evolutions)}
+                "gepa_rollouts": self.gepa_rollouts, "evolutions": copy.deepcopy(self.evolutions),
+                "examples": None if self.examples is None else self.examples.state_dict()}
 
     def load_rescue_state(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`rescue_state`; checked whole first, so a bad state changes nothing."""
+        """Restore :meth:`rescue_state` (also a version-1 state, saved before the solved-example
+        store); checked whole first, so a bad state changes nothing."""
         keys = {"version", "bank", "template", "templates", "guided_rollouts", "gepa_rollouts", "evolutions"}
-        if not isinstance(state, Mapping) or set(state) != keys:
+        version = state.get("version") if isinstance(state, Mapping) else None
+        if version not in (1, RESCUE_STATE_VERSION):
+            raise ValueError(f"rescue state version {version!r} is not 1 or {RESCUE_STATE_VERSION}")
+        if version == RESCUE_STATE_VERSION:
+            keys.add("examples")
+        if set(state) != keys:
             raise ValueError(f"a rescue state needs exactly the keys {sorted(keys)}")
-        if state["version"] != RESCUE_STATE_VERSION:
-            raise ValueError(f"rescue state version {state['version']!r} is not {RESCUE_STATE_VERSION}")
         template, templates = state["template"], state["templates"]
         if template is not None and not (isinstance(template, str) and template.strip()):
             raise ValueError("rescue state: template must be a non-empty string or null")
@@ -212,7 +267,12 @@ class RescueGRPOTrainer(RollwiseGRPOTrainer):
             raise ValueError("rescue state: evolutions must be a list")
         bank = HardPromptBank(**self.bank.config())
         bank.load_state_dict(state["bank"])  # raises on a bad bank before anything is replaced
+        examples = self.examples
+        if state.get("examples") is not None and examples is not None:
+            examples = SolvedExampleStore(**examples.config())
+            examples.load_state_dict(state["examples"])  # likewise
         self.bank, self.template, self.templates = bank, template, dict(templates)
+        self.examples = examples
         self.guided_rollouts, self.gepa_rollouts = counts
         self.evolutions = copy.deepcopy(state["evolutions"])
 

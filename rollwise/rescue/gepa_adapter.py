@@ -39,6 +39,8 @@ COMPONENT = "template"  # the one text component GEPA evolves
 DEFAULT_TEMPLATE = PLACEHOLDER + INSTRUCTION
 
 Verify = Callable[[str, str], float]
+Resolve = Callable[[str, Mapping[str, Any]], str]  # (template, row) -> the template for that row
+ProposalFn = Callable[[dict[str, str], Mapping[str, Any], list[str]], dict[str, str]]
 
 
 class TemplateAdapter:
@@ -47,22 +49,34 @@ class TemplateAdapter:
     ``rollouts`` counts every completion generated (one per example per GEPA metric call).
     """
 
-    def __init__(self, policy: Generate, verify: Verify, max_feedback: int = 8) -> None:
+    def __init__(self, policy: Generate, verify: Verify, max_feedback: int = 8, *,
+                 proposer: ProposalFn | None = None, resolve: Resolve | None = None) -> None:
         if not callable(policy):
             raise TypeError(f"policy must be callable (prompts -> completions), got {type(policy).__name__}")
         if not callable(verify):
             raise TypeError("verify must be callable (completion, answer) -> float, "
                             f"got {type(verify).__name__}")
+        for name, fn in (("proposer", proposer), ("resolve", resolve)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{name} must be callable or None, got {type(fn).__name__}")
         self.policy, self.verify, self.max_feedback = policy, verify, max_feedback
+        # None: GEPA's reflective proposer (a reflection LM) writes new templates; else this
+        # programmatic proposer does (e.g. rollwise.rescue.examples.ExampleProposer)
+        self.propose_new_texts = proposer
+        self.resolve = resolve
         self.rollouts = 0
         self.scored: dict[str, list[float]] = {}  # template -> every score it got, minibatches included
 
-    propose_new_texts = None  # GEPA's reflective proposer writes new templates
+    def render(self, template: str, row: Mapping[str, Any]) -> str:
+        """The prompt ``row`` gets under ``template`` (per-row parts filled in by ``resolve``)."""
+        if self.resolve is not None:
+            template = self.resolve(template, row)
+        return render_template(template, str(row["question"]))
 
     def evaluate(self, batch: list[dict[str, Any]], candidate: dict[str, str],
                  capture_traces: bool = False) -> EvaluationBatch:
         template = candidate[COMPONENT]
-        prompts = [render_template(template, str(row["question"])) for row in batch]
+        prompts = [self.render(template, row) for row in batch]
         completions = list(self.policy(prompts))
         if len(completions) != len(prompts):
             raise ValueError(f"policy returned {len(completions)} completions for {len(prompts)} prompts")
@@ -144,6 +158,10 @@ class _GuardedReflection:
         return self.error is not None
 
 
+def _no_reflection(prompt: Any) -> str:  # pragma: no cover - GEPA never calls it with a proposer
+    raise ReflectionLMError("no reflection LM: templates come from the programmatic proposer")
+
+
 class _LogToLogging:
     def log(self, message: str) -> None:
         log.debug("gepa: %s", message)
@@ -172,8 +190,15 @@ def evolve_template(
     seed: int = 0,
     on_unreachable: str = "skip",
     endpoint_kwargs: Mapping[str, Any] | None = None,
+    proposer: ProposalFn | None = None,
+    resolve: Resolve | None = None,
 ) -> EvolutionResult:
     """Evolve a template under which ``policy`` solves ``hard_rows`` (task rows: ``question``, ``answer``).
+
+    New templates come from ``reflection_lm`` (GEPA's reflective proposer), or, with
+    ``proposer``, from that programmatic proposer (GEPA's ``propose_new_texts``; then
+    ``reflection_lm`` may be None). ``resolve(template, row)`` fills a template's per-row parts
+    before it is rendered (e.g. :func:`rollwise.rescue.examples.nearest_resolver`).
 
     GEPA reflects on minibatches of ``hard_rows`` and scores accepted templates on ``valset``
     (default: ``hard_rows``). The budget is ``max_metric_calls`` rollouts and, optionally,
@@ -199,10 +224,15 @@ def evolve_template(
     check_int("minibatch_size", minibatch_size, 1)
     if on_unreachable not in ("skip", "raise"):
         raise ValueError(f"on_unreachable must be 'skip' or 'raise', got {on_unreachable!r}")
-    lm = make_reflection_lm(reflection_lm, policy, **dict(endpoint_kwargs or {}))
+    if proposer is not None and not callable(proposer):
+        raise TypeError(f"proposer must be callable or None, got {type(proposer).__name__}")
+    if proposer is None or reflection_lm is not None:
+        lm = make_reflection_lm(reflection_lm, policy, **dict(endpoint_kwargs or {}))
+    else:
+        lm = _no_reflection
 
     start = time.monotonic()
-    if isinstance(lm, OpenAIReflectionLM):
+    if proposer is None and isinstance(lm, OpenAIReflectionLM):
         try:
             lm.ping()
         except ReflectionLMError as err:
@@ -212,13 +242,14 @@ def evolve_template(
             return EvolutionResult(seed_template, math.nan, skipped=str(err))
 
     guard = _GuardedReflection(lm)
-    adapter = TemplateAdapter(policy, verify)
+    adapter = TemplateAdapter(policy, verify, proposer=proposer, resolve=resolve)
     stoppers: list[Any] = [guard.stop]
     if wall_time_s is not None:
         stoppers.append(TimeoutStopCondition(wall_time_s))
     result = gepa.optimize(
         seed_candidate={COMPONENT: seed_template}, trainset=rows, valset=val, adapter=adapter,
-        reflection_lm=guard, max_metric_calls=max_metric_calls, stop_callbacks=stoppers,
+        reflection_lm=guard if proposer is None else None, max_metric_calls=max_metric_calls,
+        stop_callbacks=stoppers,
         reflection_minibatch_size=min(minibatch_size, len(rows)), logger=_LogToLogging(), seed=seed,
         raise_on_exception=True, display_progress_bar=False, track_best_outputs=False,
     )

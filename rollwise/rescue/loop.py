@@ -19,6 +19,8 @@ from typing import Any
 from transformers import TrainerCallback
 
 from rollwise.llm.generation import TransformersPolicy
+from rollwise.llm.tasks import INSTRUCTION
+from rollwise.rescue.examples import ExampleProposer
 from rollwise.rescue.gepa_adapter import DEFAULT_TEMPLATE, EvolutionResult, evolve_template
 from rollwise.rescue.reflection import ReflectionLMError, make_reflection_lm
 from rollwise.validation import check_int
@@ -26,6 +28,7 @@ from rollwise.validation import check_int
 log = logging.getLogger(__name__)
 
 REFLECTION_TOKENS = 512  # a proposed template needs more room than a task answer
+PROPOSERS = ("examples", "reflection")
 
 
 class RescueCallback(TrainerCallback):
@@ -38,9 +41,15 @@ class RescueCallback(TrainerCallback):
 
     def __init__(self, trainer: Any, rows: Sequence[Mapping[str, Any]], verify: Callable[[str, str], float],
                  reflection_lm: Any, *, every: int, max_metric_calls: int = 200, max_hard: int = 16,
-                 seed_template: str | None = None, max_new_tokens: int = 256, seed: int = 0) -> None:
+                 seed_template: str | None = None, max_new_tokens: int = 256, seed: int = 0,
+                 proposer: str = "reflection", max_examples: int = 4) -> None:
         check_int("every", every, 1)
         check_int("max_hard", max_hard, 1)
+        if proposer not in PROPOSERS:
+            raise ValueError(f"proposer must be one of {PROPOSERS}, got {proposer!r}")
+        if proposer == "examples" and getattr(trainer, "examples", None) is None:
+            raise ValueError("proposer='examples' needs a trainer with a solved-example store "
+                             "(RescueGRPOTrainer(examples=SolvedExampleStore(...)))")
         ids = trainer.selector.pool.ids
         if len(rows) != len(ids):
             raise ValueError(f"rows has {len(rows)} entries for a pool of {len(ids)} prompts")
@@ -49,6 +58,14 @@ class RescueCallback(TrainerCallback):
         self.every, self.max_metric_calls, self.max_hard = every, max_metric_calls, max_hard
         self.seed_template = seed_template or DEFAULT_TEMPLATE
         self.max_new_tokens, self.seed = max_new_tokens, seed
+        self.proposer = proposer
+        self._examples: ExampleProposer | None = None
+        if proposer == "examples":
+            pool = trainer.selector.pool
+            by_question = {str(row["question"]): pool.embeddings[pool.index_of(pid)]
+                           for pid, row in self.rows_by_id.items()}
+            self._examples = ExampleProposer(trainer.examples, tail=INSTRUCTION, max_examples=max_examples,
+                                             seed=seed, embed_problem=by_question.get)
 
     @property
     def template(self) -> str:
@@ -74,8 +91,13 @@ class RescueCallback(TrainerCallback):
         record: dict[str, Any] = {"step": step, "hard": len(hard), "used": len(rows)}
         if not rows:
             record["skipped"] = "no hard prompts"
+        elif self._examples is not None and not len(self.trainer.examples):
+            record["skipped"] = "no solved examples yet"
         else:
+            proposed = len(self._examples.proposals) if self._examples is not None else 0
             result = self._run_gepa(rows, step)
+            if self._examples is not None:
+                record["mutations"] = [m for m, _ in self._examples.proposals[proposed:]]
             self.trainer.gepa_rollouts += result.rollouts_spent
             record.update(rollouts=result.rollouts_spent, tried=len(result.tried),
                           best_score=None if math.isnan(result.best_score) else result.best_score,
@@ -100,14 +122,17 @@ class RescueCallback(TrainerCallback):
         policy = TransformersPolicy(model, tok, max_new_tokens=self.max_new_tokens,
                                     temperature=float(trainer.args.temperature),
                                     device=str(next(model.parameters()).device), seed=self.seed + step)
-        reflection = self.reflection_lm
-        if reflection == "policy":  # the policy reflects, with room to write a template
+        reflection, extra = self.reflection_lm, {}
+        if self._examples is not None:  # templates from the policy's own solved examples
+            reflection = None
+            extra = dict(proposer=self._examples, resolve=trainer.example_resolver())
+        elif reflection == "policy":  # the policy reflects, with room to write a template
             reflection = make_reflection_lm("policy", TransformersPolicy(
                 model, tok, max_new_tokens=REFLECTION_TOKENS, device=policy.device, seed=self.seed + step))
         try:
             return evolve_template(rows, policy, self.verify, reflection,
                                    seed_template=self.template, max_metric_calls=self.max_metric_calls,
-                                   seed=self.seed, on_unreachable="skip")
+                                   seed=self.seed, on_unreachable="skip", **extra)
         except ReflectionLMError as err:  # belt and braces: evolve_template already skips
             log.warning("template evolution skipped: %s", err)
             return EvolutionResult(self.template, math.nan, skipped=str(err))
@@ -132,10 +157,12 @@ class RescueCallback(TrainerCallback):
 
     def summary(self) -> dict[str, Any]:
         """What the rescue did over the run, for ``rollwise_run.json``."""
-        return {"evolutions": self.evolutions, "gepa_rollouts": self.gepa_rollouts,
+        examples = getattr(self.trainer, "examples", None)
+        return {"proposer": self.proposer, "evolutions": self.evolutions, "gepa_rollouts": self.gepa_rollouts,
+                "solved_examples": None if examples is None else len(examples),
                 "guided_rollouts": self.trainer.guided_rollouts, "template": self.trainer.template,
                 "hard_prompts": len(self.trainer.bank.hard_ids()),
                 "rescued": len(self.trainer.bank.rescued), "rescued_ids": self.trainer.bank.rescued}
 
 
-__all__ = ["RescueCallback"]
+__all__ = ["PROPOSERS", "RescueCallback"]
