@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
-import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
+from parallel_runs import run_workers
 
 from rollwise._io import atomic_write, atomic_write_json, atomic_write_report
 
@@ -244,27 +241,13 @@ def main() -> None:
                     if k not in ("merge", "report", "one", "conclusion")}
     todo = [(arm, seed) for seed in args.seeds for arm in args.arms.split(",")
             if str(seed) not in data["runs"].get(arm, {})]
-    Path(args.runs).mkdir(parents=True, exist_ok=True)
+    forwarded = [f"--{k.replace('_', '-')}={getattr(args, k)}" for k in SETTINGS_KEYS]
 
-    def work(job: tuple[str, int]) -> tuple[str, int, dict]:
-        arm, seed = job
-        forwarded = [f"--{k.replace('_', '-')}={getattr(args, k)}" for k in SETTINGS_KEYS]
-        log_path = Path(args.runs) / f"{arm}-seed{seed}.log"
-        t0 = time.perf_counter()
-        with open(log_path, "w") as log:
-            proc = subprocess.run([sys.executable, __file__, "--one", arm, str(seed),
-                                   f"--runs={args.runs}", *forwarded],
-                                  stdout=subprocess.PIPE, stderr=log, text=True, check=False)
-        if proc.returncode:
-            raise RuntimeError(f"{arm} seed {seed} failed (exit {proc.returncode}); see {log_path}")
-        print(f"{arm} seed {seed}: done in {time.perf_counter() - t0:.0f} s", flush=True)
-        return arm, seed, json.loads(proc.stdout.strip().splitlines()[-1])
+    def merge(arm: str, seed: int, record: dict) -> None:
+        data["runs"].setdefault(arm, {})[str(seed)] = record
+        write(data, out)
 
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for future in as_completed([pool.submit(work, job) for job in todo]):
-            arm, seed, record = future.result()
-            data["runs"].setdefault(arm, {})[str(seed)] = record
-            write(data, out)
+    run_workers(__file__, todo, forwarded, args.runs, args.jobs, merge)
 
 
 if __name__ == "__main__":

@@ -1,18 +1,21 @@
-"""Hard-prompt rescue (P²O) on SmolLM2-135M-Instruct: plain GRPO vs GRPO + P²O vs GPS + P²O.
+"""Hard-prompt rescue (P²O) on SmolLM2-135M-Instruct: the mechanism, then plain GRPO vs GRPO + P²O.
 
-Every arm starts from the same model and trains on the same small pool of arithmetic prompts
-(levels 0-3, so prompts recur and hard ones come back) until the same rollout budget is spent,
-GEPA's rollouts included: a P²O arm pays for its template evolutions with fewer training steps.
-Measured after training, with the same protocol for every arm:
+1. The mechanism, on the starting model: the pool's prompts are sampled ``--k`` times; those never
+   solved are the *hard* prompts, the verified successes fill a solved-example store (as training
+   would). Hard prompts are then sampled ``--samples`` times bare, under the example proposer's
+   first template (the two stored solutions nearest to each prompt) and under the template GEPA
+   evolves with the example proposer on ``--rescue-max-hard`` of them (as one training-time
+   evolution does).
+2. The whole, over seeds: every arm trains from the same start on the same pool until the same
+   rollout budget is spent, GEPA's rollouts included (a P²O arm pays for its evolutions with
+   fewer training steps). After training, with the same protocol for every arm: the initially
+   hard prompts are sampled ``--k`` times bare (the fraction solved at least once, and their mean
+   rate), and the held-out prompts ``--k`` times (final held-out accuracy). No template at test time.
 
-- held-out accuracy (TRL evaluation, T = 1, unseen prompts);
-- the *initially hard* pool prompts (no success in ``--k`` samples from the starting model):
-  the fraction solved at least once in ``--k`` bare-prompt samples from the final model, and
-  their mean success rate. No template is used at test time.
+Runs go in parallel as processes (``--jobs``, ``--threads`` torch threads each); each finished run
+is merged into OUT.json at once (``--merge`` adds arms and seeds later; ``--report`` redraws).
 
-Writes benchmarks/results/p2o_smollm2.{json,md,png}.
-
-    python benchmarks/p2o_smollm2.py --budget 960
+    python benchmarks/p2o_smollm2.py --seeds 0 1 2 --jobs 2 --threads 1
 """
 
 from __future__ import annotations
@@ -20,55 +23,166 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from parallel_runs import run_workers
 
-from rollwise._io import atomic_write_json, atomic_write_report
-from rollwise.llm.engine import TrainSettings, run_grpo
-from rollwise.rescue.addon import P2ORescue, RescueSettings
+from rollwise._io import atomic_write, atomic_write_json, atomic_write_report
 
-ARMS = {  # name: (strategy, rescue)
+ARMS = {  # name: (selection strategy, template proposer or None for no rescue)
     "grpo": ("uniform", None),
-    "grpo+p2o": ("uniform", "p2o"),
-    "gps+p2o": ("gps", "p2o"),
-    "gps": ("gps", None),
+    "grpo+p2o": ("uniform", "examples"),
+    "grpo+p2o-reflection": ("uniform", "reflection"),
+    "gps+p2o": ("gps", "examples"),
 }
 COLUMNS = ("id", "prompt", "answer", "level", "question")
+TRAIN_KEYS = ("budget", "prompts_per_step", "num_generations", "max_new_tokens", "learning_rate",
+              "eval_prompts", "eval_steps", "k", "levels", "per_level", "pool_seed", "threads",
+              "rescue_every", "rescue_guided", "rescue_max_metric_calls", "rescue_max_hard",
+              "rescue_window")
 
 
-def pool_rows(task: Any, levels: list[int], per_level: int, seed: int) -> list[dict[str, Any]]:
-    rng = random.Random(seed)
+# ---- data and sampling -----------------------------------------------------------------------
+def task_rows(args: argparse.Namespace) -> tuple[Any, list[dict[str, Any]], list[dict[str, Any]]]:
+    """The task, the training pool (``per_level`` prompts of each level, drawn with ``pool_seed``:
+    the same pool for every seed) and the held-out rows."""
+    from rollwise.llm.tasks import get_task
+
+    task = get_task("arithmetic")
+    rng = random.Random(args.pool_seed)
     rows = []
-    for level in levels:
+    for level in [int(x) for x in str(args.levels).split(",")]:
         at = [r for r in task.train if int(r["level"]) == level]
-        rows += rng.sample(at, min(per_level, len(at)))
-    return [{k: r[k] for k in COLUMNS} for r in rows]
+        rows += rng.sample(at, min(args.per_level, len(at)))
+    stride = max(1, len(task.heldout) // args.eval_prompts)
+    held = task.heldout[::stride][: args.eval_prompts]
+    return task, [{k: r[k] for k in COLUMNS} for r in rows], [{k: r[k] for k in COLUMNS} for r in held]
 
 
-def success_rates(model: str, rows: list[dict[str, Any]], verify: Any, k: int, max_new_tokens: int,
-                  seed: int) -> np.ndarray:
-    """Per-row success rate over ``k`` samples (T = 1) on the bare training prompt."""
+def sample(policy: Any, prompts: list[str], answers: list[str], verify: Any,
+           k: int) -> tuple[np.ndarray, list[str]]:
+    """Scores (len(prompts), k) of ``k`` samples per prompt, and the completions (prompt-major)."""
+    completions = policy([p for p in prompts for _ in range(k)])
+    scores = [verify(c, a) for c, a in zip(completions, [a for a in answers for _ in range(k)], strict=True)]
+    return np.asarray(scores, dtype=float).reshape(len(prompts), k), completions
+
+
+def bare_prompt(row: dict[str, Any]) -> str:
+    return row["prompt"][-1]["content"]
+
+
+# ---- 1. the mechanism on the starting model --------------------------------------------------
+def measure_start(args: argparse.Namespace) -> dict[str, Any]:
+    from rollwise.llm.generation import TransformersPolicy
+    from rollwise.llm.models import resolve_model
+    from rollwise.llm.tasks import INSTRUCTION
+    from rollwise.pool import PromptPool
+    from rollwise.rescue.examples import ExampleProposer, Layout, SolvedExampleStore, nearest_resolver
+    from rollwise.rescue.gepa_adapter import DEFAULT_TEMPLATE, evolve_template
+    from rollwise.rescue.templates import render_template
+
+    task, rows, _ = task_rows(args)
+    policy = TransformersPolicy(resolve_model("smollm2"), max_new_tokens=args.max_new_tokens,
+                                temperature=1.0, batch_size=64, seed=args.pool_seed)
+    base, completions = sample(policy, [bare_prompt(r) for r in rows], [r["answer"] for r in rows],
+                               task.verify, args.k)
+    pool = PromptPool.from_texts([r["question"] for r in rows], ids=[r["id"] for r in rows],
+                                 embedder="wordllama")
+    store = SolvedExampleStore()
+    for i, j in zip(*np.nonzero(base), strict=True):
+        store.add(rows[i]["id"], rows[i]["question"], completions[i * args.k + j], pool.embeddings[i])
+    hard = [i for i in range(len(rows)) if base[i].sum() == 0]
+    hard_rows = [rows[i] for i in hard]
+    resolve = nearest_resolver(store, lambda row: pool.embeddings[pool.index_of(row["id"])])
+
+    def under(template: str, seed: int) -> np.ndarray:
+        policy.seed = seed
+        prompts = [render_template(resolve(template, r), r["question"]) for r in hard_rows]
+        return sample(policy, prompts, [r["answer"] for r in hard_rows], task.verify, args.samples)[0]
+
+    proposer = ExampleProposer(store, tail=INSTRUCTION, seed=args.pool_seed)
+    nearest = proposer.render(Layout(nearest=2))
+    policy.seed = args.pool_seed + 3
+    evolved = evolve_template(hard_rows[: args.rescue_max_hard], policy, task.verify, None,
+                              seed_template=DEFAULT_TEMPLATE, max_metric_calls=args.rescue_max_metric_calls,
+                              seed=args.pool_seed, proposer=proposer, resolve=resolve)
+    conditions = {"bare": DEFAULT_TEMPLATE, "nearest2": nearest, "evolved": evolved.best_template}
+    rates = {name: under(t, args.pool_seed + 1).mean(axis=1) for name, t in conditions.items()}
+    example_prompt = render_template(resolve(nearest, hard_rows[0]), hard_rows[0]["question"])
+    return {
+        "pool": [r["id"] for r in rows], "pool_levels": [int(r["level"]) for r in rows],
+        "base_rates": base.mean(axis=1).tolist(), "hard": [r["id"] for r in hard_rows],
+        "hard_levels": [int(r["level"]) for r in hard_rows], "solved_examples": len(store),
+        "templates": conditions, "hard_rates": {k: v.tolist() for k, v in rates.items()},
+        "evolution": {"tried": evolved.tried, "rollouts": evolved.rollouts_spent,
+                      "best_score": evolved.best_score, "mutations": [m for m, _ in proposer.proposals]},
+        "example_prompt": example_prompt,
+    }
+
+
+# ---- 2. one training run ---------------------------------------------------------------------
+def run_one(arm: str, seed: int, args: argparse.Namespace, start: dict[str, Any]) -> dict[str, Any]:
     import torch
 
+    from rollwise.llm.engine import TrainSettings, run_grpo
     from rollwise.llm.generation import TransformersPolicy
+    from rollwise.llm.models import resolve_model
+    from rollwise.llm.tasks import reward_function
+    from rollwise.rescue.addon import P2ORescue, RescueSettings
 
-    policy = TransformersPolicy(model, max_new_tokens=max_new_tokens, temperature=1.0, batch_size=64,
-                                seed=seed)
-    texts = [r["prompt"][-1]["content"] for r in rows for _ in range(k)]
-    completions = policy(texts)
-    scores = [verify(c, r["answer"]) for c, r in zip(completions, [r for r in rows for _ in range(k)],
-                                                      strict=True)]
-    del policy
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return np.asarray(scores, dtype=float).reshape(len(rows), k).mean(axis=1)
+    torch.set_num_threads(args.threads)
+    task, rows, held = task_rows(args)
+    strategy, proposer = ARMS[arm]
+    per_step = args.prompts_per_step * args.num_generations
+    out_dir = Path(args.runs) / arm / f"seed{seed}"
+    settings = TrainSettings(
+        model="smollm2", strategy=strategy, seed=seed, output_dir=str(out_dir),
+        steps=args.budget // per_step, max_rollouts=args.budget, prompts_per_step=args.prompts_per_step,
+        num_generations=args.num_generations, max_new_tokens=args.max_new_tokens,
+        learning_rate=args.learning_rate, eval_steps=args.eval_steps, eval_prompts=args.eval_prompts,
+        save_steps=10_000, threads=args.threads)
+    addons = [] if proposer is None else [P2ORescue(RescueSettings(
+        proposer=proposer, every=args.rescue_every, guided=args.rescue_guided,
+        max_metric_calls=args.rescue_max_metric_calls, max_hard=args.rescue_max_hard,
+        window=args.rescue_window))]
+    final = str(out_dir / "final")
+    result = run_grpo(settings, resolve_model("smollm2"), rows, held, reward_function(task),
+                      final_model_dir=final, verify=task.verify, addons=addons)
+    hard_rows = [r for r in rows if r["id"] in set(start["hard"])]
+    policy = TransformersPolicy(final, max_new_tokens=args.max_new_tokens, temperature=1.0, batch_size=64,
+                                seed=seed + 101)
+    after = sample(policy, [bare_prompt(r) for r in hard_rows], [r["answer"] for r in hard_rows],
+                   task.verify, args.k)[0].mean(axis=1)
+    policy.seed = seed + 102
+    held_rates = sample(policy, [bare_prompt(r) for r in held], [r["answer"] for r in held], task.verify,
+                        args.k)[0].mean(axis=1)
+    hist = result["log_history"]
+    record = {
+        "steps": result["steps"], "rollouts": result["rollouts"], "wall_seconds": result["wall_seconds"],
+        "curve": eval_curve(result), "hard_after": after.tolist(),
+        "hard_solved": float(np.mean(after > 0)), "hard_rate": float(np.mean(after)),
+        "final_heldout": float(np.mean(held_rates)),
+        "esr": [h["rollwise/esr"] for h in hist if "rollwise/esr" in h],
+    }
+    if "rescue" in result:
+        r = result["rescue"]
+        guided = [h["rescue/guided_success"] for h in hist if "rescue/guided_success" in h]
+        bare = [h["rescue/hard_bare_success"] for h in hist if "rescue/hard_bare_success" in h]
+        record["rescue"] = {
+            "gepa_rollouts": r["gepa_rollouts"], "guided_rollouts": r["guided_rollouts"],
+            "training_rollouts": r["training_rollouts"], "evolutions": r["evolutions"],
+            "template": r["template"], "bank_hard": r["hard_prompts"], "bank_rescued": r["rescued"],
+            "solved_examples": r.get("solved_examples"),
+            "guided_success": float(np.mean(guided)) if guided else None,
+            "hard_bare_success": float(np.mean(bare)) if bare else None,
+        }
+    return record
 
 
 def eval_curve(result: dict[str, Any]) -> dict[str, list[float]]:
-    """Held-out accuracy against rollouts spent so far (training + GEPA)."""
+    """Held-out accuracy (TRL evaluation) against rollouts spent so far (training + GEPA)."""
     hist = result["log_history"]
     train_at = {h["step"]: h["rollwise/rollouts"] for h in hist if "rollwise/rollouts" in h}
     evolutions = result.get("rescue", {}).get("evolutions", [])
@@ -78,14 +192,126 @@ def eval_curve(result: dict[str, Any]) -> dict[str, list[float]]:
                                                       if e["step"] <= step)
 
     evals = [h for h in hist if "eval_reward" in h]
-    return {"rollouts": [0.0] + [spent(h["step"]) for h in evals],
+    return {"step": [0] + [h["step"] for h in evals], "rollouts": [0.0] + [spent(h["step"]) for h in evals],
             "accuracy": [result["initial_eval"].get("eval_reward", float("nan"))]
             + [h["eval_reward"] for h in evals]}
 
 
+# ---- report ----------------------------------------------------------------------------------
+def summarise(data: dict[str, Any]) -> dict[str, Any]:
+    """The ``summary`` object: the hard prompts' success on the starting model, bare and under the
+    evolved template, and per arm one ``hard_solved`` and ``final_heldout`` per seed."""
+    start = data.get("start") or {}
+    rates = start.get("hard_rates", {})
+    summary: dict[str, Any] = {
+        "hard_success_bare": float(np.mean(rates["bare"])) if rates else None,
+        "hard_success_template": float(np.mean(rates["evolved"])) if rates else None,
+    }
+    for arm, runs in data["runs"].items():
+        seeds = sorted(runs, key=int)
+        summary[arm] = {"hard_solved": [runs[s]["hard_solved"] for s in seeds],
+                        "final_heldout": [runs[s]["final_heldout"] for s in seeds]}
+    return summary
+
+
+def _mean_se(values: list[float]) -> str:
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    if v.size == 0:
+        return "n/a"
+    se = v.std(ddof=1) / np.sqrt(v.size) if v.size > 1 else float("nan")
+    return f"{v.mean():.3f} ± {se:.3f}" if v.size > 1 else f"{v.mean():.3f}"
+
+
+def markdown(data: dict[str, Any]) -> str:
+    a, start = data["args"], data.get("start") or {}
+    lines = ["# Hard-prompt rescue (P²O) on SmolLM2-135M-Instruct", ""]
+    if start:
+        n_hard, rates = len(start["hard"]), start["hard_rates"]
+        lines += [
+            f"Pool: {len(start['pool'])} arithmetic prompts (levels {a['levels']}); {n_hard} hard on the "
+            f"starting model (0 successes in {a['k']} samples), {start['solved_examples']} verified "
+            "solutions in the solved-example store.", "",
+            f"## 1. The mechanism: hard prompts on the starting model, {a['samples']} samples each", "",
+            "| template | mean success | solved at least once |", "|---|---|---|"]
+        for name, label in (("bare", "bare prompt"), ("nearest2", "two nearest solved examples"),
+                            ("evolved", "GEPA-evolved (example proposer)")):
+            r = np.asarray(rates[name])
+            lines.append(f"| {label} | {r.mean():.3f} | {np.mean(r > 0):.3f} |")
+        evo = start["evolution"]
+        lines += ["", f"GEPA on {a['rescue_max_hard']} hard prompts, {evo['rollouts']} rollouts, "
+                  f"mutations {evo['mutations']}; scores {[round(s, 3) for _, s in evo['tried']]}.", ""]
+    lines += [f"## 2. Training at equal rollouts ({a['budget']} per arm, GEPA's included), mean ± s.e. "
+              "over seeds", "",
+              "| arm | seeds | steps | final held-out | hard solved (>=1 of k) | hard mean rate | guided "
+              "success | same groups bare | GEPA rollouts |", "|---|---|---|---|---|---|---|---|---|"]
+    for arm, runs in data["runs"].items():
+        rs = [runs[s] for s in sorted(runs, key=int)]
+        rescue = [r.get("rescue") or {} for r in rs]
+        cells = [_mean_se([r[key] for r in rs]) for key in ("final_heldout", "hard_solved", "hard_rate")]
+        cells += [_mean_se([x.get(key) for x in rescue]) for key in ("guided_success", "hard_bare_success")]
+        lines.append(f"| {arm} | {len(rs)} | {'/'.join(str(r['steps']) for r in rs)} | {' | '.join(cells)} | "
+                     f"{'/'.join(str(x.get('gepa_rollouts', 0)) for x in rescue)} |")
+    lines += ["", "Per seed (final held-out / hard solved):", ""]
+    for arm, runs in data["runs"].items():
+        per = ", ".join(f"seed {s}: {runs[s]['final_heldout']:.3f} / {runs[s]['hard_solved']:.3f}"
+                        for s in sorted(runs, key=int))
+        lines.append(f"- {arm}: {per}")
+    for arm, runs in data["runs"].items():
+        for s in sorted(runs, key=int):
+            rescue = runs[s].get("rescue")
+            if not rescue:
+                continue
+            lines += ["", f"{arm} seed {s}, evolutions:"]
+            for e in rescue["evolutions"]:
+                lines.append(f"- step {e['step']}: {e['hard']} hard, seed score {e.get('seed_score')}, best "
+                             f"{e.get('best_score')}, {e.get('rollouts', 0)} rollouts"
+                             + (f" (skipped: {e['skipped']})" if e.get("skipped") else ""))
+    if data.get("conclusion"):
+        lines += ["", "## Reading", "", data["conclusion"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot(data: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx, cx) = plt.subplots(1, 3, figsize=(15, 4))
+    start = data.get("start") or {}
+    if start:
+        names = ["bare", "nearest2", "evolved"]
+        ax.bar(names, [np.mean(start["hard_rates"][n]) for n in names], color=["C7", "C1", "C2"])
+        ax.set(ylabel="mean success of the hard prompts", title="starting model: bare vs example templates")
+    for j, (arm, runs) in enumerate(data["runs"].items()):
+        rs = [runs[s] for s in sorted(runs, key=int)]
+        for r in rs:
+            bx.plot(r["curve"]["rollouts"], r["curve"]["accuracy"], color=f"C{j}", alpha=0.35)
+        bx.plot([], [], color=f"C{j}", label=arm)
+        cx.scatter([j] * len(rs), [r["hard_solved"] for r in rs], color=f"C{j}")
+        cx.bar(j, np.mean([r["hard_solved"] for r in rs]), color=f"C{j}", alpha=0.4)
+    bx.set(xlabel="rollouts spent (training + GEPA)", ylabel="held-out accuracy (TRL eval)",
+           title="held-out accuracy, one line per seed")
+    if data["runs"]:
+        bx.legend(fontsize=8)
+    cx.set_xticks(range(len(data["runs"])), list(data["runs"]))
+    cx.set(ylabel="initially hard prompts solved (>=1 of k, bare)", title="after training, per seed")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+
+
+def write(data: dict[str, Any], out: Path) -> None:
+    data["summary"] = summarise(data)
+    atomic_write_json(out.with_suffix(".json"), data)
+    atomic_write_report(out.with_suffix(".md"), markdown(data))
+    plot(data, out.with_suffix(".png"))
+
+
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--arms", default="grpo,grpo+p2o,gps+p2o")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arms", default="grpo,grpo+p2o")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--budget", type=int, default=960, help="rollouts per arm, GEPA's included")
     p.add_argument("--prompts-per-step", type=int, default=4)
     p.add_argument("--num-generations", type=int, default=8)
@@ -93,7 +319,9 @@ def main() -> None:
     p.add_argument("--learning-rate", type=float, default=2e-5)
     p.add_argument("--levels", default="0,1,2,3")
     p.add_argument("--per-level", type=int, default=16)
+    p.add_argument("--pool-seed", type=int, default=0, help="draws the pool (the same for every seed)")
     p.add_argument("--k", type=int, default=8, help="samples per prompt to call a prompt hard / solved")
+    p.add_argument("--samples", type=int, default=16, help="samples per hard prompt in the mechanism test")
     p.add_argument("--eval-prompts", type=int, default=40)
     p.add_argument("--eval-steps", type=int, default=10)
     p.add_argument("--rescue-every", type=int, default=8)
@@ -101,172 +329,51 @@ def main() -> None:
     p.add_argument("--rescue-max-metric-calls", type=int, default=48)
     p.add_argument("--rescue-max-hard", type=int, default=8)
     p.add_argument("--rescue-window", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=2, help="runs in parallel (processes)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--runs", default="runs/p2o_smollm2")
     p.add_argument("--out", default="benchmarks/results/p2o_smollm2")
-    p.add_argument("--finalize", action="store_true",
-                   help="only add the final held-out score (k samples per prompt from each arm's saved "
-                        "final model) to an OUT.json written without it")
+    p.add_argument("--merge", action="store_true", help="keep the start and runs already in OUT.json")
+    p.add_argument("--report", action="store_true", help="only redraw OUT.md and OUT.png")
+    p.add_argument("--start-only", action="store_true", help="only measure the mechanism (part 1)")
+    p.add_argument("--conclusion", default=None, help="text for the report's reading section")
+    p.add_argument("--one", nargs=2, metavar=("ARM", "SEED"), help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.finalize:
-        finalize(args)
-        return
-    unknown = [a for a in args.arms.split(",") if a not in ARMS]
+    out = Path(args.out)
+    unknown = [arm for arm in args.arms.split(",") if arm not in ARMS]
     if unknown:
         raise SystemExit(f"--arms: unknown {unknown}; choose from {list(ARMS)}")
+    data: dict[str, Any] = {"runs": {}}
+    if (args.merge or args.report or args.one) and out.with_suffix(".json").exists():
+        data = json.loads(out.with_suffix(".json").read_text())
+        data.setdefault("runs", {})
+    if args.one:  # a worker: train, print the record as JSON on the last line
+        print("\n" + json.dumps(run_one(args.one[0], int(args.one[1]), args, data["start"])))
+        return
+    if args.conclusion is not None:
+        data["conclusion"] = args.conclusion
+    if args.report:
+        write(data, out)
+        return
+    train = {k: getattr(args, k) for k in TRAIN_KEYS}
+    if data.get("args") and {k: data["args"].get(k) for k in TRAIN_KEYS} != train:
+        raise SystemExit(f"--merge: {out}.json was measured with other settings: {data['args']}")
+    data["args"] = {**train, "samples": args.samples}
+    if not data.get("start"):
+        data["start"] = measure_start(args)
+        write(data, out)
+        print(markdown(data), flush=True)
+    if args.start_only:
+        return
+    todo = [(arm, seed) for seed in args.seeds for arm in args.arms.split(",")
+            if str(seed) not in data["runs"].get(arm, {})]
+    forwarded = [f"--{k.replace('_', '-')}={getattr(args, k)}" for k in TRAIN_KEYS] + [f"--out={out}"]
 
-    from rollwise.llm.models import resolve_model
-    from rollwise.llm.tasks import get_task, reward_function
+    def merge(arm: str, seed: int, record: dict) -> None:
+        data["runs"].setdefault(arm, {})[str(seed)] = record
+        write(data, out)
 
-    model = resolve_model("smollm2")
-    task = get_task("arithmetic")
-    rows = pool_rows(task, [int(x) for x in args.levels.split(",")], args.per_level, args.seed)
-    stride = max(1, len(task.heldout) // args.eval_prompts)
-    held = [{k: r[k] for k in COLUMNS} for r in task.heldout[::stride][: args.eval_prompts]]
-    t0 = time.perf_counter()
-    base = success_rates(model, rows, task.verify, args.k, args.max_new_tokens, args.seed)
-    hard = [i for i, rate in enumerate(base) if rate == 0]
-    print(f"start: {len(hard)}/{len(rows)} pool prompts hard (0/{args.k}); "
-          f"mean pool rate {base.mean():.3f} ({time.perf_counter() - t0:.0f} s)")
-    report: dict[str, Any] = {
-        "args": vars(args), "pool": [r["id"] for r in rows],
-        "pool_levels": [int(r["level"]) for r in rows], "base_rates": base.tolist(),
-        "hard": [rows[i]["id"] for i in hard], "arms": {},
-    }
-    per_step = args.prompts_per_step * args.num_generations
-    for name in args.arms.split(","):
-        strategy, rescue = ARMS[name]
-        settings = TrainSettings(
-            model="smollm2", strategy=strategy, seed=args.seed, output_dir=f"{args.runs}/{name}",
-            steps=args.budget // per_step, max_rollouts=args.budget,
-            prompts_per_step=args.prompts_per_step, num_generations=args.num_generations,
-            max_new_tokens=args.max_new_tokens, learning_rate=args.learning_rate,
-            eval_steps=args.eval_steps, eval_prompts=args.eval_prompts, save_steps=10_000)
-        addons = [] if rescue is None else [P2ORescue(RescueSettings(
-            every=args.rescue_every, guided=args.rescue_guided, max_metric_calls=args.rescue_max_metric_calls,
-            max_hard=args.rescue_max_hard, window=args.rescue_window))]
-        final = f"{args.runs}/{name}/final"
-        result = run_grpo(settings, model, rows, held, reward_function(task), final_model_dir=final,
-                          verify=task.verify, addons=addons)
-        after = success_rates(final, [rows[i] for i in hard], task.verify, args.k, args.max_new_tokens,
-                              args.seed + 1)
-        held_rates = success_rates(final, held, task.verify, args.k, args.max_new_tokens, args.seed + 2)
-        hist = result["log_history"]
-        arm = {
-            "strategy": strategy, "rescue": rescue, "steps": result["steps"],
-            "rollouts": result["rollouts"], "wall_seconds": result["wall_seconds"],
-            "curve": eval_curve(result),
-            "hard_solved": float(np.mean(after > 0)) if hard else float("nan"),
-            "hard_rate": float(np.mean(after)) if hard else float("nan"),
-            "hard_after": after.tolist(),
-            "final_heldout": float(np.mean(held_rates)),
-            "eval_steps_done": [h["step"] for h in hist if "eval_reward" in h],
-            "train_reward": [h.get("reward", float("nan")) for h in hist if "rollwise/rollouts" in h],
-            "esr": [h["rollwise/esr"] for h in hist if "rollwise/esr" in h],
-        }
-        if "rescue" in result:
-            r = result["rescue"]
-            guided = [h["rescue/guided_success"] for h in hist if "rescue/guided_success" in h]
-            arm["rescue_summary"] = {
-                "training_rollouts": r["training_rollouts"], "gepa_rollouts": r["gepa_rollouts"],
-                "guided_rollouts": r["guided_rollouts"], "evolutions": r["evolutions"],
-                "template": r["template"], "bank_hard": r["hard_prompts"], "bank_rescued": r["rescued"],
-                "guided_success": float(np.mean(guided)) if guided else float("nan"),
-            }
-        report["arms"][name] = arm
-        print(name, json.dumps({k: arm[k] for k in ("steps", "rollouts", "hard_solved", "hard_rate")}),
-              "held-out", [round(a, 3) for a in arm["curve"]["accuracy"]])
-        write(Path(args.out), report)
-
-
-def finalize(args: argparse.Namespace) -> None:
-    from rollwise.llm.tasks import get_task
-
-    out = Path(args.out)
-    report = json.loads(out.with_suffix(".json").read_text())
-    task = get_task("arithmetic")
-    run = report["args"]
-    stride = max(1, len(task.heldout) // run["eval_prompts"])
-    held = [{k: r[k] for k in COLUMNS} for r in task.heldout[::stride][: run["eval_prompts"]]]
-    for name, arm in report["arms"].items():
-        if "final_heldout" not in arm:
-            rates = success_rates(f"{run['runs']}/{name}/final", held, task.verify, run["k"],
-                                  run["max_new_tokens"], run["seed"] + 2)
-            arm["final_heldout"] = float(np.mean(rates))
-        if "eval_steps_done" not in arm:
-            hist = json.loads(Path(f"{run['runs']}/{name}/rollwise_run.json").read_text())["log_history"]
-            arm["eval_steps_done"] = [h["step"] for h in hist if "eval_reward" in h]
-        print(name, "final held-out", round(arm["final_heldout"], 3))
-    write(out, report)
-
-
-def write(out: Path, report: dict[str, Any]) -> None:
-    import torch
-
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
-    report["device"] = device
-    n_hard, k = len(report["hard"]), report["args"]["k"]
-    lines = [f"# Hard-prompt rescue (P²O) on SmolLM2-135M-Instruct ({device})", "",
-             f"Pool: {len(report['pool'])} arithmetic prompts (levels {report['args']['levels']}); "
-             f"{n_hard} initially hard (0/{k} successes from the starting model). Budget "
-             f"{report['args']['budget']} rollouts per arm, GEPA's included. Hard prompts re-sampled "
-             f"{k} times on the bare prompt after training.", "",
-             f"Held-out: TRL's evaluation during training (start -> last evaluation, at the step shown), and "
-             f"the final model's mean success over {k} samples per held-out prompt (same protocol for "
-             "every arm, measured after training).", "",
-             "| arm | steps | rollouts (GEPA) | held-out (TRL eval) start -> last (step) | final held-out | "
-             "hard solved (>=1 of k) | hard mean rate | guided success | bank rescued | wall s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for name, a in report["arms"].items():
-        r = a.get("rescue_summary")
-        acc = a["curve"]["accuracy"]
-        gepa = f" ({r['gepa_rollouts']})" if r else ""
-        guided = f"{r['guided_success']:.3f}" if r else "n/a"
-        rescued = r["bank_rescued"] if r else "n/a"
-        last = a["eval_steps_done"][-1] if a.get("eval_steps_done") else "?"
-        final = f"{a['final_heldout']:.3f}" if "final_heldout" in a else "n/a"
-        lines.append(f"| {name} | {a['steps']} | {a['rollouts']}{gepa} | {acc[0]:.3f} -> {acc[-1]:.3f} "
-                     f"({last}) | {final} | {a['hard_solved']:.3f} | {a['hard_rate']:.3f} | {guided} | "
-                     f"{rescued} | {a['wall_seconds']:.0f} |")
-    for name, a in report["arms"].items():
-        r = a.get("rescue_summary")
-        if not r:
-            continue
-        lines += ["", f"## {name}: template evolutions", ""]
-        for e in r["evolutions"]:
-            lines.append(f"- step {e['step']}: {e['hard']} hard, {e.get('used', 0)} given to GEPA, "
-                         f"{e.get('tried', 0)} templates scored, seed score {e.get('seed_score')}, "
-                         f"best {e.get('best_score')}, {e.get('rollouts', 0)} rollouts"
-                         f"{' (skipped: ' + e['skipped'] + ')' if e.get('skipped') else ''}")
-        lines.append(f"- final template: `{json.dumps(r['template'])}`")
-    atomic_write_json(out.with_suffix(".json"), report)
-    atomic_write_report(out.with_suffix(".md"), "\n".join(lines) + "\n")
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(1, 3, figsize=(15, 4))
-    names = list(report["arms"])
-    for name in names:
-        c = report["arms"][name]["curve"]
-        ax[0].plot(c["rollouts"], c["accuracy"], marker="o", label=name)
-    ax[0].set(xlabel="rollouts spent (training + GEPA)", ylabel="held-out accuracy (T=1)",
-              title="held-out accuracy")
-    ax[0].legend()
-    ax[0].grid(alpha=0.3)
-    colors = ["C0", "C1", "C2", "C3"][: len(names)]
-    final = [report["arms"][n].get("final_heldout", float("nan")) for n in names]
-    ax[1].bar(names, final, color=colors)
-    ax[1].set(ylabel=f"mean success, {k} samples per prompt", title="final model, held-out prompts")
-    solved = [report["arms"][n]["hard_solved"] for n in names]
-    ax[2].bar(names, solved, color=colors)
-    ax[2].set(ylabel=f"solved at least once in {k} samples", ylim=(0, max(0.05, max(solved) * 1.3)),
-              title=f"initially hard prompts (n={n_hard}), no template")
-    fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"), dpi=110)
-    print("\n".join(lines))
+    run_workers(__file__, todo, forwarded, args.runs, args.jobs, merge)
 
 
 if __name__ == "__main__":

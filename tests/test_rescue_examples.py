@@ -131,6 +131,8 @@ def test_proposer_starts_with_nearest_examples_then_mutates_within_bounds():
     proposer = ExampleProposer(store, TAIL, max_examples=3, seed=0)
     first = proposer.propose("{problem}" + TAIL)
     assert _layout_of(proposer, first) == Layout(nearest=2) and first.endswith(TAIL)
+    again = proposer.propose("{problem}" + TAIL)  # the first proposal was rejected: mutate instead
+    assert again != first and proposer.proposals[-1][0] in ("add_nearest", "add_literal")
     text, seen = first, set()
     for _ in range(60):
         child = proposer.propose(text)

@@ -81,7 +81,9 @@ class RescueGRPOTrainer(RollwiseGRPOTrainer):
     that restates the answer format is not doubled by the prompt's own instruction); without it,
     the template wraps the prompt's user text. ``guided_rows`` holds the last
     generation batch's guided mask (global rows, group-major). Logged: ``rescue/guided_rows``,
-    ``rescue/guided_success`` (mean guided success), ``rescue/hard`` (guided groups), and
+    ``rescue/guided_success`` (mean guided success) beside ``rescue/hard_bare_success`` (the
+    mean success of the same groups' bare rollouts), ``rescue/hard`` (guided groups),
+    ``rescue/solved_examples`` (the solved-example store's size, when it has one), and
     ``rollwise/esr`` over the batch as trained (guided rows included); ``rollwise/spearman`` is not
     logged, since guided groups have fewer bare rollouts.
     Not supported yet: vLLM, tools, environments, custom ``rollout_func``.
@@ -231,8 +233,9 @@ class RescueGRPOTrainer(RollwiseGRPOTrainer):
         metrics["rescue/guided_rows"].append(float(guided.sum()))
         self._log_selection(chosen, predicted, success)
         metrics["rescue/hard"].append(float(rescued.sum()))
-        if guided.any():
+        if guided.any():  # the same groups' template-guided and bare rollouts, side by side
             metrics["rescue/guided_success"].append(float(success.ravel()[guided].mean()))
+            metrics["rescue/hard_bare_success"].append(float(success[rescued, :bare].mean()))
         if self.examples is not None:
             metrics["rescue/solved_examples"].append(float(len(self.examples)))
 

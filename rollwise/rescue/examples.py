@@ -227,7 +227,7 @@ class ExampleProposer:
     Mutations: one more nearest example per prompt; a literal example near a prompt the parent
     failed; drop one; swap a literal example for another near the failures; reverse their order;
     one fewer nearest example. A template the proposer did not write (the seed) starts empty, and
-    its first proposal is ``first`` (default: two nearest examples per prompt). Every template it
+    its first proposal is ``first`` (default: two nearest examples per prompt), made once. Every template it
     writes keeps ``tail`` after the problem (the answer format).
 
     ``embed_problem`` maps a problem text in GEPA's reflective records to its embedding (for the
@@ -244,6 +244,7 @@ class ExampleProposer:
         self.first, self.component = first, component
         self.rng = random.Random(seed)
         self.layouts: dict[str, Layout] = {}
+        self._started: set[str] = set()  # parents not written here that got the first proposal
         self.proposals: list[tuple[str, str]] = []  # (mutation, template) in proposal order
 
     def __call__(self, candidate: Mapping[str, str], reflective_dataset: Mapping[str, Sequence[Record]],
@@ -257,7 +258,8 @@ class ExampleProposer:
     def propose(self, parent: str, records: Sequence[Mapping[str, Any]] = ()) -> str:
         """A mutated child of ``parent`` (its layout if the proposer wrote it, else empty)."""
         layout = self.layouts.get(parent)
-        if layout is None and self.first is not None:
+        if layout is None and self.first is not None and parent not in self._started:
+            self._started.add(parent)  # once: a rejected first proposal is not proposed again
             mutation, child = "first", self.first
         else:
             layout = layout or Layout()
