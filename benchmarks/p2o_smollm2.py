@@ -92,7 +92,8 @@ def measure_start(args: argparse.Namespace) -> dict[str, Any]:
                                  embedder="wordllama")
     store = SolvedExampleStore()
     for i, j in zip(*np.nonzero(base), strict=True):
-        store.add(rows[i]["id"], rows[i]["question"], completions[i * args.k + j], pool.embeddings[i])
+        store.add(rows[i]["id"], rows[i]["question"], completions[i * args.k + j], pool.embeddings[i],
+                  answer=rows[i]["answer"])
     hard = [i for i in range(len(rows)) if base[i].sum() == 0]
     hard_rows = [rows[i] for i in hard]
     resolve = nearest_resolver(store, lambda row: pool.embeddings[pool.index_of(row["id"])])

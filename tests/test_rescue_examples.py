@@ -12,6 +12,7 @@ from rollwise.rescue.examples import (
     EXAMPLES_HEADER,
     ExampleProposer,
     Layout,
+    SolvedExample,
     SolvedExampleStore,
     example_template,
     expand_examples,
@@ -119,6 +120,14 @@ def test_example_template_and_per_prompt_expansion():
     assert blocks[2:4] == [format_example(store.examples[1]), format_example(store.examples[2])]
     assert blocks[-1] == "Problem: 9 + 1" + TAIL and "{examples" not in text
     assert expand_examples("A\n\n{examples:3}\n\nB", lambda k: []) == "A\n\nB"
+
+
+def test_examples_end_in_the_verifiers_answer_format():
+    bare = SolvedExample("a", "2 + 3", "2 + 3 is 5", answer="5")
+    assert format_example(bare) == "Problem: 2 + 3\nSolution: 2 + 3 is 5\nAnswer: 5"
+    already = SolvedExample("a", "2 + 3", "So: answer = 5", answer="5")
+    assert format_example(already).endswith("Solution: So: answer = 5")
+    assert format_example(SolvedExample("a", "2 + 3", "5")) == "Problem: 2 + 3\nSolution: 5"
 
 
 # ---- the proposer -----------------------------------------------------------------------------

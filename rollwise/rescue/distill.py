@@ -206,9 +206,11 @@ class RescueGRPOTrainer(RollwiseGRPOTrainer):
             pid = pool.ids[index]
             problem = self.problems[pid] if self.problems is not None else \
                 prompt_text(self.train_dataset[index]["prompt"])
+            answer = self.train_dataset[index].get("answer")
             if completions[j].strip():
                 self.examples.add(pid, problem, completions[j], pool.embeddings[index],
-                                  step=int(self.state.global_step))
+                                  step=int(self.state.global_step),
+                                  answer=None if answer is None else str(answer))
 
     def _observe(self, rewards: np.ndarray) -> None:
         """Bank and selector see bare-prompt rewards: full groups in one call, the unguided part

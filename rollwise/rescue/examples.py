@@ -33,6 +33,7 @@ STORE_VERSION = 1
 EXAMPLES_HEADER = "Solved examples:"
 NEAREST_MARKER = re.compile(r"\{examples:(\d+)\}")
 Record = Mapping[str, Any]  # one entry of GEPA's reflective dataset
+ANSWER_LINE = re.compile(r"answer\s*[:=]", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class SolvedExample:
     problem: str
     solution: str
     step: int = 0
+    answer: str | None = None  # the verified answer, shown on an "Answer:" line if the solution lacks one
 
     @property
     def key(self) -> tuple[str, str]:
@@ -50,8 +52,11 @@ class SolvedExample:
 
 
 def format_example(example: SolvedExample) -> str:
-    """An example as it appears in a template."""
-    return f"Problem: {example.problem}\nSolution: {example.solution.strip()}"
+    """An example as it appears in a template, ending in the answer format the verifier reads."""
+    solution = example.solution.strip()
+    if example.answer is not None and not ANSWER_LINE.search(solution):
+        solution += f"\nAnswer: {example.answer}"
+    return f"Problem: {example.problem}\nSolution: {solution}"
 
 
 def _unit(vector: Any, dim: int | None = None) -> np.ndarray:
@@ -91,16 +96,20 @@ class SolvedExampleStore:
     def prompts(self) -> set[str]:
         return {key[0] for key in self._items}
 
-    def add(self, pid: str, problem: str, solution: str, embedding: Any, step: int = 0) -> bool:
-        """Store one verified solution; False when it was already stored (it then counts as new)."""
+    def add(self, pid: str, problem: str, solution: str, embedding: Any, step: int = 0,
+            answer: str | None = None) -> bool:
+        """Store one verified solution (``answer``: the reference it was verified against);
+        False when it was already stored (it then counts as new)."""
         if not isinstance(pid, str) or not pid:
             raise TypeError(f"pid must be a non-empty string, got {pid!r}")
         for name, text in (("problem", problem), ("solution", solution)):
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"{name} must be a non-empty string")
         check_int("step", step, 0)
+        if answer is not None and (not isinstance(answer, str) or not answer.strip()):
+            raise ValueError(f"answer must be a non-empty string or None, got {answer!r}")
         vec = _unit(embedding, self.dim)
-        example = SolvedExample(pid, problem, solution, int(step))
+        example = SolvedExample(pid, problem, solution, int(step), answer)
         fresh = example.key not in self._items
         self._items.pop(example.key, None)
         self._items[example.key] = (example, vec)
@@ -148,7 +157,7 @@ class SolvedExampleStore:
         """A JSON-serialisable snapshot, oldest example first."""
         return {"version": STORE_VERSION, "config": self.config(), "added": self.added,
                 "examples": [{"pid": ex.pid, "problem": ex.problem, "solution": ex.solution,
-                              "step": ex.step, "embedding": [float(x) for x in v]}
+                              "step": ex.step, "answer": ex.answer, "embedding": [float(x) for x in v]}
                              for ex, v in self._items.values()]}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -168,10 +177,10 @@ class SolvedExampleStore:
         fresh = SolvedExampleStore(**self.config())
         for i, item in enumerate(raw):
             if not isinstance(item, Mapping) or set(item) != {"pid", "problem", "solution", "step",
-                                                              "embedding"}:
+                                                              "answer", "embedding"}:
                 raise ValueError(f"store state: bad example {i}")
             if not fresh.add(item["pid"], item["problem"], item["solution"], item["embedding"],
-                             item["step"]):
+                             item["step"], item["answer"]):
                 raise ValueError(f"store state: example {i} repeats an earlier one")
         if len(fresh) != len(raw):
             raise ValueError("store state: more examples per prompt than per_prompt allows")
