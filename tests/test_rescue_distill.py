@@ -312,13 +312,15 @@ def test_rescue_state_with_examples_round_trips_and_reads_version_1(tiny, tmp_pa
     trainer, _ = _trainer(tiny, tmp_path, _hard_bank(ids[:2]), examples=_example_store(tiny, ids[2:5]))
     state = trainer.rescue_state()
     assert state["version"] == RESCUE_STATE_VERSION == 2
-    other, _ = _trainer(tiny, tmp_path / "b", HardPromptBank(window=1), examples=SolvedExampleStore())
+    store = SolvedExampleStore()
+    other, _ = _trainer(tiny, tmp_path / "b", HardPromptBank(window=1), examples=store)
     bad = {**state, "examples": {**state["examples"], "added": -1}}
     with pytest.raises(ValueError):
         other.load_rescue_state(bad)
     assert len(other.examples) == 0 and len(other.bank) == 0
     other.load_rescue_state(state)
     assert other.rescue_state() == state
+    assert other.examples is store and len(store) == 3  # in place: a proposer holding it sees them
     old = {k: v for k, v in state.items() if k != "examples"}
     third, _ = _trainer(tiny, tmp_path / "c", HardPromptBank(window=1), examples=SolvedExampleStore())
     third.load_rescue_state({**old, "version": 1})  # saved before the store existed

@@ -275,6 +275,11 @@ def test_example_proposer_evolves_from_solved_rollouts_without_a_reflection_lm(t
     assert 1 <= rescue["solved_examples"] <= 2 * 2  # q0's rollouts, at most per_prompt=2 kept
     saved = json.loads((tmp_path / "run" / "checkpoint-2" / "rollwise_rescue.json").read_text())
     assert {ex["pid"] for ex in saved["examples"]["examples"]} == {"q0"}
+    # resumed from step 2: the store comes back (and keeps growing) with the template
+    resumed = run_grpo(_settings(tmp_path, steps=3, save_steps=2, resume=True), tiny_path, ROWS, [],
+                       only_q0, addons=_rescue())["rescue"]
+    assert resumed["template"] == saved["template"] and resumed["evolutions"] == saved["evolutions"]
+    assert resumed["solved_examples"] >= len(saved["examples"]["examples"])
 
 
 def test_example_proposer_skips_while_nothing_is_solved(tiny_path, tmp_path):

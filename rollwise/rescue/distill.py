@@ -272,12 +272,12 @@ class RescueGRPOTrainer(RollwiseGRPOTrainer):
             raise ValueError("rescue state: evolutions must be a list")
         bank = HardPromptBank(**self.bank.config())
         bank.load_state_dict(state["bank"])  # raises on a bad bank before anything is replaced
-        examples = self.examples
-        if state.get("examples") is not None and examples is not None:
-            examples = SolvedExampleStore(**examples.config())
-            examples.load_state_dict(state["examples"])  # likewise
+        stored = state.get("examples") if self.examples is not None else None
+        if stored is not None:  # likewise, on a scratch store first
+            SolvedExampleStore(**self.examples.config()).load_state_dict(stored)
         self.bank, self.template, self.templates = bank, template, dict(templates)
-        self.examples = examples
+        if stored is not None:  # in place: the template proposer holds this store
+            self.examples.load_state_dict(stored)
         self.guided_rollouts, self.gepa_rollouts = counts
         self.evolutions = copy.deepcopy(state["evolutions"])
 

@@ -19,10 +19,10 @@ from typing import Any
 from transformers import TrainerCallback
 
 from rollwise.llm.generation import TransformersPolicy
-from rollwise.llm.tasks import INSTRUCTION
 from rollwise.rescue.examples import ExampleProposer
 from rollwise.rescue.gepa_adapter import DEFAULT_TEMPLATE, EvolutionResult, evolve_template
 from rollwise.rescue.reflection import ReflectionLMError, make_reflection_lm
+from rollwise.rescue.templates import PLACEHOLDER
 from rollwise.validation import check_int
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,9 @@ class RescueCallback(TrainerCallback):
             pool = trainer.selector.pool
             by_question = {str(row["question"]): pool.embeddings[pool.index_of(pid)]
                            for pid, row in self.rows_by_id.items()}
-            self._examples = ExampleProposer(trainer.examples, tail=INSTRUCTION, max_examples=max_examples,
+            # example templates end like the seed: the problem, then its instruction
+            tail = self.seed_template.split(PLACEHOLDER, 1)[1] if PLACEHOLDER in self.seed_template else ""
+            self._examples = ExampleProposer(trainer.examples, tail=tail, max_examples=max_examples,
                                              seed=seed, embed_problem=by_question.get)
 
     @property
