@@ -73,10 +73,12 @@ def bare_prompt(row: dict[str, Any]) -> str:
     return row["prompt"][-1]["content"]
 
 
-# ---- 1. the mechanism on the starting model --------------------------------------------------
-def measure_start(args: argparse.Namespace) -> dict[str, Any]:
+# ---- 1. the mechanism ------------------------------------------------------------------------
+def measure_mechanism(args: argparse.Namespace, model: str) -> dict[str, Any]:
+    """Hard prompts of ``model`` (0 of ``k`` samples) bare, under two nearest solved examples and
+    under the template GEPA evolves with the example proposer, ``samples`` each; the store holds
+    ``model``'s own verified solutions on the pool."""
     from rollwise.llm.generation import TransformersPolicy
-    from rollwise.llm.models import resolve_model
     from rollwise.llm.tasks import INSTRUCTION
     from rollwise.pool import PromptPool
     from rollwise.rescue.examples import ExampleProposer, Layout, SolvedExampleStore, nearest_resolver
@@ -84,7 +86,7 @@ def measure_start(args: argparse.Namespace) -> dict[str, Any]:
     from rollwise.rescue.templates import render_template
 
     task, rows, _ = task_rows(args)
-    policy = TransformersPolicy(resolve_model("smollm2"), max_new_tokens=args.max_new_tokens,
+    policy = TransformersPolicy(model, max_new_tokens=args.max_new_tokens,
                                 temperature=1.0, batch_size=64, seed=args.pool_seed)
     base, completions = sample(policy, [bare_prompt(r) for r in rows], [r["answer"] for r in rows],
                                task.verify, args.k)
@@ -227,20 +229,27 @@ def markdown(data: dict[str, Any]) -> str:
     a, start = data["args"], data.get("start") or {}
     lines = ["# Hard-prompt rescue (P²O) on SmolLM2-135M-Instruct", ""]
     if start:
-        n_hard, rates = len(start["hard"]), start["hard_rates"]
-        lines += [
-            f"Pool: {len(start['pool'])} arithmetic prompts (levels {a['levels']}); {n_hard} hard on the "
-            f"starting model (0 successes in {a['k']} samples), {start['solved_examples']} verified "
-            "solutions in the solved-example store.", "",
-            f"## 1. The mechanism: hard prompts on the starting model, {a['samples']} samples each", "",
-            "| template | mean success | solved at least once |", "|---|---|---|"]
-        for name, label in (("bare", "bare prompt"), ("nearest2", "two nearest solved examples"),
-                            ("evolved", "GEPA-evolved (example proposer)")):
-            r = np.asarray(rates[name])
-            lines.append(f"| {label} | {r.mean():.3f} | {np.mean(r > 0):.3f} |")
-        evo = start["evolution"]
-        lines += ["", f"GEPA on {a['rescue_max_hard']} hard prompts, {evo['rollouts']} rollouts, "
-                  f"mutations {evo['mutations']}; scores {[round(s, 3) for _, s in evo['tried']]}.", ""]
+        lines += [f"Pool: {len(start['pool'])} arithmetic prompts (levels {a['levels']}).", "",
+                  f"## 1. The mechanism: hard prompts (0 successes in {a['k']} samples), {a['samples']} "
+                  "samples each", "",
+                  "| model | hard prompts | stored solutions | bare prompt | two nearest solved examples | "
+                  "GEPA-evolved (example proposer) |", "|---|---|---|---|---|---|"]
+        for label, m in (("starting model", start), ("trained", data.get("checkpoint_mechanism"))):
+            if not m:
+                continue
+            rates = m["hard_rates"]
+            cells = [f"{np.mean(rates[n]):.3f} ({np.mean(np.asarray(rates[n]) > 0):.2f})"
+                     for n in ("bare", "nearest2", "evolved")]
+            name = label if label == "starting model" else f"trained (`{m['model']}`)"
+            lines.append(f"| {name} | {len(m['hard'])} | {m['solved_examples']} | {' | '.join(cells)} |")
+        lines += ["", "Cells: mean success rate (share of hard prompts solved at least once)."]
+        for label, m in (("starting model", start), ("trained", data.get("checkpoint_mechanism"))):
+            if m:
+                evo = m["evolution"]
+                lines.append(f"GEPA on the {label}: {a['rescue_max_hard']} hard prompts, {evo['rollouts']} "
+                             f"rollouts, mutations {evo['mutations']}; full scores "
+                             f"{[round(s, 3) for _, s in evo['tried']]}.")
+        lines.append("")
     lines += [f"## 2. Training at equal rollouts ({a['budget']} per arm, GEPA's included), mean ± s.e. "
               "over seeds", "",
               "| arm | seeds | steps | final held-out | hard solved (>=1 of k) | hard mean rate | guided "
@@ -337,6 +346,8 @@ def main() -> None:
     p.add_argument("--merge", action="store_true", help="keep the start and runs already in OUT.json")
     p.add_argument("--report", action="store_true", help="only redraw OUT.md and OUT.png")
     p.add_argument("--start-only", action="store_true", help="only measure the mechanism (part 1)")
+    p.add_argument("--mechanism-checkpoint", default=None, metavar="MODEL_DIR",
+                   help="only measure the mechanism on this trained model (e.g. RUNS/grpo/seed0/final)")
     p.add_argument("--conclusion", default=None, help="text for the report's reading section")
     p.add_argument("--one", nargs=2, metavar=("ARM", "SEED"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -360,8 +371,15 @@ def main() -> None:
     if data.get("args") and {k: data["args"].get(k) for k in TRAIN_KEYS} != train:
         raise SystemExit(f"--merge: {out}.json was measured with other settings: {data['args']}")
     data["args"] = {**train, "samples": args.samples}
+    if args.mechanism_checkpoint:  # the mechanism again, on a trained model
+        record = measure_mechanism(args, args.mechanism_checkpoint)
+        data["checkpoint_mechanism"] = {"model": args.mechanism_checkpoint, **record}
+        write(data, out)
+        return
     if not data.get("start"):
-        data["start"] = measure_start(args)
+        from rollwise.llm.models import resolve_model
+
+        data["start"] = measure_mechanism(args, resolve_model("smollm2"))
         write(data, out)
         print(markdown(data), flush=True)
     if args.start_only:
