@@ -107,11 +107,15 @@ def measure_mechanism(args: argparse.Namespace, model: str) -> dict[str, Any]:
 
     proposer = ExampleProposer(store, tail=INSTRUCTION, seed=args.pool_seed)
     nearest = proposer.render(Layout(nearest=2))
+    # one shared template: the two stored solutions nearest to the hard prompts' mean embedding
+    centre = pool.embeddings[[pool.index_of(r["id"]) for r in hard_rows]].mean(axis=0)
+    shared = proposer.render(Layout(tuple(ex.key for ex in store.nearest(centre, 2))))
     policy.seed = args.pool_seed + 3
     evolved = evolve_template(hard_rows[: args.rescue_max_hard], policy, task.verify, None,
                               seed_template=DEFAULT_TEMPLATE, max_metric_calls=args.rescue_max_metric_calls,
                               seed=args.pool_seed, proposer=proposer, resolve=resolve)
-    conditions = {"bare": DEFAULT_TEMPLATE, "nearest2": nearest, "evolved": evolved.best_template}
+    conditions = {"bare": DEFAULT_TEMPLATE, "nearest2": nearest, "shared2": shared,
+                  "evolved": evolved.best_template}
     rates = {name: under(t, args.pool_seed + 1).mean(axis=1) for name, t in conditions.items()}
     example_prompt = render_template(resolve(nearest, hard_rows[0]), hard_rows[0]["question"])
     return {
@@ -232,14 +236,15 @@ def markdown(data: dict[str, Any]) -> str:
         lines += [f"Pool: {len(start['pool'])} arithmetic prompts (levels {a['levels']}).", "",
                   f"## 1. The mechanism: hard prompts (0 successes in {a['k']} samples), {a['samples']} "
                   "samples each", "",
-                  "| model | hard prompts | stored solutions | bare prompt | two nearest solved examples | "
-                  "GEPA-evolved (example proposer) |", "|---|---|---|---|---|---|"]
+                  "| model | hard prompts | stored solutions | bare prompt | two nearest solved examples "
+                  "(per prompt) | two solved examples (shared) | GEPA-evolved (example proposer) |",
+                  "|---|---|---|---|---|---|---|"]
         for label, m in (("starting model", start), ("trained", data.get("checkpoint_mechanism"))):
             if not m:
                 continue
             rates = m["hard_rates"]
-            cells = [f"{np.mean(rates[n]):.3f} ({np.mean(np.asarray(rates[n]) > 0):.2f})"
-                     for n in ("bare", "nearest2", "evolved")]
+            cells = [f"{np.mean(rates[n]):.3f} ({np.mean(np.asarray(rates[n]) > 0):.2f})" if n in rates
+                     else "not measured" for n in ("bare", "nearest2", "shared2", "evolved")]
             name = label if label == "starting model" else f"trained (`{m['model']}`)"
             lines.append(f"| {name} | {len(m['hard'])} | {m['solved_examples']} | {' | '.join(cells)} |")
         lines += ["", "Cells: mean success rate (share of hard prompts solved at least once)."]
@@ -289,10 +294,16 @@ def plot(data: dict[str, Any], path: Path) -> None:
 
     fig, (ax, bx, cx) = plt.subplots(1, 3, figsize=(15, 4))
     start = data.get("start") or {}
-    if start:
-        names = ["bare", "nearest2", "evolved"]
-        ax.bar(names, [np.mean(start["hard_rates"][n]) for n in names], color=["C7", "C1", "C2"])
-        ax.set(ylabel="mean success of the hard prompts", title="starting model: bare vs example templates")
+    models = [(label, m) for label, m in (("start", start), ("trained", data.get("checkpoint_mechanism")))
+              if m]
+    names = ["bare", "nearest2", "shared2", "evolved"]
+    for j, (label, m) in enumerate(models):
+        heights = [np.mean(m["hard_rates"][n]) if n in m["hard_rates"] else np.nan for n in names]
+        ax.bar(np.arange(len(names)) + 0.4 * j, heights, width=0.4, label=f"{label} model")
+    if models:
+        ax.set_xticks(np.arange(len(names)) + 0.2 * (len(models) - 1), names)
+        ax.set(ylabel="mean success of the hard prompts", title="hard prompts: bare vs example templates")
+        ax.legend(fontsize=8)
     for j, (arm, runs) in enumerate(data["runs"].items()):
         rs = [runs[s] for s in sorted(runs, key=int)]
         for r in rs:
