@@ -1,8 +1,9 @@
 """Worked-example templates for hard prompts, built from the policy's own verified solutions.
 
-A small policy cannot write a better instruction for itself, but it can follow its own worked
-examples: a template holding a few of its verified solutions to related, solved prompts, in the
-answer format the verifier reads, followed by the hard problem. Three pieces:
+A small policy rarely writes a better instruction for itself; it may instead follow worked
+examples: a template holding a few of its own verified solutions to related, solved prompts, in
+the answer format the verifier reads, followed by the hard problem (on SmolLM2-135M and
+arithmetic this did not raise the hard prompts' success: docs/rescue.md). Three pieces:
 
 - :class:`SolvedExampleStore`: verified successful rollouts seen in training (problem, solution,
   embedding), bounded, with nearest-neighbour lookup and a JSON state for checkpoints.
@@ -98,8 +99,8 @@ class SolvedExampleStore:
 
     def add(self, pid: str, problem: str, solution: str, embedding: Any, step: int = 0,
             answer: str | None = None) -> bool:
-        """Store one verified solution (``answer``: the reference it was verified against);
-        False when it was already stored (it then counts as new)."""
+        """Store one verified solution (``answer``: the reference it was verified against).
+        Returns False when it was already stored; it then becomes the newest."""
         if not isinstance(pid, str) or not pid:
             raise TypeError(f"pid must be a non-empty string, got {pid!r}")
         for name, text in (("problem", problem), ("solution", solution)):
@@ -235,9 +236,9 @@ class ExampleProposer:
 
     Mutations: one more nearest example per prompt; a literal example near a prompt the parent
     failed; drop one; swap a literal example for another near the failures; reverse their order;
-    one fewer nearest example. A template the proposer did not write (the seed) starts empty, and
-    its first proposal is ``first`` (default: two nearest examples per prompt), made once. Every template it
-    writes keeps ``tail`` after the problem (the answer format).
+    one fewer nearest example. A template the proposer did not write (the seed) starts empty;
+    its first proposal is ``first`` (default: two nearest examples per prompt), made once. Every
+    template it writes keeps ``tail`` after the problem (the answer format).
 
     ``embed_problem`` maps a problem text in GEPA's reflective records to its embedding (for the
     failures' neighbours); with None, literal examples are drawn uniformly.
@@ -245,12 +246,12 @@ class ExampleProposer:
 
     def __init__(self, store: SolvedExampleStore, tail: str = "", *, max_examples: int = 4,
                  first: Layout | None = Layout(nearest=2), seed: int = 0,
-                 embed_problem: Callable[[str], Any] | None = None, component: str = "template") -> None:
+                 embed_problem: Callable[[str], Any] | None = None) -> None:
         if not isinstance(store, SolvedExampleStore):
             raise TypeError(f"store must be a SolvedExampleStore, got {type(store).__name__}")
         self.store, self.tail, self.embed_problem = store, tail, embed_problem
         self.max_examples = int(check_int("max_examples", max_examples, 1))
-        self.first, self.component = first, component
+        self.first = first
         self.rng = random.Random(seed)
         self.layouts: dict[str, Layout] = {}
         self._started: set[str] = set()  # parents not written here that got the first proposal
@@ -264,7 +265,7 @@ class ExampleProposer:
             out[name] = self.propose(candidate[name], records)
         return out
 
-    def propose(self, parent: str, records: Sequence[Mapping[str, Any]] = ()) -> str:
+    def propose(self, parent: str, records: Sequence[Record] = ()) -> str:
         """A mutated child of ``parent`` (its layout if the proposer wrote it, else empty)."""
         layout = self.layouts.get(parent)
         if layout is None and self.first is not None and parent not in self._started:
@@ -283,7 +284,7 @@ class ExampleProposer:
         literal = [by_key[k] for k in layout.literal if k in by_key]
         return example_template(literal, layout.nearest, self.tail)
 
-    def _mutate(self, layout: Layout, records: Sequence[Mapping[str, Any]]) -> tuple[str, Layout]:
+    def _mutate(self, layout: Layout, records: Sequence[Record]) -> tuple[str, Layout]:
         options = []
         if layout.size < self.max_examples:
             options += ["add_nearest", "add_literal"] if len(self.store) else ["add_nearest"]
