@@ -228,9 +228,6 @@ class Layout:
         return len(self.literal) + self.nearest
 
 
-MUTATIONS = ("add_nearest", "add_literal", "drop", "swap", "reverse", "fewer_nearest")
-
-
 class ExampleProposer:
     """GEPA's ``propose_new_texts`` for example templates: one random mutation of the parent.
 
@@ -343,6 +340,6 @@ def nearest_resolver(store: SolvedExampleStore, embedding_of: Callable[[Mapping[
     return resolve
 
 
-__all__ = ["EXAMPLES_HEADER", "ExampleProposer", "Layout", "MUTATIONS", "SolvedExample",
+__all__ = ["EXAMPLES_HEADER", "ExampleProposer", "Layout", "SolvedExample",
            "SolvedExampleStore", "example_template", "expand_examples", "format_example",
            "has_nearest_marker", "nearest_resolver"]
