@@ -83,9 +83,10 @@ def busy(processes: int):
 
 
 def bench(n: int, batch: int, dim: int, k: int, early: int, steps: int, seed: int,
-          threads: int | None, hyper: dict | None = None) -> dict:
+          threads: int | None, hyper: dict | None = None, device: str = "cpu") -> dict:
     pool, truth = make_world(n, dim, seed)
-    sel = rollwise.make_selector("gps", pool, batch, seed=seed, threads=threads, **(hyper or {}))
+    sel = rollwise.make_selector("gps", pool, batch, seed=seed, threads=threads, device=device,
+                                 **(hyper or {}))
     rng = np.random.default_rng(seed + 1)
     times = np.zeros((early + steps, 3))  # predict, acquire, observe
     for step in range(early + steps):
@@ -129,7 +130,8 @@ def time_demo(processes: int) -> dict:
 def run_table(rows: list[dict], meta: dict) -> list[str]:
     settings = ", ".join(f"{k}={v}" for k, v in meta["gps"].items()) or "default GPS settings"
     lines = [
-        f"## selector threads = {meta['selector_threads']}, {settings}",
+        f"## selector threads = {meta['selector_threads']}, "
+        f"PPM on {meta.get('device', 'cpu')}, {settings}",
         "",
         f"{meta['cpus']} CPUs; loaded = {meta['load_processes']} busy process(es) beside the "
         f"timing. Steady: median of steps {meta['early'] + 1}-{meta['early'] + meta['steps']}; "
@@ -197,6 +199,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=_threads, default=DEFAULT_SELECTOR_THREADS,
                     help="selector threads, or 'none' for the process's torch/BLAS defaults")
+    ap.add_argument("--device", default="cpu", help="where the PPM runs (e.g. cuda)")
     ap.add_argument("--load", type=int, default=1, help="busy processes in the loaded mode")
     ap.add_argument("--modes", default="quiet,loaded", help="quiet, loaded or both")
     ap.add_argument("--demo", action="store_true", help="also time `rollwise demo` in each mode")
@@ -213,7 +216,7 @@ def main() -> None:
         key, _, value = item.partition("=")
         hyper[key] = json.loads(value)
     meta = {
-        "cpus": os.cpu_count(), "selector_threads": args.threads,
+        "cpus": os.cpu_count(), "selector_threads": args.threads, "device": args.device,
         "process_torch_threads": torch.get_num_threads(), "load_processes": args.load,
         "gps": hyper, "early": args.early, "steps": args.steps, "torch": torch.__version__,
         "numpy": np.__version__, "python": platform.python_version(),
@@ -227,7 +230,7 @@ def main() -> None:
             for mode in modes:
                 with busy(args.load if mode == "loaded" else 0):
                     row = bench(n, b, args.dim, args.k, args.early, args.steps, args.seed,
-                                args.threads, hyper)
+                                args.threads, hyper, args.device)
                 row["mode"] = mode
                 rows.append(row)
                 print(f"N={n:6d} B={b:4d} {mode:6s}  steady {row['total_s']:.3f}s (predict "

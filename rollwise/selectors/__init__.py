@@ -12,7 +12,7 @@ import torch
 from rollwise.pool import PromptPool
 from rollwise.ppm import PPMConfig
 from rollwise.selectors.base import Selector
-from rollwise.selectors.gps import GPSSelector
+from rollwise.selectors.gps import GPSSelector, check_device
 from rollwise.selectors.mopps import MoPPSSelector
 from rollwise.selectors.uniform import UniformSelector
 from rollwise.strategies import PRESETS
@@ -51,14 +51,19 @@ def make_selector(
 
 
 def load_selector(
-    path: str | os.PathLike, pool: PromptPool, threads: int | None = DEFAULT_SELECTOR_THREADS
+    path: str | os.PathLike, pool: PromptPool, threads: int | None = DEFAULT_SELECTOR_THREADS,
+    device: str | torch.device | None = None,
 ) -> Selector:
-    """Rebuild a selector saved with ``Selector.save`` against the same ``pool``; ``threads`` is
-    this machine's setting for its calls (see :mod:`rollwise.threads`)."""
+    """Rebuild a selector saved with ``Selector.save`` against the same ``pool``. ``threads`` and
+    ``device`` (GPS: where the PPM runs, default the CPU) are this machine's settings, not saved
+    (see :mod:`rollwise.threads`)."""
     import json
 
     if not isinstance(pool, PromptPool):
         raise TypeError(f"pool must be a PromptPool, got {type(pool).__name__}")
+    machine: dict[str, Any] = {"threads": threads}
+    if device is not None:
+        machine["device"] = check_device(device)
     if os.path.isfile(path) and os.path.getsize(path) == 0:
         raise ValueError(f"{os.fspath(path)!r} is empty, not a selector state file (Selector.save)")
     try:
@@ -81,9 +86,13 @@ def load_selector(
     if not isinstance(hyper, dict):
         raise ValueError(f"{os.fspath(path)!r}: hyper-parameters are not a dict")
     hyper.pop("strategy_name", None)  # written by earlier versions; the strategy is saved apart
+    kind = STRATEGIES.get(state["strategy"], (None,))[0]
+    if device is not None and kind is not None and kind is not GPSSelector:
+        raise ValueError(f"device applies to GPS selectors only; {os.fspath(path)!r} holds a "
+                         f"{state['strategy']!r} selector")
     try:
         sel = make_selector(state["strategy"], pool, int(state["batch_size"]),
-                            int(state["seed"]), threads=threads, **hyper)
+                            int(state["seed"]), **machine, **hyper)
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{os.fspath(path)!r}: cannot rebuild the selector: {err!r}") from err
     sel.load_state_dict(state)

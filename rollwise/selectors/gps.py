@@ -57,9 +57,11 @@ class GPSSelector(Selector):
     every prompt is a candidate once per pass over the pool, so no prompt can be chosen step
     after step), ``calibration_window`` (observe calls whose predictions and outcomes fit
     :meth:`calibration`; selection never uses it) and ``ppm`` (a :class:`PPMConfig` or a mapping
-    of its fields; ``make_selector`` also takes its fields by name). The defaults of ``make_selector("gps")``
-    (:data:`rollwise.strategies.GPS_DEFAULT`) turn both guards on; this class's own defaults
-    are the rule without them.
+    of its fields; ``make_selector`` also takes its fields by name) and ``device`` (where the PPM
+    runs: the CPU by default, e.g. ``"cuda"`` to share a trainer's GPU; like ``threads`` a
+    setting of the machine, not saved, so a state saved on a GPU loads on a CPU). The defaults
+    of ``make_selector("gps")`` (:data:`rollwise.strategies.GPS_DEFAULT`) turn both guards on;
+    this class's own defaults are the rule without them.
     """
 
     name = "gps"
@@ -80,8 +82,10 @@ class GPSSelector(Selector):
         ppm: PPMConfig | Mapping[str, Any] | None = None,
         calibration_window: int = 64,
         threads: int | None = DEFAULT_SELECTOR_THREADS,
+        device: str | torch.device | None = None,
     ) -> None:
         super().__init__(pool, batch_size, seed, threads)
+        self.device = check_device(device)
         if not 0.0 <= target <= 1.0:
             raise ValueError(f"target must lie in [0, 1], got {target}")
         if not (np.isfinite(diversity) and diversity >= 0):
@@ -108,9 +112,9 @@ class GPSSelector(Selector):
         # seeded init without touching the global RNG
         with torch.random.fork_rng(), limited_threads(self.threads):
             torch.manual_seed(self.seed)
-            self.model = PromptPredictiveModel(pool.dim, self.cfg)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr)
-        self._emb = torch.from_numpy(np.array(pool.embeddings))
+            self.model = PromptPredictiveModel(pool.dim, self.cfg).to(self.device)
+        self.optimizer = _adam(self.model, self.cfg)
+        self._emb = torch.from_numpy(np.array(pool.embeddings)).to(self.device)
         self._history: deque[tuple[np.ndarray, np.ndarray, np.ndarray]] = deque(
             maxlen=self.cfg.window + 1
         )
@@ -179,7 +183,7 @@ class GPSSelector(Selector):
         # The path depends on the request only, never on the cache: a small subset scored
         # directly can differ from the full pass in the last bit, and predict must be pure.
         if indices is not None and indices.size < len(self.pool) // 4:
-            return self._predict_tensor(self._emb[torch.from_numpy(indices)])
+            return self._predict_tensor(self._emb[self._index(indices)])
         if self._cache is not None and self._cache[0] == self.step:
             full = self._cache[1]
             return full if indices is None else full[indices]
@@ -218,7 +222,8 @@ class GPSSelector(Selector):
         if np.any(norms == 0):
             raise ValueError("embeddings contain an all-zero row")
         with limited_threads(self.threads):
-            raw = np.clip(self._predict_tensor(torch.from_numpy(emb / norms)), 0.0, 1.0)
+            raw = np.clip(self._predict_tensor(torch.from_numpy(emb / norms).to(self.device)),
+                          0.0, 1.0)
         return self.calibration().mean(raw) if calibrated else raw
 
     def predict_texts(self, texts, embedder: Any = "wordllama", cache_dir=None,
@@ -238,12 +243,16 @@ class GPSSelector(Selector):
         gen = torch.Generator().manual_seed(zlib.crc32(f"{self.seed}:{self.step}".encode()))
         last = self._last_set()
         self.model.eval()
-        return self.model.predict(emb, last, gen).numpy().astype(np.float64)
+        return self.model.predict(emb, last, gen).cpu().numpy().astype(np.float64)
 
     def _set_tensor(self, batch: tuple[np.ndarray, np.ndarray, np.ndarray]) -> torch.Tensor:
         idx, rate, _ = batch
-        return torch.cat([self._emb[torch.from_numpy(idx)],
-                          torch.from_numpy(rate.astype(np.float32)).unsqueeze(-1)], dim=-1)
+        return torch.cat([self._emb[self._index(idx)],
+                          torch.from_numpy(rate.astype(np.float32)).to(self.device).unsqueeze(-1)],
+                         dim=-1)
+
+    def _index(self, indices: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(indices).to(self.device)
 
     def _last_set(self) -> torch.Tensor | None:
         if not self._history:
@@ -252,7 +261,7 @@ class GPSSelector(Selector):
         size = self.cfg.encoder_set_size
         if size and full.shape[0] > size:  # a fixed subset per (seed, step): predict stays pure
             gen = torch.Generator().manual_seed(zlib.crc32(f"{self.seed}:{self.step}:enc".encode()))
-            full = full[torch.randperm(full.shape[0], generator=gen)[:size]]
+            full = full[torch.randperm(full.shape[0], generator=gen)[:size].to(self.device)]
         return full
 
     # ---- learning --------------------------------------------------------------------------
@@ -273,15 +282,16 @@ class GPSSelector(Selector):
         batches = [prev if prev is not None else fit[0]] + fit
         n = max(b[0].size for b in batches)
         dim = self.pool.dim
-        sets = torch.zeros(len(batches), n, dim + 1)
-        mask = torch.zeros(len(batches), n, dtype=torch.bool)
-        counts = torch.zeros(len(batches), n)
+        dev = self.device
+        sets = torch.zeros(len(batches), n, dim + 1, device=dev)
+        mask = torch.zeros(len(batches), n, dtype=torch.bool, device=dev)
+        counts = torch.zeros(len(batches), n, device=dev)
         for j, b in enumerate(batches):
             m = b[0].size
             sets[j, :m] = self._set_tensor(b)
             mask[j, :m] = True
-            counts[j, :m] = torch.from_numpy(b[2])
-        has_prev = torch.ones(len(fit), dtype=torch.bool)
+            counts[j, :m] = torch.from_numpy(b[2]).to(dev)
+        has_prev = torch.ones(len(fit), dtype=torch.bool, device=dev)
         has_prev[0] = prev is not None
         enc_sets, enc_mask = self._encoder_subsets(sets, mask, [b[0].size for b in batches])
         self.model.train()
@@ -300,19 +310,19 @@ class GPSSelector(Selector):
         size = self.cfg.encoder_set_size
         if not size or max(sizes) <= size:
             return None, None
-        enc = torch.zeros(sets.shape[0], size, sets.shape[2])
-        enc_mask = torch.zeros(sets.shape[0], size, dtype=torch.bool)
+        enc = torch.zeros(sets.shape[0], size, sets.shape[2], device=self.device)
+        enc_mask = torch.zeros(sets.shape[0], size, dtype=torch.bool, device=self.device)
         for j, m in enumerate(sizes):
-            take = torch.randperm(m, generator=self._gen)[:size]
+            take = torch.randperm(m, generator=self._gen)[:size].to(self.device)
             enc[j, : take.numel()] = sets[j, take]
             enc_mask[j, : take.numel()] = True
         return enc, enc_mask
 
     # ---- state -----------------------------------------------------------------------------
     def _model_state(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+        return {  # tensors on the CPU: a state saved on a GPU loads anywhere
+            "model": _on_cpu(self.model.state_dict()),
+            "optimizer": _on_cpu(self.optimizer.state_dict()),
             "generator": self._gen.get_state(),
             "history": [{"indices": i, "rates": r, "k": k} for i, r, k in self._history],
             "previous": self._previous,
@@ -360,8 +370,9 @@ class GPSSelector(Selector):
             fresh = PromptPredictiveModel(self.pool.dim, self.cfg)
         try:
             fresh.load_state_dict(model["model"])
-            opt = torch.optim.Adam(fresh.parameters(), lr=self.cfg.lr)
-            opt.load_state_dict(model["optimizer"])
+            fresh.to(self.device)
+            opt = _adam(fresh, self.cfg)
+            opt.load_state_dict(model["optimizer"])  # moves its state to the parameters' device
             gen = torch.Generator()
             gen.set_state(model["generator"])
         except (RuntimeError, KeyError, ValueError, TypeError) as err:
@@ -378,3 +389,39 @@ class GPSSelector(Selector):
             self._calibration = None
 
         return commit
+
+
+def _adam(model: PromptPredictiveModel, cfg: PPMConfig) -> torch.optim.Adam:
+    # foreach: one kernel per operation over all parameters (the same numbers as the loop)
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, foreach=True)
+
+
+def _on_cpu(obj: Any) -> Any:
+    """``obj`` with every tensor in it (nested dicts and lists) moved to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: _on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_on_cpu(v) for v in obj)
+    return obj
+
+
+def check_device(device: Any) -> torch.device:
+    """The PPM's device from None (the CPU), a name or a ``torch.device``; a clear error for a
+    malformed name or a CUDA device that this machine does not have."""
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}") from err
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r}, but torch sees no CUDA device on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r}, but this machine has {torch.cuda.device_count()} "
+                             "CUDA device(s)")
+    elif dev.type != "cpu":
+        raise ValueError(f"device must be 'cpu' or a CUDA device, got {device!r}")
+    return dev
