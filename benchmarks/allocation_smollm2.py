@@ -50,7 +50,9 @@ def main() -> None:
     n = len(held)
     budgets = [n, 2 * n, 4 * n]
     res = compare_allocations(pred, outcomes, budgets, seed=0)
-    for name, kw in (("greedy-calibrated", {}), ("greedy-beta", {"concentration": cal.concentration})):
+    for name, kw in (("greedy-calibrated", {}),
+                     ("greedy-beta", {"concentration": cal.concentration,
+                                      "contamination": cal.contamination})):
         extra = compare_allocations(cal_pred, outcomes, budgets, seed=0, methods=("greedy",),
                                     oracle=False, **kw)
         res["methods"][name] = extra["methods"]["greedy"]
@@ -64,7 +66,8 @@ def main() -> None:
         f"Spearman(predicted, empirical rate) = {rho:.2f}; mean predicted {pred.mean():.3f}, "
         f"mean empirical {rates.mean():.3f}. ECE against the empirical rates: raw {ece_raw:.3f}, "
         f"calibrated {ece_cal:.3f} (slope {cal.slope:.2f}, bias {cal.bias:.2f}, concentration "
-        f"{cal.concentration:.1f}, fitted on {cal.groups} training groups; mean calibrated rate "
+        f"{cal.concentration:.1f}, contamination {cal.contamination:.3f}, fitted on {cal.groups} "
+        "training groups; mean calibrated rate "
         f"{cal_pred.mean():.3f}). Pass@k is the unbiased estimate from the recorded "
         "samples (allocations above the recorded count are capped).\n",
         "| samples/prompt | method | expected pass@k | samples to match uniform | saving |",

@@ -39,8 +39,11 @@ ALL = METHODS + ("oracle",)
 # first observations of prompts, never on these held-out prompts)
 CALIBRATED = {
     "greedy-calibrated": "greedy on the calibrated rates",
-    "greedy-beta": "greedy under the calibrated Beta predictive distribution (calibrated rate and "
-                   "fitted concentration): what `rollwise allocate` does by default",
+    "greedy-beta-sharp": "greedy under the calibrated Beta predictive distribution (calibrated "
+                         "rate and fitted concentration), no contamination",
+    "greedy-beta": "greedy-beta-sharp with the contamination fitted on first observations (each "
+                   "prompt's Beta mixed with the population's): what `rollwise allocate` does by "
+                   "default",
     "greedy-beta-guarded": "greedy-beta with half of the budget spread as uniform spreads it "
                            "(`uniform_share=0.5`)",
 }
@@ -186,8 +189,11 @@ def main() -> None:
                                   "reliability_raw": reliability_curve(pred, truth),
                                   "reliability_calibrated": reliability_curve(cal_pred, truth)}
             for name, extra_kw in (("greedy-calibrated", {}),
-                                   ("greedy-beta", {"concentration": cal.concentration}),
+                                   ("greedy-beta-sharp", {"concentration": cal.concentration}),
+                                   ("greedy-beta", {"concentration": cal.concentration,
+                                                    "contamination": cal.contamination}),
                                    ("greedy-beta-guarded", {"concentration": cal.concentration,
+                                                            "contamination": cal.contamination,
                                                             "uniform_share": GUARD_SHARE})):
                 extra = compare_allocations(cal_pred, truth, budgets, seed=seed, methods=("greedy",),
                                             oracle=False, **extra_kw)
@@ -205,7 +211,8 @@ def main() -> None:
                 res["curves"] = {m: curve(pred, truth, dense, m) for m in ALL}
                 res["curves"]["greedy-beta"] = [
                     expected_pass_at_k(truth, allocate(cal_pred, int(b), "greedy",
-                                                       concentration=cal.concentration))
+                                                       concentration=cal.concentration,
+                                                       contamination=cal.contamination))
                     for b in dense]
                 res["curves"]["greedy-skill-level"] = curve(text_only, truth, dense, "greedy")
             runs[step].append(res)
@@ -294,15 +301,17 @@ def report(summaries: dict, config: dict, runs_final: list[dict]) -> str:
         f"{final['ece_median']['ece_raw']:.3f}, calibrated {final['ece_median']['ece_calibrated']:.3f} "
         "(the selector's beta-binomial calibration, fitted during training on the groups of its "
         "last 64 observations against the predictions made before them, validated against the "
-        "identity on the newest of them; the held-out prompts are never used). Per seed "
-        "(raw -> calibrated; fitted slope, bias, concentration):",
+        "identity on the newest of them; its contamination on the groups among them that were "
+        "their prompts' first observations; the held-out prompts are never used). Per seed "
+        "(raw -> calibrated; fitted slope, bias, concentration, contamination):",
         "",
     ]
     for r, seed in zip(runs_final, config["seeds"], strict=True):
         c = r["calibration"]["fitted"]
         lines.append(f"* seed {seed}: ECE {r['prediction']['ece_raw']:.3f} -> "
                      f"{r['prediction']['ece_calibrated']:.3f}; slope {c['slope']:.2f}, bias "
-                     f"{c['bias']:.2f}, concentration {c['concentration']:.1f} ({c['groups']} groups)")
+                     f"{c['bias']:.2f}, concentration {c['concentration']:.1f}, contamination "
+                     f"{c.get('contamination', 0.0):.3f} ({c['groups']} groups)")
     lines += [
         "",
         "Greedy allocation on the calibrated predictions (savings as in the next section, median "

@@ -32,6 +32,16 @@ predictive samples (S, n) and the gains are averaged over them. Either way the g
 with n, so the heap stays exactly optimal for that objective. ``window`` and ``uniform`` use the
 mean prediction.
 
+Predictions that are sometimes no better than a guess. With ``contamination=e`` each prompt's
+rate comes, with probability ``1 - e``, from its own predictive distribution (any of the three
+above) and, with probability ``e``, from that of a prompt drawn at random among those being
+allocated: the n-th sample then adds ``(1 - e) own_i(n) + e * mean_j own_j(n)``. A prompt
+predicted always or never solved keeps a share of the population's gains instead of none, so
+large budgets still reach it; the gains still shrink with n and the heap stays optimal.
+:meth:`rollwise.calibration.BetaBinomialCalibration.fit_contamination` estimates ``e`` from the
+selector's first observations of prompts, its only out-of-sample evidence about prompts it has
+never seen.
+
 A guard against confidently wrong predictions: with ``uniform_share=s`` the method allocates
 only the rest of the budget, and ``u = floor(s * budget)`` samples (at most what the floor leaves)
 are added exactly as uniform allocation spends a budget of ``u``. Every prompt then has at least
@@ -126,6 +136,7 @@ def allocate(
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     concentration: float | None = None,
     uniform_share: float = 0.0,
+    contamination: float = 0.0,
 ) -> np.ndarray:
     """Per-prompt sample counts (int64, one per prompt) summing to at most ``budget``.
 
@@ -134,8 +145,9 @@ def allocate(
     under ``Beta(p c, (1 - p) c)`` rates with ``concentration=c``), ``window`` (the quantile
     window; ``quantiles=(lower, upper)``) or ``uniform``. Each prompt gets at least
     ``min_per_prompt`` samples, so ``budget`` must be at least ``n * min_per_prompt``;
-    ``uniform_share`` of the budget is spread as uniform allocation spreads it (the guard). See
-    the module docstring for the rules.
+    ``uniform_share`` of the budget is spread as uniform allocation spreads it (the guard);
+    ``contamination`` mixes each prompt's predictive distribution with the population's (greedy).
+    See the module docstring for the rules.
     """
     method = _check_method(method)
     samples = _check_samples(pred, "pred")
@@ -144,6 +156,7 @@ def allocate(
     floor = int(check_int("min_per_prompt", min_per_prompt, 0))
     lower, upper = _check_quantiles(quantiles)
     check_number("uniform_share", uniform_share, 0.0, 1.0)
+    check_number("contamination", contamination, 0.0, 1.0)
     if concentration is not None:
         check_number("concentration", concentration, 0.0, None, closed="neither")
         if samples.shape[0] > 1:
@@ -158,7 +171,7 @@ def allocate(
     guard = min(int(uniform_share * budget), budget - n * floor)
     rest = budget - guard
     if method == "greedy":
-        counts = _greedy(_next_gain(samples, concentration), n, rest, floor)
+        counts = _greedy(_next_gain(samples, concentration, contamination), n, rest, floor)
     else:
         counts = _window(g, rest, floor, lower, upper)
     return counts + _uniform(n, guard) if guard else counts
@@ -174,19 +187,34 @@ def _check_samples(pred: Any, arg: str) -> np.ndarray:
     return _check_rates(pred, arg)[None, :]
 
 
-def _next_gain(samples: np.ndarray, concentration: float | None):
+def _next_gain(samples: np.ndarray, concentration: float | None, contamination: float = 0.0):
     """``gain(i, c)``: the expected solves the (c + 1)-th sample of prompt i adds."""
     if concentration is None:
         if samples.shape[0] == 1:
             g = samples[0]
-            return lambda i, c: float(g[i] * (1.0 - g[i]) ** c)
-        return lambda i, c: float(np.mean(samples[:, i] * (1.0 - samples[:, i]) ** c))
-    from scipy.special import betaln  # here: the command line lists methods without scipy
+            own = lambda i, c: float(g[i] * (1.0 - g[i]) ** c)  # noqa: E731
+            every = lambda c: g * (1.0 - g) ** c  # noqa: E731
+        else:
+            own = lambda i, c: float(np.mean(samples[:, i] * (1.0 - samples[:, i]) ** c))  # noqa: E731
+            every = lambda c: np.mean(samples * (1.0 - samples) ** c, axis=0)  # noqa: E731
+    else:
+        from scipy.special import betaln  # here: the command line lists methods without scipy
 
-    mu = np.clip(samples[0], _BETA_EDGE, 1.0 - _BETA_EDGE)
-    a, b = mu * concentration, (1.0 - mu) * concentration
-    base = betaln(a, b)
-    return lambda i, c: float(np.exp(betaln(a[i] + 1.0, b[i] + c) - base[i]))
+        mu = np.clip(samples[0], _BETA_EDGE, 1.0 - _BETA_EDGE)
+        a, b = mu * concentration, (1.0 - mu) * concentration
+        base = betaln(a, b)
+        own = lambda i, c: float(np.exp(betaln(a[i] + 1.0, b[i] + c) - base[i]))  # noqa: E731
+        every = lambda c: np.exp(betaln(a + 1.0, b + c) - base)  # noqa: E731
+    if not contamination:
+        return own
+    population: dict[int, float] = {}  # c -> mean over prompts of their own gain
+
+    def mixed(i: int, c: int) -> float:
+        if c not in population:
+            population[c] = float(np.mean(every(c)))
+        return (1.0 - contamination) * own(i, c) + contamination * population[c]
+
+    return mixed
 
 
 def _spread_order(n: int) -> np.ndarray:
@@ -247,6 +275,7 @@ def budget_to_reach(
     max_budget: int | None = None,
     concentration: float | None = None,
     uniform_share: float = 0.0,
+    contamination: float = 0.0,
 ) -> int | None:
     """Smallest total budget at which ``allocate(pred, budget, method)`` reaches an expected
     pass@k of ``target``, measured under ``rates`` (default: the predictions themselves).
@@ -254,7 +283,8 @@ def budget_to_reach(
     Exponential search then bisection over integer budgets from ``len(pred) * min_per_prompt``
     up to ``max_budget`` (default ``64 * len(pred) * max(1, min_per_prompt)``); ``None`` when
     ``target`` is not reached by then. Relies on allocations being nested in the budget
-    (``concentration`` and ``uniform_share`` as in :func:`allocate`; ``pred`` may be samples).
+    (``concentration``, ``uniform_share`` and ``contamination`` as in :func:`allocate`; ``pred``
+    may be samples).
     """
     method = _check_method(method)
     samples = _check_samples(pred, "pred")
@@ -272,7 +302,8 @@ def budget_to_reach(
 
     def reached(budget: int) -> bool:
         counts = allocate(samples if samples.shape[0] > 1 else g, budget, method, floor,
-                          quantiles=quantiles, concentration=concentration, uniform_share=uniform_share)
+                          quantiles=quantiles, concentration=concentration, uniform_share=uniform_share,
+                          contamination=contamination)
         return expected_pass_at_k(truth, counts) >= float(target) - _TOL
 
     if reached(lo):
@@ -374,6 +405,7 @@ def compare_allocations(
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     concentration: float | None = None,
     uniform_share: float = 0.0,
+    contamination: float = 0.0,
 ) -> dict[str, Any]:
     """Compare allocation methods driven by predictions ``pred`` against the truth.
 
@@ -391,14 +423,15 @@ def compare_allocations(
 
     ``savings[method]`` gives, per budget, the smallest budget at which the method reaches
     uniform's expected pass@k at that budget, and the fraction of samples saved.
-    ``concentration`` and ``uniform_share`` go to every method's :func:`allocate` (not the
-    oracle's); ``pred`` may be predictive samples (S, n), summarised by their mean where a method
-    needs one rate.
+    ``concentration``, ``uniform_share`` and ``contamination`` go to every method's
+    :func:`allocate` (not the oracle's); ``pred`` may be predictive samples (S, n), summarised by
+    their mean where a method needs one rate.
     """
     samples = _check_samples(pred, "pred")
     g = samples.mean(axis=0)
     src = samples if samples.shape[0] > 1 else g
-    extra = {"concentration": concentration, "uniform_share": uniform_share}
+    extra = {"concentration": concentration, "uniform_share": uniform_share,
+             "contamination": contamination}
     rates, outcomes = _truth(truth, g.size)
     floor = int(check_int("min_per_prompt", min_per_prompt, 0))
     _check_quantiles(quantiles)

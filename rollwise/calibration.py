@@ -16,15 +16,23 @@ informative even where its values are not (a selector's pairs cover a narrow ban
 and a free slope fitted there can extrapolate anywhere). ``mu`` is the calibrated
 rate; the concentration ``c`` says how far a prompt's true rate may lie from it, which
 :func:`rollwise.allocation.allocate` uses so that an uncertain prompt is not starved.
+
+A Beta around each prediction still trusts the ranking: a prompt predicted far from the target
+keeps a narrow share of its rate's range. But a predictor that generalises to a never-seen prompt
+sometimes gets it entirely wrong. :meth:`BetaBinomialCalibration.fit_contamination` fits the
+fraction ``e`` of such prompts, by maximum likelihood of the model "with probability ``e`` the
+rate is that of a random prompt of the pool", on first observations only (the outcomes of prompts
+seen for the first time: the held-out case); allocation then mixes each prompt's Beta with the
+population's in that proportion.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize
+from scipy.optimize import minimize, minimize_scalar
 from scipy.special import betaln, expit, logit
 
 from rollwise.validation import check_number
@@ -33,22 +41,29 @@ EDGE = 1e-4  # raw predictions are clipped to [EDGE, 1 - EDGE] before the logit
 DEFAULT_CONCENTRATION = 100.0  # the identity's concentration: a sharp Beta around the prediction
 IDENTITY_PULL = 1e-2  # L2 pull of (slope, bias) towards (1, 0), per group
 MIN_SLOPE, MAX_SLOPE = 0.25, 1.5  # the map keeps the ranking and at least a quarter of its spread
+MIN_FIRST_GROUPS = 32  # first observations needed to fit the contamination (fewer: 0)
+MAX_CONTAMINATION = 0.5
+POPULATION_POINTS = 256  # the pool's predictions are summarised by this many quantiles
 
 
 @dataclass(frozen=True)
 class BetaBinomialCalibration:
     """``mu = sigmoid(slope * logit(p) + bias)``, true rate ~ ``Beta(mu c, (1 - mu) c)``;
-    ``groups`` is the number of (prediction, outcomes) pairs it was fitted on (0: not fitted)."""
+    ``groups`` is the number of (prediction, outcomes) pairs it was fitted on (0: not fitted);
+    ``contamination`` the fraction of never-seen prompts whose prediction is no better than a
+    random prompt's (:meth:`fit_contamination`; 0 until fitted)."""
 
     slope: float = 1.0
     bias: float = 0.0
     concentration: float = DEFAULT_CONCENTRATION
     groups: int = 0
+    contamination: float = 0.0
 
     def __post_init__(self) -> None:
         check_number("slope", self.slope)
         check_number("bias", self.bias)
         check_number("concentration", self.concentration, 0.0, None, closed="neither")
+        check_number("contamination", self.contamination, 0.0, 1.0)
 
     @classmethod
     def fit(cls, pred: Any, successes: Any, k: Any, fit_map: bool = True) -> BetaBinomialCalibration:
@@ -101,6 +116,34 @@ class BetaBinomialCalibration:
             m = cls.fit(p[:cut], s[:cut], n[:cut], fit_map=fit_map)
             scores.append(float(_log_lik(x, s[cut:], n[cut:], m.slope, m.bias, m.concentration).mean()))
         return cls.fit(p, s, n, fit_map=scores[0] > scores[1])
+
+    def fit_contamination(self, pred: Any, successes: Any, k: Any,
+                          population: Any) -> BetaBinomialCalibration:
+        """This calibration with ``contamination`` fitted by maximum likelihood on first
+        observations (``pred`` made before a prompt's first outcomes, ``successes`` of ``k``):
+        each group's outcome is explained by its own Beta with probability ``1 - e`` and by the
+        Beta of a random prompt of ``population`` (raw predictions of the pool) with probability
+        ``e``, ``e`` in ``[0, MAX_CONTAMINATION]``. Fewer than ``MIN_FIRST_GROUPS`` groups, or
+        an empty population, give 0."""
+        p = np.asarray(pred, dtype=np.float64)
+        s = np.asarray(successes, dtype=np.float64)
+        n = np.broadcast_to(np.asarray(k, dtype=np.float64), p.shape)
+        pop = np.asarray(population, dtype=np.float64).ravel()
+        if p.ndim != 1 or s.shape != p.shape:
+            raise ValueError(f"pred and successes must be 1-D of one shape, got {p.shape}, {s.shape}")
+        if p.size < MIN_FIRST_GROUPS or pop.size == 0:
+            return replace(self, contamination=0.0)
+        pop = np.quantile(pop, (np.arange(POPULATION_POINTS) + 0.5) / POPULATION_POINTS)
+        own = np.exp(self._group_log_lik(p, s, n))
+        pa, pb = self.beta(pop)
+        mixed = np.exp(betaln(s[:, None] + pa, (n - s)[:, None] + pb) - betaln(pa, pb)).mean(axis=1)
+        fit = minimize_scalar(lambda e: -float(np.mean(np.log((1.0 - e) * own + e * mixed + 1e-300))),
+                              bounds=(0.0, MAX_CONTAMINATION), method="bounded")
+        return replace(self, contamination=float(fit.x))
+
+    def _group_log_lik(self, pred: np.ndarray, s: np.ndarray, n: np.ndarray) -> np.ndarray:
+        x = logit(np.clip(pred, EDGE, 1.0 - EDGE))
+        return _log_lik(x, s, n, self.slope, self.bias, self.concentration)
 
     def mean(self, pred: Any) -> np.ndarray:
         """The calibrated rates of raw predictions."""

@@ -273,10 +273,11 @@ def test_cli_allocate_end_to_end(tmp_path, monkeypatch, capsys):
     assert [r["id"] for r in rows] == [f"n{i}" for i in range(10)]
     counts = np.array([r["samples"] for r in rows])
     assert counts.sum() <= 40 and counts.min() >= 1
-    # by default: greedy under the selector's calibrated Beta rates
+    # by default: greedy under the selector's calibrated Beta rates, with its contamination
     cal = sel.calibration()
     pred = sel.predict_texts(new_texts, embedder="hashing", calibrated=True)
-    np.testing.assert_array_equal(counts, allocate(pred, 40, "greedy", concentration=cal.concentration))
+    np.testing.assert_array_equal(counts, allocate(pred, 40, "greedy", concentration=cal.concentration,
+                                                   contamination=cal.contamination))
     np.testing.assert_allclose([r["predicted_rate"] for r in rows], pred, atol=1e-6)
     printed = capsys.readouterr().out
     assert "uniform allocation needs" in printed and "saved" in printed and "calibration" in printed
@@ -383,3 +384,56 @@ def test_guarded_allocations_stay_nested():
             cur = allocate(pred, b, method, uniform_share=0.3)
             assert np.all(cur >= prev) and cur.sum() <= b, (method, b)
             prev = cur
+
+
+# ---- contamination -------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", range(4))
+def test_greedy_under_contamination_matches_brute_force(seed):
+    from scipy.special import betaln
+
+    rng = np.random.default_rng(seed)
+    n, c, e = int(rng.integers(1, 4)), float(rng.choice([0.5, 3.0, 40.0])), float(rng.uniform(0.05, 0.6))
+    mu = rng.uniform(0.01, 0.99, size=n)
+    a, b = mu * c, (1 - mu) * c
+
+    def objective(counts):  # each prompt's rate: its own Beta w.p. 1 - e, a random prompt's w.p. e
+        counts = np.asarray(counts)
+        own = 1.0 - np.exp(betaln(a, b + counts) - betaln(a, b))
+        pop = np.array([np.mean(1.0 - np.exp(betaln(a, b + m) - betaln(a, b))) for m in counts])
+        return float(np.mean((1 - e) * own + e * pop))
+
+    for budget in range(n, n + 6):
+        counts = allocate(mu, budget, "greedy", concentration=c, contamination=e)
+        assert objective(counts) == pytest.approx(_brute_force_objective(objective, n, budget, 1))
+
+
+def test_contamination_reaches_prompts_predicted_hopeless_and_stays_nested():
+    """A third of the prompts predicted never solved (0) that are in fact the easiest: greedy on
+    the predictions gives them only the floor at any budget; with contamination large budgets
+    reach them, and at 16 samples per prompt its pass@k is far above the sharp greedy's (and
+    above uniform's)."""
+    rng = np.random.default_rng(1)
+    truth = rng.uniform(0.02, 0.3, size=60)
+    pred = truth.copy()
+    truth[:20], pred[:20] = 0.6, 0.0
+    sharp = allocate(pred, 16 * 60, "greedy")
+    mixed = allocate(pred, 16 * 60, "greedy", contamination=0.2)
+    assert sharp[:20].max() == 1 and mixed[:20].min() >= 4
+    assert expected_pass_at_k(truth, mixed) > expected_pass_at_k(truth, sharp) + 0.1
+    assert expected_pass_at_k(truth, mixed) > expected_pass_at_k(truth, allocate(pred, 16 * 60, "uniform"))
+    prev = allocate(pred, 60, "greedy", contamination=0.2)
+    for budget in range(61, 200, 7):
+        cur = allocate(pred, budget, "greedy", contamination=0.2)
+        assert np.all(cur >= prev) and cur.sum() == budget
+        prev = cur
+    # e = 0 is the rule without contamination; e = 1 trusts no prediction: as even as uniform
+    np.testing.assert_array_equal(allocate(pred, 300, "greedy", contamination=0.0),
+                                  allocate(pred, 300, "greedy"))
+    flat = allocate(pred, 300, "greedy", contamination=1.0)
+    assert flat.max() - flat.min() <= 1
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, float("nan")])
+def test_bad_contamination_is_refused_by_name(value):
+    with pytest.raises(ValueError, match="contamination"):
+        allocate([0.2, 0.5], 4, "greedy", contamination=value)

@@ -122,3 +122,60 @@ def test_gps_calibrates_its_predictions_for_unseen_prompts():
         sel.save(f"{d}/s.pt")
         back = rollwise.load_selector(f"{d}/s.pt", pool)
     assert back.calibration() == cal
+
+
+@pytest.mark.parametrize("share", [0.0, 0.25])
+def test_contamination_fit_recovers_the_share_of_wrong_predictions(share):
+    """Outcomes drawn around the predictions, except for a ``share`` of the groups whose rate is
+    that of a random prompt: the fitted contamination finds the share."""
+    from rollwise.calibration import BetaBinomialCalibration
+
+    rng = np.random.default_rng(3)
+    population = rng.beta(0.6, 0.6, size=5000)
+    pred = rng.choice(population, size=3000)
+    cal = BetaBinomialCalibration(concentration=20.0)
+    mu = cal.mean(pred)
+    truth = rng.beta(mu * 20.0, (1.0 - mu) * 20.0)
+    wrong = rng.random(pred.size) < share
+    truth[wrong] = rng.choice(population, size=int(wrong.sum()))
+    k = 8
+    fitted = cal.fit_contamination(pred, rng.binomial(k, truth), k, population)
+    assert abs(fitted.contamination - share) < 0.06
+    assert (fitted.slope, fitted.bias, fitted.concentration) == (cal.slope, cal.bias, cal.concentration)
+    # too few first observations to say anything: none assumed
+    assert cal.fit_contamination(pred[:10], rng.binomial(k, truth[:10]), k, population).contamination == 0.0
+    with pytest.raises(ValueError, match="contamination"):
+        BetaBinomialCalibration(contamination=1.5)
+
+
+def test_gps_fits_contamination_on_first_observations_and_saves_the_record(tmp_path):
+    import rollwise
+    from rollwise.calibration import BetaBinomialCalibration
+
+    rng = np.random.default_rng(2)
+    pool = rollwise.PromptPool(rng.standard_normal((300, 8)).astype(np.float32))
+    truth = rng.uniform(0.05, 0.95, size=300)  # nothing to learn: new prompts are guesses
+    sel = rollwise.make_selector("gps", pool, 16, seed=0, hidden=16, encoder_heads=2)
+    for _ in range(30):
+        idx = sel.select()
+        sel.observe(idx, (rng.random((16, 8)) < truth[idx, None]).astype(float))
+    first = np.concatenate([o[3] for o in sel._outcomes])
+    assert 32 <= first.sum() < first.size  # repeats and first observations both occur
+    assert sel._observed.sum() == len({int(i) for o in sel._history for i in o[0]} | set(
+        np.flatnonzero(sel._observed)))
+    cal = sel.calibration()
+    assert 0.0 <= cal.contamination <= 0.5
+    sel.save(tmp_path / "s.pt")
+    back = rollwise.load_selector(tmp_path / "s.pt", pool)
+    assert back.calibration() == cal
+    np.testing.assert_array_equal(back._observed, sel._observed)
+    # a state written before first observations were recorded loads, counting none as first
+    state = sel.state_dict()
+    for o in state["model"]["outcomes"]:
+        del o["first"]
+    del state["model"]["observed"]
+    old = rollwise.make_selector("gps", pool, 16, seed=0, hidden=16, encoder_heads=2)
+    old.load_state_dict(state)
+    assert old.calibration().contamination == 0.0
+    assert isinstance(old.calibration(), BetaBinomialCalibration)
+    np.testing.assert_array_equal(old._observed, sel._last_chosen >= 0)

@@ -364,7 +364,7 @@ def test_state_files_with_bad_fields_raise_value_error(name, tmp_path):
 def _bad_model_states(name, good_model):
     """Corrupted ``state['model']`` dicts for each strategy."""
     yield "not-a-dict", [1, 2]
-    optional = {"outcomes"}  # GPS calibration data: absent from earlier versions' files
+    optional = {"outcomes", "observed"}  # GPS calibration data: absent from earlier versions' files
     for key in [k for k in good_model if k not in optional]:
         m = dict(good_model)
         del m[key]
@@ -394,6 +394,9 @@ def _bad_model_states(name, good_model):
         yield "outcomes-shape", {**good_model, "outcomes": [
             {"predicted": np.array([0.5, 0.5]), "successes": np.array([1.0]), "k": np.array([4.0])}]}
         yield "outcomes-long", {**good_model, "outcomes": good_model["outcomes"] * 100}
+        yield "outcomes-first-shape", {**good_model, "outcomes": [
+            {**good_model["outcomes"][0], "first": np.array([True])}]}
+        yield "observed-shape", {**good_model, "observed": np.ones(3, dtype=bool)}
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -44,8 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="LOWER,UPPER quantiles of the window method")
     p.add_argument("--calibration", choices=CALIBRATION_MODES, default="beta",
                    help="how the selector's predictions are used: 'beta', the calibrated rates "
-                        "with their fitted uncertainty (greedy maximises the expected pass@k under "
-                        "it); 'mean', the calibrated rates; 'none', the raw predictions")
+                        "with their fitted uncertainty and contamination (greedy maximises the "
+                        "expected pass@k under them); 'mean', the calibrated rates; 'none', the raw "
+                        "predictions")
     p.add_argument("--uniform-share", type=float, default=0.0,
                    help="guard: this share of the budget is spread as uniform allocation spreads "
                         "it, so pass@k is never below uniform's at that share of the budget")
@@ -114,6 +115,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     calibration = sel.calibration()
     pred = raw if args.calibration == "none" else calibration.mean(raw)
     concentration = calibration.concentration if args.calibration == "beta" else None
+    contamination = calibration.contamination if args.calibration == "beta" else 0.0
     n = len(new.texts)
     budget = args.budget if args.budget is not None else args.per_prompt * n
     if budget < 0:
@@ -122,7 +124,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--budget {budget} is smaller than {n} prompts * --min-per-prompt "
                          f"{args.min_per_prompt} = {n * args.min_per_prompt}")
     counts = allocate(pred, budget, args.method, args.min_per_prompt, quantiles=args.quantiles,
-                      concentration=concentration, uniform_share=args.uniform_share)
+                      concentration=concentration, uniform_share=args.uniform_share,
+                      contamination=contamination)
     lines = [json.dumps({"id": pid, "samples": int(c), "predicted_rate": round(float(p), 6),
                          "raw_predicted_rate": round(float(r), 6)})
              for pid, c, p, r in zip(new.ids, counts, pred, raw, strict=True)]
@@ -131,7 +134,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     used = saving["samples"]
     if args.calibration != "none":
         print(f"calibration ({calibration.groups} observed groups): slope {calibration.slope:.2f}, "
-              f"bias {calibration.bias:.2f}, concentration {calibration.concentration:.1f}")
+              f"bias {calibration.bias:.2f}, concentration {calibration.concentration:.1f}, "
+              f"contamination {calibration.contamination:.3f}")
     print(f"{n} prompts, {args.method}: {used} samples (budget {budget}), "
           f"{int(counts.min())}-{int(counts.max())} per prompt; predicted pass@k {saving['pass_at_k']:.3f}")
     if saving["uniform_samples"] is None:

@@ -123,9 +123,11 @@ class GPSSelector(Selector):
         self._last_chosen = np.full(len(pool), -1, dtype=np.int64)  # step chosen last (-1: never)
         self._cache: tuple[int, np.ndarray] | None = None  # (step, full-pool prediction)
         self.last_loss: float | None = None  # the negative ELBO of the last optimiser step
-        # calibration data: per observe call, (predictions made before it, successes, k)
-        self._outcomes: deque[tuple[np.ndarray, np.ndarray, np.ndarray]] = deque(
+        # calibration data: per observe call, (predictions made before it, successes, k, whether
+        # it was the prompt's first observation)
+        self._outcomes: deque[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = deque(
             maxlen=self.calibration_window)
+        self._observed = np.zeros(len(pool), dtype=bool)  # prompts observed at least once
         self._calibration: tuple[int, BetaBinomialCalibration] | None = None
 
     def hyper_params(self) -> dict[str, Any]:
@@ -195,16 +197,24 @@ class GPSSelector(Selector):
         """The calibration of the PPM's predictions, fitted on the groups of the last
         ``calibration_window`` observe calls against the predictions made for them before their
         outcomes were known, the map kept only if it predicts the newest of them better than the
-        identity (:meth:`~rollwise.calibration.BetaBinomialCalibration.fit_validated`).
+        identity (:meth:`~rollwise.calibration.BetaBinomialCalibration.fit_validated`). Its
+        contamination is fitted on the groups that were their prompts' first observations,
+        against the pool's current predictions
+        (:meth:`~rollwise.calibration.BetaBinomialCalibration.fit_contamination`).
 
         (First observations alone, the closest match to never-seen prompts, cover too narrow a
         band of predictions once GPS chooses near its target: on the world a map fitted on them
-        alone inverted the ranking at one checkpoint.)"""
+        alone inverted the ranking at one checkpoint. They do say how often a prediction for a
+        new prompt is wrong altogether, which is what the contamination is.)"""
         if self._calibration is not None and self._calibration[0] == self.step:
             return self._calibration[1]
         if self._outcomes:
-            pred, succ, k = (np.concatenate(c) for c in zip(*self._outcomes, strict=True))
+            pred, succ, k, first = (np.concatenate(c) for c in zip(*self._outcomes, strict=True))
             fitted = BetaBinomialCalibration.fit_validated(pred, succ, k)
+            if first.any():
+                with limited_threads(self.threads):
+                    population = self._predict(None)
+                fitted = fitted.fit_contamination(pred[first], succ[first], k[first], population)
         else:
             fitted = BetaBinomialCalibration()
         self._calibration = (self.step, fitted)
@@ -269,7 +279,9 @@ class GPSSelector(Selector):
         k = np.full(indices.size, rewards.shape[1], dtype=np.float32)
         # the predictions these outcomes answer, made before the PPM trains on them
         before = np.clip(np.asarray(self._predict(indices), dtype=np.float64), 0.0, 1.0)
-        self._outcomes.append((before, rewards.sum(axis=1), k.astype(np.float64)))
+        self._outcomes.append((before, rewards.sum(axis=1), k.astype(np.float64),
+                               ~self._observed[indices]))
+        self._observed[indices] = True
         self._calibration = None
         self._history.append((indices.copy(), rewards.mean(axis=1), k))
         self._cache = None
@@ -328,7 +340,9 @@ class GPSSelector(Selector):
             "previous": self._previous,
             "stream": self._stream,
             "last_chosen": self._last_chosen,
-            "outcomes": [{"predicted": p, "successes": s, "k": k} for p, s, k in self._outcomes],
+            "outcomes": [{"predicted": p, "successes": s, "k": k, "first": f}
+                         for p, s, k, f in self._outcomes],
+            "observed": self._observed,
         }
 
     def _prepare_model_state(self, model: dict[str, Any]):
@@ -356,14 +370,22 @@ class GPSSelector(Selector):
         check_prepared(np.unique(stream).size == stream.size, "candidate stream repeats a prompt")
         last_chosen = as_numpy(model["last_chosen"], np.int64)
         check_prepared(last_chosen.shape == (n,), "last_chosen does not match the pool")
-        # calibration data (absent from files of earlier versions: start without)
+        # calibration data (absent from files of earlier versions: start without; records of
+        # earlier versions do not say which groups were first observations: none counted)
         outcomes = []
         for o in model.get("outcomes", []):
             arrays = tuple(as_numpy(o[key], dtype) for key, dtype in (
                 ("predicted", np.float64), ("successes", np.float64), ("k", np.float64)))
+            first = (as_numpy(o["first"], bool) if "first" in o
+                     else np.zeros(arrays[0].shape, dtype=bool))
+            arrays += (first,)
             check_prepared(all(a.ndim == 1 and a.shape == arrays[0].shape for a in arrays),
                            "calibration record shapes do not match")
             outcomes.append(arrays)
+        # earlier versions: every prompt ever chosen counts as observed
+        observed = (as_numpy(model["observed"], bool) if "observed" in model
+                    else last_chosen >= 0)
+        check_prepared(observed.shape == (n,), "observed does not match the pool")
         check_prepared(len(outcomes) <= self.calibration_window, "calibration record longer than its window")
         # Load into fresh copies first: a mismatching tensor raises before anything changes.
         with torch.random.fork_rng():  # its random init is overwritten; keep the global RNG
@@ -385,6 +407,7 @@ class GPSSelector(Selector):
             self._stream = stream
             self._last_chosen = last_chosen
             self._outcomes = deque(outcomes, maxlen=self.calibration_window)
+            self._observed = observed
             self._cache = None
             self._calibration = None
 
