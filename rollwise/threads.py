@@ -24,9 +24,9 @@ _controller: Any = None  # threadpoolctl's view of the loaded BLAS libraries, ma
 
 def model_threads() -> int:
     """Default torch threads for a policy on the CPU: one less than the usable cores (at least
-    one), so the rest of the process and its neighbours keep a core. A one-off timing with
-    SmolLM2-135M on 2 cores (32 prompts x 48 tokens): 2 threads generated 16% faster than 1 on a
-    quiet machine, but 2.1x slower than 1 beside one busy process."""
+    one), so the rest of the process and its neighbours keep a core. Measured with SmolLM2-135M
+    on 2 cores (``benchmarks/model_threads.py``): 2 threads sampled and trained 1.6x faster than
+    1 on a quiet machine, but 1.5x slower than 1 beside one busy process."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
