@@ -1,11 +1,14 @@
-"""Do instruction phrasings lift SmolLM2-135M's hard prompts? A fixed library of templates, no search.
+"""Do instruction phrasings or a response prefix lift SmolLM2-135M's hard prompts? A fixed
+library of templates, no search.
 
 P²O's gain must come from a template under which the policy solves prompts it fails bare. The
 worked-example templates of ``p2o_smollm2.py`` do not lift the 135M policy; this panel asks the
-same of plain instruction phrasings (answer only, step by step, a role, restating the problem):
-the hard prompts of the starting model recorded in ``p2o_smollm2.json`` (0 successes in ``k``
-samples there) are sampled ``--samples`` times under each template, with the same sampling seed
-for every template. Writes ``benchmarks/results/p2o_phrasings.{json,md}``::
+same of plain instruction phrasings (answer only, step by step, a role, restating the problem)
+and of a *response prefix*: the assistant's turn starts with given text (``Answer:``, or the
+problem's expression restated, e.g. ``8 - 7 =``) and the policy continues it; the verifier scores
+prefix + continuation. The hard prompts of the starting model recorded in ``p2o_smollm2.json``
+(0 successes in ``k`` samples there) are sampled ``--samples`` times under each template, with the
+same sampling seed for every template. Writes ``benchmarks/results/p2o_phrasings.{json,md}``::
 
     python benchmarks/p2o_phrasings.py
 """
@@ -16,14 +19,16 @@ import argparse
 import json
 import time
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from p2o_smollm2 import sample, task_rows
+from p2o_smollm2 import task_rows
 
 from rollwise.llm.tasks import INSTRUCTION
 from rollwise.rescue.gepa_adapter import DEFAULT_TEMPLATE
 
+# name -> user-turn template ({problem} is the problem text)
 TEMPLATES = {
     "bare": DEFAULT_TEMPLATE,
     "number_only": "{problem}\nReply with only the number.",
@@ -32,7 +37,22 @@ TEMPLATES = {
     "calculator": "You are a precise calculator.\n{problem}" + INSTRUCTION,
     "restate": "{problem}\nFirst copy the expression, then compute it." + INSTRUCTION,
     "short": "{problem}\nBe brief." + INSTRUCTION,
+    "prefix_answer": DEFAULT_TEMPLATE,
+    "prefix_expression": DEFAULT_TEMPLATE,
 }
+
+
+def expression(problem: str) -> str:
+    """The arithmetic problem's expression, e.g. ``8 - 7 =`` (the text after its last colon)."""
+    return problem.rsplit(":", 1)[-1].strip()
+
+
+# name -> the start of the assistant's turn, from the problem text (none: the policy starts it)
+PREFIXES: dict[str, Callable[[str], str]] = {
+    "prefix_answer": lambda problem: "Answer: ",
+    "prefix_expression": lambda problem: expression(problem) + " ",
+}
+PREFIX_TEXT = {"prefix_answer": "Answer: ", "prefix_expression": "the expression restated, e.g. 8 - 7 = "}
 
 
 def markdown(data: dict) -> str:
@@ -53,8 +73,11 @@ def markdown(data: dict) -> str:
         se = np.sqrt(r.mean() * (1 - r.mean()) / (n * s))
         lines.append(f"| `{name}` | {r.mean():.3f} ({se:.3f}) | "
                      f"{r.mean() / bare if bare else float('nan'):.2f}x | {np.mean(r > 0):.2f} |")
-    lines += ["", "Templates (`{problem}` is the problem text):", ""]
-    lines += [f"* `{name}`: `{json.dumps(t)[1:-1]}`" for name, t in data["templates"].items()]
+    lines += ["", "Templates (`{problem}` is the problem text; a prefix starts the assistant's "
+              "turn, the policy continues it and the verifier scores prefix + continuation):", ""]
+    lines += [f"* `{name}`: `{json.dumps(t)[1:-1]}`"
+              + (f", response prefix: {data['prefixes'][name]}" if name in data["prefixes"] else "")
+              for name, t in data["templates"].items()]
     return "\n".join(lines) + "\n"
 
 
@@ -71,7 +94,7 @@ def main() -> None:
     import torch
 
     from rollwise._io import atomic_write_json, atomic_write_report
-    from rollwise.llm.generation import TransformersPolicy
+    from rollwise.llm.generation import TransformersPolicy, generate, render_chat
     from rollwise.llm.models import resolve_model
     from rollwise.rescue.templates import render_template
 
@@ -87,16 +110,23 @@ def main() -> None:
         raise SystemExit(f"--start: {len(hard_ids)} hard prompts recorded, {len(hard)} found in the pool")
     policy = TransformersPolicy(resolve_model("smollm2"), max_new_tokens=args.max_new_tokens,
                                 temperature=1.0, batch_size=64, seed=args.seed)
-    rates, t0 = {}, time.perf_counter()
+    rates, examples, t0 = {}, {}, time.perf_counter()
     for name, template in TEMPLATES.items():
-        policy.seed = args.seed
-        scores, _ = sample(policy, [render_template(template, r["question"]) for r in hard],
-                           [r["answer"] for r in hard], task.verify, args.samples)
-        rates[name] = scores.mean(axis=1).tolist()
+        start_of = PREFIXES.get(name, lambda problem: "")
+        texts = [render_chat(policy.tokenizer, render_template(template, r["question"]))
+                 + start_of(r["question"]) for r in hard for _ in range(args.samples)]
+        completions = generate(policy.model, policy.tokenizer, texts, max_new_tokens=args.max_new_tokens,
+                               temperature=1.0, batch_size=64, seed=args.seed)
+        rows = [r for r in hard for _ in range(args.samples)]
+        scores = np.array([task.verify(start_of(r["question"]) + c, r["answer"])
+                           for r, c in zip(rows, completions, strict=True)])
+        rates[name] = scores.reshape(len(hard), args.samples).mean(axis=1).tolist()
+        examples[name] = start_of(hard[0]["question"]) + completions[0]
         print(f"{name}: {np.mean(rates[name]):.3f}", flush=True)
     data = {"hard_prompts": len(hard), "k": config["k"], "samples": args.samples,
             "max_new_tokens": args.max_new_tokens, "seed": args.seed, "templates": TEMPLATES,
-            "hard": [r["id"] for r in hard], "rates": rates,
+            "prefixes": PREFIX_TEXT, "hard": [r["id"] for r in hard], "rates": rates,
+            "first_completion": examples,
             "wall_seconds": round(time.perf_counter() - t0, 1)}
     atomic_write_json(args.out.with_suffix(".json"), data)
     atomic_write_report(args.out.with_suffix(".md"), markdown(data))
