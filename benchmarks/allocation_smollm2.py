@@ -50,9 +50,9 @@ def main() -> None:
     n = len(held)
     budgets = [n, 2 * n, 4 * n]
     res = compare_allocations(pred, outcomes, budgets, seed=0)
-    for name, kw in (("greedy-calibrated", {}),
-                     ("greedy-beta", {"concentration": cal.concentration,
-                                      "contamination": cal.contamination})):
+    for name, kw in (("greedy-calibrated", {}), ("greedy-beta", {"concentration": cal.concentration}),
+                     ("greedy-beta-contaminated", {"concentration": cal.concentration,
+                                                   "contamination": cal.contamination})):
         extra = compare_allocations(cal_pred, outcomes, budgets, seed=0, methods=("greedy",),
                                     oracle=False, **kw)
         res["methods"][name] = extra["methods"]["greedy"]

@@ -39,11 +39,11 @@ ALL = METHODS + ("oracle",)
 # first observations of prompts, never on these held-out prompts)
 CALIBRATED = {
     "greedy-calibrated": "greedy on the calibrated rates",
-    "greedy-beta-sharp": "greedy under the calibrated Beta predictive distribution (calibrated "
-                         "rate and fitted concentration), no contamination",
-    "greedy-beta": "greedy-beta-sharp with the contamination fitted on first observations (each "
-                   "prompt's Beta mixed with the population's): what `rollwise allocate` does by "
-                   "default",
+    "greedy-beta": "greedy under the calibrated Beta predictive distribution (calibrated rate and "
+                   "fitted concentration): what `rollwise allocate` does by default",
+    "greedy-beta-contaminated": "greedy-beta with the contamination fitted on first observations "
+                                "(each prompt's Beta mixed with the population's; "
+                                "`--contamination fitted`)",
     "greedy-beta-guarded": "greedy-beta with half of the budget spread as uniform spreads it "
                            "(`uniform_share=0.5`)",
 }
@@ -189,11 +189,10 @@ def main() -> None:
                                   "reliability_raw": reliability_curve(pred, truth),
                                   "reliability_calibrated": reliability_curve(cal_pred, truth)}
             for name, extra_kw in (("greedy-calibrated", {}),
-                                   ("greedy-beta-sharp", {"concentration": cal.concentration}),
-                                   ("greedy-beta", {"concentration": cal.concentration,
-                                                    "contamination": cal.contamination}),
+                                   ("greedy-beta", {"concentration": cal.concentration}),
+                                   ("greedy-beta-contaminated", {"concentration": cal.concentration,
+                                                                 "contamination": cal.contamination}),
                                    ("greedy-beta-guarded", {"concentration": cal.concentration,
-                                                            "contamination": cal.contamination,
                                                             "uniform_share": GUARD_SHARE})):
                 extra = compare_allocations(cal_pred, truth, budgets, seed=seed, methods=("greedy",),
                                             oracle=False, **extra_kw)
@@ -211,8 +210,7 @@ def main() -> None:
                 res["curves"] = {m: curve(pred, truth, dense, m) for m in ALL}
                 res["curves"]["greedy-beta"] = [
                     expected_pass_at_k(truth, allocate(cal_pred, int(b), "greedy",
-                                                       concentration=cal.concentration,
-                                                       contamination=cal.contamination))
+                                                       concentration=cal.concentration))
                     for b in dense]
                 res["curves"]["greedy-skill-level"] = curve(text_only, truth, dense, "greedy")
             runs[step].append(res)

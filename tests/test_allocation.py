@@ -273,14 +273,20 @@ def test_cli_allocate_end_to_end(tmp_path, monkeypatch, capsys):
     assert [r["id"] for r in rows] == [f"n{i}" for i in range(10)]
     counts = np.array([r["samples"] for r in rows])
     assert counts.sum() <= 40 and counts.min() >= 1
-    # by default: greedy under the selector's calibrated Beta rates, with its contamination
+    # by default: greedy under the selector's calibrated Beta rates
     cal = sel.calibration()
     pred = sel.predict_texts(new_texts, embedder="hashing", calibrated=True)
-    np.testing.assert_array_equal(counts, allocate(pred, 40, "greedy", concentration=cal.concentration,
-                                                   contamination=cal.contamination))
+    np.testing.assert_array_equal(counts, allocate(pred, 40, "greedy", concentration=cal.concentration))
     np.testing.assert_allclose([r["predicted_rate"] for r in rows], pred, atol=1e-6)
     printed = capsys.readouterr().out
     assert "uniform allocation needs" in printed and "saved" in printed and "calibration" in printed
+    assert main(base + ["--per-prompt", "4", "--contamination", "fitted"]) == 0
+    fitted = np.array([json.loads(line)["samples"] for line in out.read_text().splitlines()])
+    np.testing.assert_array_equal(fitted, allocate(pred, 40, "greedy", concentration=cal.concentration,
+                                                   contamination=cal.contamination))
+    out.unlink()
+    assert main(base + ["--per-prompt", "4", "--contamination", "lots"]) == 2
+    assert "--contamination" in capsys.readouterr().err and not out.exists()
     # --calibration none: the raw predictions; --uniform-share: the guard
     assert main(base + ["--per-prompt", "4", "--calibration", "none", "--uniform-share", "0.5"]) == 0
     raw = sel.predict_texts(new_texts, embedder="hashing")
