@@ -22,8 +22,8 @@ keeps a narrow share of its rate's range. But a predictor that generalises to a 
 sometimes gets it entirely wrong. :meth:`BetaBinomialCalibration.fit_contamination` fits the
 fraction ``e`` of such prompts, by maximum likelihood of the model "with probability ``e`` the
 rate is that of a random prompt of the pool", on first observations only (the outcomes of prompts
-seen for the first time: the held-out case); allocation then mixes each prompt's Beta with the
-population's in that proportion.
+seen for the first time: the held-out case); allocation can then mix each prompt's Beta with
+the population's in that proportion (``allocate(..., contamination=e)``, off by default).
 """
 
 from __future__ import annotations
