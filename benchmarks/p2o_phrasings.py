@@ -60,7 +60,7 @@ def markdown(data: dict) -> str:
     bare = np.mean(rates["bare"])
     n, s = data["hard_prompts"], data["samples"]
     lines = [
-        "# Instruction phrasings on SmolLM2-135M-Instruct's hard prompts", "",
+        "# Instruction phrasings and response prefixes on SmolLM2-135M-Instruct's hard prompts", "",
         f"Written by `benchmarks/p2o_phrasings.py`. The {n} hard prompts of the starting model in "
         f"[p2o_smollm2.md](p2o_smollm2.md) (0 successes in {data['k']} samples there), sampled "
         f"{s} times under each template (T = 1, {data['max_new_tokens']} new tokens, the same seed "

@@ -153,7 +153,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.calibration != "none":
         print(f"calibration ({calibration.groups} observed groups): slope {calibration.slope:.2f}, "
               f"bias {calibration.bias:.2f}, concentration {calibration.concentration:.1f}, "
-              f"contamination {calibration.contamination:.3f}")
+              f"fitted contamination {calibration.contamination:.3f} (allocation uses "
+              f"{contamination:.3f}: --contamination)")
     print(f"{n} prompts, {args.method}: {used} samples (budget {budget}), "
           f"{int(counts.min())}-{int(counts.max())} per prompt; predicted pass@k {saving['pass_at_k']:.3f}")
     if saving["uniform_samples"] is None:
