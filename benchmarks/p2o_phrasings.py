@@ -8,9 +8,14 @@ and of a *response prefix*: the assistant's turn starts with given text (``Answe
 problem's expression restated, e.g. ``8 - 7 =``) and the policy continues it; the verifier scores
 prefix + continuation. The hard prompts of the starting model recorded in ``p2o_smollm2.json``
 (0 successes in ``k`` samples there) are sampled ``--samples`` times under each template, with the
-same sampling seed for every template. Writes ``benchmarks/results/p2o_phrasings.{json,md}``::
+same sampling seed for every template. ``--model DIR`` measures a trained model instead (e.g. a
+final checkpoint of ``p2o_smollm2.py``): its hard prompts are found as that script finds them (the
+pool sampled ``k`` times bare, 0 successes). Writes ``benchmarks/results/p2o_phrasings.{json,md}``::
 
     python benchmarks/p2o_phrasings.py
+    python benchmarks/p2o_phrasings.py --model runs/p2o_smollm2/grpo/seed2/final \
+        --templates bare,restate,prefix_answer,prefix_expression \
+        --out benchmarks/results/p2o_phrasings_trained
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from p2o_smollm2 import task_rows
+from p2o_smollm2 import bare_prompt, sample, task_rows
 
 from rollwise.llm.tasks import INSTRUCTION
 from rollwise.rescue.gepa_adapter import DEFAULT_TEMPLATE
@@ -59,10 +64,12 @@ def markdown(data: dict) -> str:
     rates = data["rates"]
     bare = np.mean(rates["bare"])
     n, s = data["hard_prompts"], data["samples"]
+    whose = ("the starting model in [p2o_smollm2.md](p2o_smollm2.md)" if data.get("model") is None
+             else f"`{data['model']}`, found on the same pool")
     lines = [
         "# Instruction phrasings and response prefixes on SmolLM2-135M-Instruct's hard prompts", "",
-        f"Written by `benchmarks/p2o_phrasings.py`. The {n} hard prompts of the starting model in "
-        f"[p2o_smollm2.md](p2o_smollm2.md) (0 successes in {data['k']} samples there), sampled "
+        f"Written by `benchmarks/p2o_phrasings.py`. The {n} hard prompts of {whose} (0 successes "
+        f"in {data['k']} samples), sampled "
         f"{s} times under each template (T = 1, {data['max_new_tokens']} new tokens, the same seed "
         "for every template). s.e.: binomial, of the mean rate.", "",
         "| template | mean success (s.e.) | vs bare | hard prompts solved at least once |",
@@ -89,6 +96,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--start", type=Path, default=Path(__file__).parent / "results" / "p2o_smollm2.json",
                     help="the P²O results whose starting model's hard prompts are sampled")
+    ap.add_argument("--model", default=None, help="a trained model directory (default: the start)")
+    ap.add_argument("--templates", default=",".join(TEMPLATES), help="comma-separated template names")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "p2o_phrasings")
     args = ap.parse_args()
     import torch
@@ -104,14 +113,28 @@ def main() -> None:
     pool_args = types.SimpleNamespace(levels=config["levels"], per_level=config["per_level"],
                                       pool_seed=config["pool_seed"], eval_prompts=config["eval_prompts"])
     task, rows, _ = task_rows(pool_args)
-    hard_ids = set(start["hard"])
+    chosen = [t.strip() for t in args.templates.split(",") if t.strip()]
+    unknown = sorted(set(chosen) - set(TEMPLATES))
+    if unknown:
+        ap.error(f"--templates: unknown {unknown}; choose from {', '.join(TEMPLATES)}")
+    chosen = ["bare"] + [t for t in chosen if t != "bare"]  # the reference of every ratio
+    t0 = time.perf_counter()
+    policy = TransformersPolicy(args.model or resolve_model("smollm2"), max_new_tokens=args.max_new_tokens,
+                                temperature=1.0, batch_size=64, seed=args.seed)
+    if args.model is None:
+        hard_ids = set(start["hard"])
+    else:  # as p2o_smollm2.py's mechanism finds them
+        policy.seed = config["pool_seed"]
+        base, _ = sample(policy, [bare_prompt(r) for r in rows], [r["answer"] for r in rows],
+                         task.verify, config["k"])
+        hard_ids = {r["id"] for r, b in zip(rows, base, strict=True) if b.sum() == 0}
     hard = [r for r in rows if r["id"] in hard_ids]
     if len(hard) != len(hard_ids):
         raise SystemExit(f"--start: {len(hard_ids)} hard prompts recorded, {len(hard)} found in the pool")
-    policy = TransformersPolicy(resolve_model("smollm2"), max_new_tokens=args.max_new_tokens,
-                                temperature=1.0, batch_size=64, seed=args.seed)
-    rates, examples, t0 = {}, {}, time.perf_counter()
-    for name, template in TEMPLATES.items():
+    rates, examples = {}, {}
+    for name in chosen:
+        template = TEMPLATES[name]
+        policy.seed = args.seed
         start_of = PREFIXES.get(name, lambda problem: "")
         texts = [render_chat(policy.tokenizer, render_template(template, r["question"]))
                  + start_of(r["question"]) for r in hard for _ in range(args.samples)]
@@ -123,8 +146,9 @@ def main() -> None:
         rates[name] = scores.reshape(len(hard), args.samples).mean(axis=1).tolist()
         examples[name] = start_of(hard[0]["question"]) + completions[0]
         print(f"{name}: {np.mean(rates[name]):.3f}", flush=True)
-    data = {"hard_prompts": len(hard), "k": config["k"], "samples": args.samples,
-            "max_new_tokens": args.max_new_tokens, "seed": args.seed, "templates": TEMPLATES,
+    data = {"model": args.model, "hard_prompts": len(hard), "k": config["k"], "samples": args.samples,
+            "max_new_tokens": args.max_new_tokens, "seed": args.seed,
+            "templates": {name: TEMPLATES[name] for name in chosen},
             "prefixes": PREFIX_TEXT, "hard": [r["id"] for r in hard], "rates": rates,
             "first_completion": examples,
             "wall_seconds": round(time.perf_counter() - t0, 1)}
