@@ -14,8 +14,8 @@ pool sampled ``k`` times bare, 0 successes). Writes ``benchmarks/results/p2o_phr
 
     python benchmarks/p2o_phrasings.py
     python benchmarks/p2o_phrasings.py --model runs/p2o_smollm2/grpo/seed2/final \
-        --templates bare,restate,prefix_answer,prefix_expression \
-        --out benchmarks/results/p2o_phrasings_trained
+        --templates bare,restate,answer_only,prefix_answer,prefix_expression \
+        --threads 2 --out benchmarks/results/p2o_phrasings_trained
 """
 
 from __future__ import annotations
