@@ -128,6 +128,16 @@ class Decoder(nn.Module):
             h = h + self.z_proj(z).unsqueeze(-2)
         return self.head(h).squeeze(-1)
 
+    def head_inplace(self, h: torch.Tensor) -> torch.Tensor:
+        """``head(h)`` without autograd, the activations applied in place: the same numbers,
+        fewer (M, rows, hidden) buffers written (prediction over a large pool)."""
+        for layer in self.head:
+            if isinstance(layer, nn.ReLU):
+                h = h.relu_()
+            else:
+                h = F.linear(h, layer.weight, layer.bias)
+        return h.squeeze(-1)
+
 
 def gaussian_kl(mu_q, logvar_q, mu_p, logvar_p) -> torch.Tensor:
     """KL(N(mu_q, var_q) || N(mu_p, var_p)) summed over the last dimension."""
@@ -194,7 +204,7 @@ class PromptPredictiveModel(nn.Module):
         emb: torch.Tensor,
         last_set: torch.Tensor | None,
         generator: torch.Generator,
-        chunk: int = 2048,
+        chunk: int = 1024,
     ) -> torch.Tensor:
         """Mean over M prior samples of the decoder's success probability for each row of emb.
 
@@ -202,7 +212,8 @@ class PromptPredictiveModel(nn.Module):
         the same samples on the CPU and on a GPU.
 
         Rows go through in chunks so that the (M, chunk, hidden) activations stay in cache
-        (about 3x faster than one pass over a 40k pool on a CPU core)."""
+        (about 3x faster than one pass over a 40k pool on a CPU core; 1024 rows measured
+        fastest with in-place activations)."""
         if not self.latent:
             return torch.sigmoid(self.decoder(emb, None))
         d_z, dev = self.cfg.latent_dim, emb.device
@@ -217,6 +228,6 @@ class PromptPredictiveModel(nn.Module):
         out = torch.empty(emb.shape[0], device=dev)
         for lo in range(0, emb.shape[0], chunk):
             h = self.decoder.emb_proj(emb[lo : lo + chunk])  # (n, hidden)
-            p = torch.sigmoid(self.decoder.head(h.unsqueeze(0) + zh.unsqueeze(1)).squeeze(-1))
+            p = self.decoder.head_inplace(h.unsqueeze(0) + zh.unsqueeze(1)).sigmoid_()
             out[lo : lo + chunk] = p.mean(0)
         return out
