@@ -18,9 +18,11 @@ times ``rollwise demo`` both ways (its wall time as printed by the command).
 
 The selector runs with its own thread setting (``--threads``, default: the selector's default,
 see :mod:`rollwise.threads`; ``none`` keeps the process's torch/BLAS defaults, to show what the
-setting prevents). Results go to ``benchmarks/results/overhead.json`` and ``overhead.md``::
+setting prevents) and its prediction workers (``--prediction-workers``, default the selector's).
+Results go to ``benchmarks/results/overhead.json`` and ``overhead.md``::
 
     python benchmarks/overhead.py                    # N in {1k, 10k, 40k}, B in {64, 256}
+    python benchmarks/overhead.py --sizes 40000 --batches 256 --prediction-workers 1 --append
     python benchmarks/overhead.py --sizes 40000 --batches 256 --threads none --append
     python benchmarks/overhead.py --demo --sizes --append   # only the demo's wall time
 """
@@ -44,7 +46,7 @@ import numpy as np
 import torch
 
 import rollwise
-from rollwise.threads import DEFAULT_SELECTOR_THREADS
+from rollwise.threads import DEFAULT_PREDICTION_WORKERS, DEFAULT_SELECTOR_THREADS
 
 TARGET_STEADY = (40000, 256, 0.2)  # N, B, seconds per select+observe step, steady state
 TARGET_EARLY = 0.4  # seconds: no step of the first ten above this (N = 40k, B = 256)
@@ -83,10 +85,11 @@ def busy(processes: int):
 
 
 def bench(n: int, batch: int, dim: int, k: int, early: int, steps: int, seed: int,
-          threads: int | None, hyper: dict | None = None, device: str = "cpu") -> dict:
+          threads: int | None, hyper: dict | None = None, device: str = "cpu",
+          workers: int = DEFAULT_PREDICTION_WORKERS) -> dict:
     pool, truth = make_world(n, dim, seed)
     sel = rollwise.make_selector("gps", pool, batch, seed=seed, threads=threads, device=device,
-                                 **(hyper or {}))
+                                 prediction_workers=workers, **(hyper or {}))
     rng = np.random.default_rng(seed + 1)
     times = np.zeros((early + steps, 3))  # predict, acquire, observe
     for step in range(early + steps):
@@ -131,7 +134,7 @@ def run_table(rows: list[dict], meta: dict) -> list[str]:
     settings = ", ".join(f"{k}={v}" for k, v in meta["gps"].items()) or "default GPS settings"
     lines = [
         f"## selector threads = {meta['selector_threads']}, "
-        f"PPM on {meta.get('device', 'cpu')}, {settings}",
+        f"{_workers_text(meta)}PPM on {meta.get('device', 'cpu')}, {settings}",
         "",
         f"{meta['cpus']} CPUs; loaded = {meta['load_processes']} busy process(es) beside the "
         f"timing. Steady: median of steps {meta['early'] + 1}-{meta['early'] + meta['steps']}; "
@@ -175,6 +178,13 @@ def run_table(rows: list[dict], meta: dict) -> list[str]:
     return lines + [""]
 
 
+def _workers_text(meta: dict) -> str:
+    """The prediction workers of a run (absent from runs before they existed: one)."""
+    workers = meta.get("prediction_workers", 1)
+    used = 1 if meta["selector_threads"] is None else min(workers, meta["cpus"])
+    return f"pool prediction on {used} worker(s), "
+
+
 def markdown(runs: list[dict]) -> str:
     lines = ["# GPS per-step overhead (CPU)", "",
              "Written by `benchmarks/overhead.py`; a step = predict (full pool) + acquire "
@@ -200,6 +210,8 @@ def main() -> None:
     ap.add_argument("--threads", type=_threads, default=DEFAULT_SELECTOR_THREADS,
                     help="selector threads, or 'none' for the process's torch/BLAS defaults")
     ap.add_argument("--device", default="cpu", help="where the PPM runs (e.g. cuda)")
+    ap.add_argument("--prediction-workers", type=int, default=DEFAULT_PREDICTION_WORKERS,
+                    help="threads that split the prediction over the pool (GPSSelector)")
     ap.add_argument("--load", type=int, default=1, help="busy processes in the loaded mode")
     ap.add_argument("--modes", default="quiet,loaded", help="quiet, loaded or both")
     ap.add_argument("--demo", action="store_true", help="also time `rollwise demo` in each mode")
@@ -217,6 +229,7 @@ def main() -> None:
         hyper[key] = json.loads(value)
     meta = {
         "cpus": os.cpu_count(), "selector_threads": args.threads, "device": args.device,
+        "prediction_workers": args.prediction_workers,
         "process_torch_threads": torch.get_num_threads(), "load_processes": args.load,
         "gps": hyper, "early": args.early, "steps": args.steps, "torch": torch.__version__,
         "numpy": np.__version__, "python": platform.python_version(),
@@ -230,7 +243,7 @@ def main() -> None:
             for mode in modes:
                 with busy(args.load if mode == "loaded" else 0):
                     row = bench(n, b, args.dim, args.k, args.early, args.steps, args.seed,
-                                args.threads, hyper, args.device)
+                                args.threads, hyper, args.device, args.prediction_workers)
                 row["mode"] = mode
                 rows.append(row)
                 print(f"N={n:6d} B={b:4d} {mode:6s}  steady {row['total_s']:.3f}s (predict "

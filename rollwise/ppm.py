@@ -23,12 +23,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from rollwise.threads import run_in_workers
 from rollwise.validation import Interval, check_fields, setting
 
 
@@ -205,6 +207,7 @@ class PromptPredictiveModel(nn.Module):
         last_set: torch.Tensor | None,
         generator: torch.Generator,
         chunk: int = 1024,
+        workers: int = 1,
     ) -> torch.Tensor:
         """Mean over M prior samples of the decoder's success probability for each row of emb.
 
@@ -213,7 +216,9 @@ class PromptPredictiveModel(nn.Module):
 
         Rows go through in chunks so that the (M, chunk, hidden) activations stay in cache
         (about 3x faster than one pass over a 40k pool on a CPU core; 1024 rows measured
-        fastest with in-place activations)."""
+        fastest with in-place activations). ``workers`` > 1 splits the chunks into that many
+        contiguous parts computed at once on threads of their own
+        (:func:`rollwise.threads.run_in_workers`): the same numbers, chunk by chunk."""
         if not self.latent:
             return torch.sigmoid(self.decoder(emb, None))
         d_z, dev = self.cfg.latent_dim, emb.device
@@ -226,8 +231,15 @@ class PromptPredictiveModel(nn.Module):
         z = mu + (0.5 * lv).exp() * eps  # (M, d_z)
         zh = self.decoder.z_proj(z)  # (M, hidden)
         out = torch.empty(emb.shape[0], device=dev)
-        for lo in range(0, emb.shape[0], chunk):
-            h = self.decoder.emb_proj(emb[lo : lo + chunk])  # (n, hidden)
-            p = self.decoder.head_inplace(h.unsqueeze(0) + zh.unsqueeze(1)).sigmoid_()
-            out[lo : lo + chunk] = p.mean(0)
+
+        def fill(starts: range) -> None:
+            for lo in starts:
+                h = self.decoder.emb_proj(emb[lo : lo + chunk])  # (n, hidden)
+                p = self.decoder.head_inplace(h.unsqueeze(0) + zh.unsqueeze(1)).sigmoid_()
+                out[lo : lo + chunk] = p.mean(0)
+
+        starts = range(0, emb.shape[0], chunk)
+        parts = max(1, min(int(workers), len(starts)))
+        bounds = [len(starts) * i // parts for i in range(parts + 1)]
+        run_in_workers([partial(fill, starts[bounds[i] : bounds[i + 1]]) for i in range(parts)])
         return out

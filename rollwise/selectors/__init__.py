@@ -17,6 +17,7 @@ from rollwise.selectors.mopps import MoPPSSelector
 from rollwise.selectors.uniform import UniformSelector
 from rollwise.strategies import PRESETS
 from rollwise.threads import DEFAULT_SELECTOR_THREADS
+from rollwise.validation import check_int
 
 _CLASSES: dict[str, type[Selector]] = {
     "uniform": UniformSelector, "mopps": MoPPSSelector, "gps": GPSSelector}
@@ -52,10 +53,12 @@ def make_selector(
 
 def load_selector(
     path: str | os.PathLike, pool: PromptPool, threads: int | None = DEFAULT_SELECTOR_THREADS,
-    device: str | torch.device | None = None,
+    device: str | torch.device | None = None, prediction_workers: int | None = None,
 ) -> Selector:
-    """Rebuild a selector saved with ``Selector.save`` against the same ``pool``. ``threads`` and
-    ``device`` (GPS: where the PPM runs, default the CPU) are this machine's settings, not saved
+    """Rebuild a selector saved with ``Selector.save`` against the same ``pool``. ``threads``,
+    ``device`` and ``prediction_workers`` (GPS: where the PPM runs, default the CPU, and how many
+    threads split its prediction over the pool, default
+    :data:`~rollwise.threads.DEFAULT_PREDICTION_WORKERS`) are this machine's settings, not saved
     (see :mod:`rollwise.threads`)."""
     import json
 
@@ -64,6 +67,9 @@ def load_selector(
     machine: dict[str, Any] = {"threads": threads}
     if device is not None:
         machine["device"] = check_device(device)
+    if prediction_workers is not None:
+        check_int("prediction_workers", prediction_workers, 1)
+        machine["prediction_workers"] = int(prediction_workers)
     if os.path.isfile(path) and os.path.getsize(path) == 0:
         raise ValueError(f"{os.fspath(path)!r} is empty, not a selector state file (Selector.save)")
     try:
@@ -87,8 +93,9 @@ def load_selector(
         raise ValueError(f"{os.fspath(path)!r}: hyper-parameters are not a dict")
     hyper.pop("strategy_name", None)  # written by earlier versions; the strategy is saved apart
     kind = STRATEGIES.get(state["strategy"], (None,))[0]
-    if device is not None and kind is not None and kind is not GPSSelector:
-        raise ValueError(f"device applies to GPS selectors only; {os.fspath(path)!r} holds a "
+    gps_only = [k for k in ("device", "prediction_workers") if k in machine]
+    if gps_only and kind is not None and kind is not GPSSelector:
+        raise ValueError(f"{gps_only[0]} applies to GPS selectors only; {os.fspath(path)!r} holds a "
                          f"{state['strategy']!r} selector")
     try:
         sel = make_selector(state["strategy"], pool, int(state["batch_size"]),

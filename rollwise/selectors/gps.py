@@ -21,7 +21,12 @@ from rollwise.acquisition import (
 from rollwise.calibration import BetaBinomialCalibration
 from rollwise.ppm import PPMConfig, PromptPredictiveModel
 from rollwise.selectors.base import Selector, as_numpy, check_prepared
-from rollwise.threads import DEFAULT_SELECTOR_THREADS, limited_threads
+from rollwise.threads import (
+    DEFAULT_PREDICTION_WORKERS,
+    DEFAULT_SELECTOR_THREADS,
+    limited_threads,
+    usable_cores,
+)
 from rollwise.validation import check_int, check_number
 
 
@@ -59,7 +64,11 @@ class GPSSelector(Selector):
     :meth:`calibration`; selection never uses it) and ``ppm`` (a :class:`PPMConfig` or a mapping
     of its fields; ``make_selector`` also takes its fields by name) and ``device`` (where the PPM
     runs: the CPU by default, e.g. ``"cuda"`` to share a trainer's GPU; like ``threads`` a
-    setting of the machine, not saved, so a state saved on a GPU loads on a CPU). The defaults
+    setting of the machine, not saved, so a state saved on a GPU loads on a CPU) and
+    ``prediction_workers`` (on the CPU, the prediction over the whole pool is split into this
+    many parts computed at once on threads of their own, each with ``threads`` torch threads;
+    at most the usable cores; 1 with ``threads=None``; also a setting of the machine: the same
+    predictions for any value). The defaults
     of ``make_selector("gps")`` (:data:`rollwise.strategies.GPS_DEFAULT`) turn both guards on;
     this class's own defaults are the rule without them.
     """
@@ -83,9 +92,11 @@ class GPSSelector(Selector):
         calibration_window: int = 64,
         threads: int | None = DEFAULT_SELECTOR_THREADS,
         device: str | torch.device | None = None,
+        prediction_workers: int = DEFAULT_PREDICTION_WORKERS,
     ) -> None:
         super().__init__(pool, batch_size, seed, threads)
         self.device = check_device(device)
+        self.prediction_workers = prediction_workers
         if not 0.0 <= target <= 1.0:
             raise ValueError(f"target must lie in [0, 1], got {target}")
         if not (np.isfinite(diversity) and diversity >= 0):
@@ -129,6 +140,21 @@ class GPSSelector(Selector):
             maxlen=self.calibration_window)
         self._observed = np.zeros(len(pool), dtype=bool)  # prompts observed at least once
         self._calibration: tuple[int, BetaBinomialCalibration] | None = None
+
+    @property
+    def prediction_workers(self) -> int:
+        """Threads that compute the prediction over the whole pool at once (see the class)."""
+        return self._prediction_workers
+
+    @prediction_workers.setter
+    def prediction_workers(self, value: int) -> None:
+        check_int("prediction_workers", value, 1)
+        self._prediction_workers = int(value)
+
+    def _workers(self) -> int:
+        if self.threads is None or self.device.type != "cpu":
+            return 1
+        return min(self._prediction_workers, usable_cores())
 
     def hyper_params(self) -> dict[str, Any]:
         return {"target": self.target, "diversity": self.diversity, "intra": self.intra,
@@ -253,7 +279,8 @@ class GPSSelector(Selector):
         gen = torch.Generator().manual_seed(zlib.crc32(f"{self.seed}:{self.step}".encode()))
         last = self._last_set()
         self.model.eval()
-        return self.model.predict(emb, last, gen).cpu().numpy().astype(np.float64)
+        return (self.model.predict(emb, last, gen, workers=self._workers())
+                .cpu().numpy().astype(np.float64))
 
     def _set_tensor(self, batch: tuple[np.ndarray, np.ndarray, np.ndarray]) -> torch.Tensor:
         idx, rate, _ = batch
