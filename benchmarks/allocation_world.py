@@ -54,6 +54,10 @@ COLOURS = {"uniform": "C0", "greedy": "C3", "window": "C2", "oracle": "C7", "gre
 DIAGNOSTICS = {
     "greedy-perfect-calibration": "greedy on GPS's ranking with the true rates' distribution "
                                   "(perfect calibration)",
+    "greedy-embedding-fit": "greedy on the held-out ranking of an MLP on the embeddings fitted to "
+                            "every training prompt's true current rate (noise-free labels on the "
+                            "whole pool, more than any selector observes), with perfect "
+                            "calibration: the ranking these embeddings allow",
     "greedy-skill-level": "greedy on the best text-only prediction (true skill ability and level, "
                           "averaged over the prompt-specific noise no text reveals)",
 }
@@ -90,6 +94,27 @@ def skill_level_rates(world, train_levels: np.ndarray, held_levels: np.ndarray) 
     nodes, weights = np.polynomial.hermite_e.hermegauss(32)
     logits = (world.ability[world.heldout_skill] - base)[:, None] - cfg.prompt_noise * nodes[None, :]
     return expit(logits) @ (weights / weights.sum())
+
+
+def embedding_fit_rates(train_emb: np.ndarray, train_rates: np.ndarray, held_emb: np.ndarray,
+                        seed: int, hidden: int = 64, steps: int = 500) -> np.ndarray:
+    """Held-out predictions of an MLP (one hidden layer) fitted by full-batch Adam to the true
+    rates of every training prompt: how well the embeddings alone can rank unseen prompts."""
+    x = torch.from_numpy(np.asarray(train_emb, np.float32))
+    y = torch.from_numpy(np.asarray(train_rates, np.float32))
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], hidden), torch.nn.ReLU(),
+                                  torch.nn.Linear(hidden, 1))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(net(x).squeeze(-1), y)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        held = torch.from_numpy(np.asarray(held_emb, np.float32))
+        return torch.sigmoid(net(held).squeeze(-1)).numpy().astype(np.float64)
 
 
 def calibrated(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -199,7 +224,9 @@ def main() -> None:
                 res["methods"][name] = extra["methods"]["greedy"]
                 res["savings"][name] = extra["savings"]["greedy"]
             text_only = skill_level_rates(world, train.level, held.level)
+            fit = embedding_fit_rates(pool.embeddings, world.gamma(), held_emb, seed)
             for name, diag in (("greedy-perfect-calibration", calibrated(pred, truth)),
+                               ("greedy-embedding-fit", calibrated(fit, truth)),
                                ("greedy-skill-level", text_only)):
                 extra = compare_allocations(diag, truth, budgets, seed=seed, methods=("greedy",),
                                             oracle=False)
