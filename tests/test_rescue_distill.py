@@ -177,17 +177,21 @@ def _example_store(tiny, ids):
     return store
 
 
-@pytest.mark.parametrize("kind", ["instruction", "examples"])
+@pytest.mark.parametrize("kind", ["instruction", "examples", "prefix"])
 def test_step_raises_guided_completion_logp_under_original_prompt(tiny, tmp_path, kind):
-    # a template under which the (stand-in) policy succeeds where it fails bare: guided rows are
-    # rewarded, bare ones not; one step must raise the guided completions' log-probability
-    # under the bare prompt
+    # a template (or a response prefix) under which the (stand-in) policy succeeds where it fails
+    # bare: guided rows are rewarded, bare ones not; one step must raise the guided completions'
+    # log-probability under the bare prompt (with a prefix: of the prefix and what follows it)
     ids = tiny[1]["id"]
-    extra = {} if kind == "instruction" else dict(
-        template=example_template([], nearest=2), examples=_example_store(tiny, ids[6:]))
-    trainer, _ = _trainer(tiny, tmp_path, _hard_bank(ids[:6]) if extra else _hard_bank(ids),
+    extra = {"instruction": {}, "prefix": dict(template=None, response_prefix=lambda p: " so ="),
+             "examples": dict(template=example_template([], nearest=2),
+                              examples=_example_store(tiny, ids[6:]))}[kind]
+    examples = kind == "examples"
+    trainer, _ = _trainer(tiny, tmp_path, _hard_bank(ids[:6]) if examples else _hard_bank(ids),
                           rewards=Rewards(guided=True), lr=1e-2, **extra)
-    if extra:
+    prefix_ids = (trainer.processing_class(text=[" so ="], add_special_tokens=False)["input_ids"][0]
+                  if kind == "prefix" else None)
+    if examples:
         generated = _record_generated(trainer)
         trainer.selector = make_selector("uniform", trainer.selector.pool.subset(range(6)), batch_size=3,
                                          seed=0)
@@ -207,10 +211,68 @@ def test_step_raises_guided_completion_logp_under_original_prompt(tiny, tmp_path
     logp_before = _completion_logp(before, *args)
     logp_after = _completion_logp(trainer.model.eval(), *args)
     assert (logp_after > logp_before).all(), (logp_before, logp_after)
-    if extra:  # guided rows were sampled with two solved examples near the prompt, not its own
+    if prefix_ids is not None:  # the trained completions start with the prefix
+        assert all(row[: len(prefix_ids)] == prefix_ids for row in _unpadded(*args[1:]))
+    if examples:  # guided rows were sampled with two solved examples near the prompt, not its own
         tok = trainer.processing_class
         shown = [tok.decode(generated[j]) for j in np.flatnonzero(trainer.guided_rows)]
         assert all(text.count("Solution:") == 2 and text.startswith(EXAMPLES_HEADER) for text in shown)
+
+
+class CompletionRewards(Rewards):
+    """Rewards as ``Rewards``, recording the completions TRL scored as well."""
+
+    def __call__(self, prompts, completions, **kwargs):
+        rewards = super().__call__(prompts, completions, **kwargs)
+        self.calls[-1]["completions"] = list(completions)
+        return rewards
+
+
+def test_a_response_prefix_starts_guided_answers_scored_and_trained_under_the_bare_prompt(tiny, tmp_path):
+    prefix = " answer ="
+    # a rule that applies to some problems only: prompts of even numbers get the prefix
+    rule = lambda problem: prefix if int(problem.split()[0]) % 2 == 0 else None  # noqa: E731
+    trainer, rewards = _trainer(tiny, tmp_path, _hard_bank(tiny[1]["id"]), rewards=CompletionRewards(),
+                                template=None, response_prefix=rule)
+    generated = _record_generated(trainer)
+    trainer.model.train()
+    batch = trainer._generate_and_score_completions([tiny[1][0]] * 6)
+    tok = trainer.processing_class
+    prefix_ids = tok(text=[prefix], add_special_tokens=False)["input_ids"][0]
+    call = rewards.calls[0]
+    chosen = [int(p.split()[0]) for p in call["prompts"]]
+    expected = [n % 2 == 0 and j % N_GEN == N_GEN - 1 for j, n in enumerate(chosen)]
+    np.testing.assert_array_equal(trainer.guided_rows, expected)
+    assert any(expected) and not all(expected)
+    trained_prompts = _unpadded(batch["prompt_ids"], batch["prompt_mask"])
+    completions = _unpadded(batch["completion_ids"], batch["completion_mask"])
+    for j, prompt in enumerate(call["prompts"]):
+        original = tok(prompt)["input_ids"]
+        assert trained_prompts[j] == original  # trained as a completion of the bare prompt
+        if expected[j]:
+            assert generated[j] == original + prefix_ids  # generated on from the prefix
+            assert completions[j][: len(prefix_ids)] == prefix_ids  # which the completion holds
+            assert call["completions"][j].startswith(prefix)  # and the reward function scores
+        else:
+            assert generated[j] == original
+            assert not call["completions"][j].startswith(prefix)
+    assert trainer._row_prefixes is None  # nothing left behind for the next generation
+
+
+def test_a_response_prefix_must_be_callable(tiny, tmp_path):
+    with pytest.raises(TypeError, match="response_prefix"):
+        _trainer(tiny, tmp_path, _hard_bank(["q0"]), response_prefix="Answer:")
+
+
+def test_restate_expression():
+    from rollwise.rescue.prefixes import RESPONSE_PREFIXES, restate_expression
+
+    question = "State the final answer to the following arithmetic problem: 8 - 7 ="
+    assert restate_expression(question) == "8 - 7 = "
+    assert restate_expression(question + "\nGive the final answer on the last line.") == "8 - 7 = "
+    for other in ("What is 8 - 7?", "Solve: x + 1 = 2 for x", "", "Compute: =", "  \n"):
+        assert restate_expression(other) is None, other
+    assert RESPONSE_PREFIXES["restate"] is restate_expression and RESPONSE_PREFIXES["none"] is None
 
 
 def test_selector_and_bank_observe_only_unguided_rewards(tiny, tmp_path):

@@ -70,11 +70,14 @@ def test_cli_parses_rescue_flags():
         "train", "--num-generations", "4", "--rescue", "p2o", "--rescue-every", "5",
         "--rescue-guided", "3", "--rescue-reflection", "http://localhost:8000",
         "--rescue-max-metric-calls", "50", "--rescue-max-hard", "7",
-        "--rescue-seed-template", "Q: {problem}", "--rescue-window", "3", "--rescue-threshold", "0.9"])
+        "--rescue-seed-template", "Q: {problem}", "--rescue-window", "3", "--rescue-threshold", "0.9",
+        "--rescue-prefix", "restate"])
     (rescue,) = addons(args)
     r = rescue.settings
     assert (r.every, r.guided, r.reflection, r.max_metric_calls, r.max_hard, r.seed_template, r.window,
-            r.threshold) == (5, 3, "http://localhost:8000", 50, 7, "Q: {problem}", 3, 0.9)
+            r.threshold, r.prefix) == (5, 3, "http://localhost:8000", 50, 7, "Q: {problem}", 3, 0.9,
+                                       "restate")
+    assert RescueSettings().prefix == "none"
     assert r.proposer == "auto" and r.template_source == "reflection"  # an endpoint: it reflects
     check_addons(train_settings(args), [rescue])
     examples = addons(build_parser().parse_args([
@@ -85,6 +88,8 @@ def test_cli_parses_rescue_flags():
     assert RescueSettings(reflection="policy", proposer="reflection").template_source == "reflection"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--rescue", "p2o", "--rescue-proposer", "llm"])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--rescue", "p2o", "--rescue-prefix", "answer"])
     off = build_parser().parse_args(["train"])
     assert addons(off) == [] and train_settings(off).max_rollouts is None
     assert train_settings(build_parser().parse_args(["train", "--max-rollouts", "640"])).max_rollouts == 640
@@ -173,6 +178,30 @@ def test_run_grpo_with_rescue_evolves_at_the_configured_step(tiny_path, tmp_path
     saved = json.loads((tmp_path / "run" / "rollwise_run.json").read_text())
     assert saved["rescue"]["gepa_rollouts"] == rescue["gepa_rollouts"]
     assert saved["rescue"]["settings"]["reflection"] == "callable:Reflection"
+
+
+def test_restate_prefix_guides_hard_prompts_from_the_first_step_they_are_hard(tiny_path, tmp_path):
+    from rollwise.llm.engine import run_grpo
+
+    rows = [{**row, "question": f"Compute: {row['question']} ="} for row in ROWS]
+    seen = []
+
+    def record(completions, **kwargs):
+        seen.append(list(completions))
+        return never(completions)
+
+    record.__name__ = "record"
+    # no evolution within the run: only the prefix guides
+    result = run_grpo(_settings(tmp_path), tiny_path, rows, [], record,
+                      addons=_rescue(prefix="restate", every=100))
+    rescue = result["rescue"]
+    assert rescue["settings"]["prefix"] == "restate" and rescue["evolutions"] == []
+    assert rescue["guided_rollouts"] == 6  # steps 2 and 3: 3 hard groups x 1 guided row
+    # the guided row of each group (its last) answers from its problem's restated equation
+    for step in (1, 2):
+        guided = seen[step][1::2]
+        assert all(any(c.startswith(f"{i} + {i} = ") for i in range(3)) for c in guided), guided
+    assert not any(c.startswith(f"{i} + {i} = ") for c in seen[0] for i in range(3))
 
 
 def test_unreachable_reflection_endpoint_is_a_skip(tiny_path, tmp_path, spy_evolve):

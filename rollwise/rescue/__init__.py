@@ -3,9 +3,9 @@
 inside TRL's GRPO loop. Attached to training as an add-on:
 ``rollwise.llm.run(settings, addons=[P2ORescue(RescueSettings(...))])``.
 
-``HardPromptBank`` and ``render_template`` need nothing beyond rollwise; template evolution needs
-the ``rescue`` extra (``pip install 'rollwise[rescue]'``) and distillation the ``trl`` extra, so
-both are imported lazily.
+``HardPromptBank``, ``render_template`` and the response prefixes need nothing beyond rollwise;
+template evolution needs the ``rescue`` extra (``pip install 'rollwise[rescue]'``) and
+distillation the ``trl`` extra, so both are imported lazily.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from importlib import import_module
 from typing import Any
 
 from rollwise.rescue.bank import HardPromptBank
+from rollwise.rescue.prefixes import RESPONSE_PREFIXES, restate_expression
 from rollwise.rescue.templates import render_template
 
 _LAZY = {
@@ -32,4 +33,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'rollwise.rescue' has no attribute {name!r}")
 
 
-__all__ = ["HardPromptBank", "render_template", *sorted(_LAZY)]
+__all__ = ["HardPromptBank", "RESPONSE_PREFIXES", "render_template", "restate_expression",
+           *sorted(_LAZY)]

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from rollwise.llm.engine import TrainSettings
+from rollwise.rescue.prefixes import RESPONSE_PREFIXES
 from rollwise.validation import Interval, OneOf, check_fields, setting
 
 
@@ -45,6 +46,10 @@ class RescueSettings:
     seed_template: str | None = setting(None, help="first template GEPA starts from ('{problem}' "
                                                    "marks where the problem goes); none: the task's "
                                                    "instruction after the problem")
+    prefix: str = setting("none", help="response prefix of guided rollouts: 'restate' starts the "
+                                       "answer with the problem's equation restated ('8 - 7 = '), "
+                                       "'none' leaves the start to the policy",
+                          constraint=OneOf(tuple(RESPONSE_PREFIXES)))
     window: int = setting(2, help="failed groups in a row that make a prompt hard",
                           constraint=Interval(int, 1))
     threshold: float = setting(0.5, help="a reward at least this counts as a success",
@@ -126,7 +131,8 @@ class P2ORescue:
         # no template until the first evolution scores one on the current policy; templates wrap
         # the bare question in training as in evolution
         return RescueGRPOTrainer, dict(bank=bank, guided_per_group=s.guided, examples=examples,
-                                       problems={row["id"]: row["question"] for row in train_rows})
+                                       problems={row["id"]: row["question"] for row in train_rows},
+                                       response_prefix=RESPONSE_PREFIXES[s.prefix])
 
     def callbacks(self, trainer: Any) -> list[Any]:
         from rollwise.rescue.loop import RescueCallback

@@ -22,6 +22,11 @@ success distribution, as in P²O and other guidance methods), with clipping as t
 Guided rows are at most ``guided_per_group < num_generations`` of a group, so every group keeps
 on-policy rollouts.
 
+A *response prefix* (:mod:`rollwise.rescue.prefixes`) guides by the start of the answer instead
+of (or as well as) the prompt: a guided row is generated from the prompt followed by the prefix's
+tokens, and its completion is the prefix followed by what the policy wrote, so the verifier
+scores both and the policy is trained to write both after the bare prompt.
+
 Only unguided rewards reach the selector and the hard-prompt bank: a template's success is not
 the policy's. Guided rollouts are counted as cost (``rollouts_spent`` and ``guided_rollouts``).
 """
@@ -39,6 +44,7 @@ from rollwise.integrations.trl import CheckpointPart, RollwiseGRPOTrainer, promp
 from rollwise.metrics import effective_sample_ratio
 from rollwise.rescue.bank import HardPromptBank
 from rollwise.rescue.examples import SolvedExampleStore, has_nearest_marker, nearest_resolver
+from rollwise.rescue.prefixes import PrefixRule
 from rollwise.rescue.templates import render_template
 from rollwise.validation import Interval
 
@@ -75,28 +81,34 @@ class RescueGRPOTrainer(RollwiseGRPOTrainer):
     """:class:`RollwiseGRPOTrainer` that distils rescue templates into the policy on hard prompts.
 
     A chosen prompt is guided when ``bank.is_hard(pool id)`` and it has a template
-    (``templates[pool id]``, else ``template``). ``bank`` and ``templates`` may be updated between
-    steps (e.g. after :func:`rollwise.rescue.evolve_template`). ``problems`` maps pool ids to the
-    bare problem text the templates are rendered around (as in template evolution: a template
-    that restates the answer format is not doubled by the prompt's own instruction); without it,
-    the template wraps the prompt's user text. ``guided_rows`` holds the last
-    generation batch's guided mask (global rows, group-major). Logged: ``rescue/guided_rows``,
-    ``rescue/guided_success`` (mean guided success) beside ``rescue/hard_bare_success`` (the
-    mean success of the same groups' bare rollouts), ``rescue/hard`` (guided groups),
-    ``rescue/solved_examples`` (the solved-example store's size, when it has one), and
-    ``rollwise/esr`` over the batch as trained (guided rows included); ``rollwise/spearman`` is not
-    logged, since guided groups have fewer bare rollouts.
+    (``templates[pool id]``, else ``template``) that changes its prompt, or ``response_prefix``
+    (a :data:`~rollwise.rescue.prefixes.PrefixRule` of the bare problem) gives it a prefix.
+    ``bank`` and ``templates`` may be updated between steps (e.g. after
+    :func:`rollwise.rescue.evolve_template`). ``problems`` maps pool ids to the bare problem text
+    the templates are rendered around (as in template evolution: a template that restates the
+    answer format is not doubled by the prompt's own instruction); without it, the template
+    wraps the prompt's user text. ``guided_rows`` holds the last generation batch's guided mask
+    (global rows, group-major). Logged: ``rescue/guided_rows``, ``rescue/guided_success`` (mean
+    guided success) beside ``rescue/hard_bare_success`` (the mean success of the same groups'
+    bare rollouts), ``rescue/hard`` (guided groups), ``rescue/solved_examples`` (the
+    solved-example store's size, when it has one), and ``rollwise/esr`` over the batch as trained
+    (guided rows included); ``rollwise/spearman`` is not logged, since guided groups have fewer
+    bare rollouts.
     Not supported yet: vLLM, tools, environments, custom ``rollout_func``.
     """
 
     def __init__(self, *args: Any, bank: HardPromptBank, templates: Mapping[str, str] | None = None,
                  template: str | None = None, guided_per_group: int = 1,
                  problems: Mapping[str, str] | None = None,
-                 examples: SolvedExampleStore | None = None, **kwargs: Any) -> None:
+                 examples: SolvedExampleStore | None = None,
+                 response_prefix: PrefixRule | None = None, **kwargs: Any) -> None:
         if not isinstance(bank, HardPromptBank):
             raise TypeError(f"bank must be a HardPromptBank, got {type(bank).__name__}")
         if examples is not None and not isinstance(examples, SolvedExampleStore):
             raise TypeError(f"examples must be a SolvedExampleStore or None, got {type(examples).__name__}")
+        if response_prefix is not None and not callable(response_prefix):
+            raise TypeError("response_prefix must be a callable problem -> prefix (or None), got "
+                            f"{type(response_prefix).__name__}")
         for name, text in [("template", template), *((f"templates[{k!r}]", v)
                                                      for k, v in (templates or {}).items())]:
             if text is not None and (not isinstance(text, str) or not text.strip()):
@@ -121,6 +133,8 @@ class RescueGRPOTrainer(RollwiseGRPOTrainer):
             pid: str(problems[pid]) for pid in self.selector.pool.ids}
         self.guided_per_group = guided_per_group
         self.examples = examples
+        self.response_prefix = response_prefix
+        self._row_prefixes: list[list[int] | None] | None = None  # during a guided generation
         self._completions: list[str] | None = None
         self.guided_rollouts = 0
         self.gepa_rollouts = 0  # spent by template evolution (RescueCallback), part of the run's cost
@@ -160,32 +174,68 @@ class RescueGRPOTrainer(RollwiseGRPOTrainer):
         problem = None if self.problems is None else self.problems[pid]
         return None if wrap_prompt(prompt, template, problem) == prompt else template
 
+    def _problem(self, index: int, pid: str) -> str:
+        """The bare problem of a pool row: ``problems[pid]``, else its prompt's user text."""
+        if self.problems is not None:
+            return self.problems[pid]
+        return prompt_text(self.train_dataset[index]["prompt"])
+
+    def _guidance(self, index: int, pid: str) -> tuple[str | None, str | None]:
+        """(template, response prefix) of a chosen row, each None where it does not apply; the
+        row's group is guided when either does."""
+        if not self.bank.is_hard(pid):
+            return None, None
+        prefix = None if self.response_prefix is None else self.response_prefix(self._problem(index, pid))
+        return self._changing_template(index, pid), prefix or None
+
     # -- generation: template for sampling, original prompt for everything after ------------
     def _generate(self, prompts: list):
         if self._pending is None or not self.model.training:
             return super()._generate(prompts)
         chosen, n = self._pending[0], self.num_generations
         ids = [self.selector.pool.ids[int(i)] for i in chosen]
-        templates = [self._changing_template(int(i), pid) for i, pid in zip(chosen, ids, strict=True)]
-        guided = np.array([templates[j // n] is not None and j % n >= n - self.guided_per_group
+        guidance = [self._guidance(int(i), pid) for i, pid in zip(chosen, ids, strict=True)]
+        guided = np.array([guidance[j // n] != (None, None) and j % n >= n - self.guided_per_group
                            for j in range(len(chosen) * n)])
         self.guided_rows = guided
         lo = self.accelerator.process_index * len(prompts)
         local = [j for j in range(len(prompts)) if guided[lo + j]]
         if not local:
             return super()._generate(prompts)
-        sampled = list(prompts)
+        sampled, prefixes = list(prompts), [None] * len(prompts)
         for j in local:
             pid = ids[(lo + j) // n]
-            sampled[j] = wrap_prompt(prompts[j], templates[(lo + j) // n],
-                                     None if self.problems is None else self.problems[pid])
-        out = list(super()._generate(sampled))
+            template, prefix = guidance[(lo + j) // n]
+            if template is not None:
+                sampled[j] = wrap_prompt(prompts[j], template,
+                                         None if self.problems is None else self.problems[pid])
+            if prefix is not None:
+                prefixes[j] = self.processing_class(text=[prefix], add_special_tokens=False)["input_ids"][0]
+        self._row_prefixes = prefixes if any(p is not None for p in prefixes) else None
+        try:
+            out = list(super()._generate(sampled))
+        finally:
+            self._row_prefixes = None
         original_ids, _, _ = self._tokenize_prompts([prompts[j] for j in local])
         prompt_ids = list(out[0])
         for j, row in zip(local, original_ids, strict=True):
             prompt_ids[j] = list(row)
         out[0] = prompt_ids
         return tuple(out)
+
+    def _tokenize_prompts(self, prompts: list):
+        prompt_ids, images, fields = super()._tokenize_prompts(prompts)
+        if self._row_prefixes is not None:  # a prefixed row is generated on from its prefix ...
+            prompt_ids = [list(ids) + (prefix or [])
+                          for ids, prefix in zip(prompt_ids, self._row_prefixes, strict=True)]
+        return prompt_ids, images, fields
+
+    def _generate_single_turn(self, prompt_ids, *args: Any, **kwargs: Any):
+        completion_ids, logprobs = super()._generate_single_turn(prompt_ids, *args, **kwargs)
+        if self._row_prefixes is not None:  # ... and its completion holds the prefix: scored, trained
+            completion_ids = [(prefix or []) + list(ids)
+                              for ids, prefix in zip(completion_ids, self._row_prefixes, strict=True)]
+        return completion_ids, logprobs
 
     # -- observation: unguided rewards only -------------------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -204,8 +254,7 @@ class RescueGRPOTrainer(RollwiseGRPOTrainer):
         for j in np.flatnonzero(success.ravel() >= 1.0):
             index = int(chosen[j // n])
             pid = pool.ids[index]
-            problem = self.problems[pid] if self.problems is not None else \
-                prompt_text(self.train_dataset[index]["prompt"])
+            problem = self._problem(index, pid)
             answer = self.train_dataset[index].get("answer")
             if completions[j].strip():
                 self.examples.add(pid, problem, completions[j], pool.embeddings[index],
