@@ -31,12 +31,15 @@ from parallel_runs import run_workers
 
 from rollwise._io import atomic_write, atomic_write_json, atomic_write_report
 
-ARMS = {  # name: (selection strategy, template proposer or None for no rescue)
-    "grpo": ("uniform", None),
-    "grpo+p2o": ("uniform", "examples"),
-    "grpo+p2o-reflection": ("uniform", "reflection"),
-    "gps+p2o": ("gps", "examples"),
+ARMS = {  # name: (selection strategy, template proposer or None for no rescue, response prefix)
+    "grpo": ("uniform", None, "none"),
+    "grpo+p2o": ("uniform", "examples", "restate"),
+    "grpo+p2o-examples": ("uniform", "examples", "none"),
+    "grpo+p2o-reflection": ("uniform", "reflection", "none"),
+    "gps+p2o": ("gps", "examples", "restate"),
 }
+SUMMARY_ARMS = ("grpo", "grpo+p2o")  # the arms the results' summary reports
+GUIDANCE = "prefix"  # the mechanism condition of the grpo+p2o arm's guidance
 COLUMNS = ("id", "prompt", "answer", "level", "question")
 TRAIN_KEYS = ("budget", "prompts_per_step", "num_generations", "max_new_tokens", "learning_rate",
               "eval_prompts", "eval_steps", "k", "levels", "per_level", "pool_seed", "threads",
@@ -129,6 +132,31 @@ def measure_mechanism(args: argparse.Namespace, model: str) -> dict[str, Any]:
     }
 
 
+def measure_prefix(args: argparse.Namespace, model: str, hard_ids: list[str]) -> dict[str, list[float]]:
+    """The hard prompts bare and with the ``restate`` response prefix (the answer starts with the
+    problem's equation restated and the policy continues it; the verifier scores both), sampled
+    ``samples`` times each from the same seed, through the same generation path."""
+    from rollwise.llm.generation import TransformersPolicy, generate, render_chat
+    from rollwise.rescue.gepa_adapter import DEFAULT_TEMPLATE
+    from rollwise.rescue.prefixes import restate_expression
+    from rollwise.rescue.templates import render_template
+
+    task, rows, _ = task_rows(args)
+    hard = [r for r in rows if r["id"] in set(hard_ids)]
+    policy = TransformersPolicy(model, max_new_tokens=args.max_new_tokens, temperature=1.0, batch_size=64)
+    rates = {}
+    for name, start_of in (("prefix_bare", lambda q: ""), ("prefix", lambda q: restate_expression(q) or "")):
+        texts = [render_chat(policy.tokenizer, render_template(DEFAULT_TEMPLATE, r["question"]))
+                 + start_of(r["question"]) for r in hard for _ in range(args.samples)]
+        completions = generate(policy.model, policy.tokenizer, texts, max_new_tokens=args.max_new_tokens,
+                               temperature=1.0, batch_size=64, seed=args.pool_seed + 1)
+        scores = [task.verify(start_of(r["question"]) + c, r["answer"])
+                  for r, c in zip([r for r in hard for _ in range(args.samples)], completions, strict=True)]
+        rates[name] = np.asarray(scores, dtype=float).reshape(len(hard), args.samples).mean(axis=1).tolist()
+        print(f"{name}: {np.mean(rates[name]):.3f}", flush=True)
+    return rates
+
+
 # ---- 2. one training run ---------------------------------------------------------------------
 def run_one(arm: str, seed: int, args: argparse.Namespace, start: dict[str, Any]) -> dict[str, Any]:
     import torch
@@ -141,7 +169,7 @@ def run_one(arm: str, seed: int, args: argparse.Namespace, start: dict[str, Any]
 
     torch.set_num_threads(args.threads)
     task, rows, held = task_rows(args)
-    strategy, proposer = ARMS[arm]
+    strategy, proposer, prefix = ARMS[arm]
     per_step = args.prompts_per_step * args.num_generations
     out_dir = Path(args.runs) / arm / f"seed{seed}"
     settings = TrainSettings(
@@ -153,7 +181,7 @@ def run_one(arm: str, seed: int, args: argparse.Namespace, start: dict[str, Any]
     addons = [] if proposer is None else [P2ORescue(RescueSettings(
         proposer=proposer, every=args.rescue_every, guided=args.rescue_guided,
         max_metric_calls=args.rescue_max_metric_calls, max_hard=args.rescue_max_hard,
-        window=args.rescue_window))]
+        window=args.rescue_window, prefix=prefix))]
     final = str(out_dir / "final")
     result = run_grpo(settings, resolve_model("smollm2"), rows, held, reward_function(task),
                       final_model_dir=final, verify=task.verify, addons=addons)
@@ -207,14 +235,18 @@ def eval_curve(result: dict[str, Any]) -> dict[str, list[float]]:
 # ---- report ----------------------------------------------------------------------------------
 def summarise(data: dict[str, Any]) -> dict[str, Any]:
     """The ``summary`` object: the hard prompts' success on the starting model, bare and under the
-    evolved template, and per arm one ``hard_solved`` and ``final_heldout`` per seed."""
+    guidance of the ``grpo+p2o`` arm (the response prefix; the evolved template where the prefix
+    was not measured), and for ``grpo`` and ``grpo+p2o`` one ``hard_solved`` and
+    ``final_heldout`` per seed."""
     start = data.get("start") or {}
     rates = start.get("hard_rates", {})
+    guided = rates.get(GUIDANCE, rates.get("evolved"))
     summary: dict[str, Any] = {
         "hard_success_bare": float(np.mean(rates["bare"])) if rates else None,
-        "hard_success_template": float(np.mean(rates["evolved"])) if rates else None,
+        "hard_success_template": float(np.mean(guided)) if guided is not None else None,
     }
-    for arm, runs in data["runs"].items():
+    for arm in SUMMARY_ARMS:
+        runs = data["runs"].get(arm, {})
         seeds = sorted(runs, key=int)
         summary[arm] = {"hard_solved": [runs[s]["hard_solved"] for s in seeds],
                         "final_heldout": [runs[s]["final_heldout"] for s in seeds]}
@@ -237,17 +269,22 @@ def markdown(data: dict[str, Any]) -> str:
                   f"## 1. The mechanism: hard prompts (0 successes in {a['k']} samples), {a['samples']} "
                   "samples each", "",
                   "| model | hard prompts | stored solutions | bare prompt | two nearest solved examples "
-                  "(per prompt) | two solved examples (shared) | GEPA-evolved (example proposer) |",
-                  "|---|---|---|---|---|---|---|"]
+                  "(per prompt) | two solved examples (shared) | GEPA-evolved (example proposer) | "
+                  "bare, again | response prefix `restate` |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for label, m in (("starting model", start), ("trained", data.get("checkpoint_mechanism"))):
             if not m:
                 continue
             rates = m["hard_rates"]
             cells = [f"{np.mean(rates[n]):.3f} ({np.mean(np.asarray(rates[n]) > 0):.2f})" if n in rates
-                     else "not measured" for n in ("bare", "nearest2", "shared2", "evolved")]
+                     else "not measured" for n in ("bare", "nearest2", "shared2", "evolved",
+                                                   "prefix_bare", "prefix")]
             name = label if label == "starting model" else f"trained (`{m['model']}`)"
             lines.append(f"| {name} | {len(m['hard'])} | {m['solved_examples']} | {' | '.join(cells)} |")
-        lines += ["", "Cells: mean success rate (share of hard prompts solved at least once)."]
+        lines += ["", "Cells: mean success rate (share of hard prompts solved at least once). The last "
+                  "two columns are sampled together (the same seed and generation path): bare, and with "
+                  "the assistant's turn starting with the problem's equation restated (`8 - 7 = `), "
+                  "continued by the policy and scored with it."]
         for label, m in (("starting model", start), ("trained", data.get("checkpoint_mechanism"))):
             if m:
                 evo = m["evolution"]
@@ -296,7 +333,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
     start = data.get("start") or {}
     models = [(label, m) for label, m in (("start", start), ("trained", data.get("checkpoint_mechanism")))
               if m]
-    names = ["bare", "nearest2", "shared2", "evolved"]
+    names = ["bare", "nearest2", "shared2", "evolved", "prefix"]
     for j, (label, m) in enumerate(models):
         heights = [np.mean(m["hard_rates"][n]) if n in m["hard_rates"] else np.nan for n in names]
         ax.bar(np.arange(len(names)) + 0.4 * j, heights, width=0.4, label=f"{label} model")
@@ -357,6 +394,9 @@ def main() -> None:
     p.add_argument("--merge", action="store_true", help="keep the start and runs already in OUT.json")
     p.add_argument("--report", action="store_true", help="only redraw OUT.md and OUT.png")
     p.add_argument("--start-only", action="store_true", help="only measure the mechanism (part 1)")
+    p.add_argument("--prefix-mechanism", action="store_true",
+                   help="only measure the response prefix on the starting model's hard prompts (adds it to "
+                        "part 1 of OUT.json)")
     p.add_argument("--mechanism-checkpoint", default=None, metavar="MODEL_DIR",
                    help="only measure the mechanism on this trained model (e.g. RUNS/grpo/seed0/final)")
     p.add_argument("--conclusion", default=None, help="text for the report's reading section")
@@ -385,6 +425,15 @@ def main() -> None:
     if args.mechanism_checkpoint:  # the mechanism again, on a trained model
         record = measure_mechanism(args, args.mechanism_checkpoint)
         data["checkpoint_mechanism"] = {"model": args.mechanism_checkpoint, **record}
+        write(data, out)
+        return
+    if args.prefix_mechanism:
+        from rollwise.llm.models import resolve_model
+
+        if not data.get("start"):
+            raise SystemExit("--prefix-mechanism: measure the mechanism first (part 1 of OUT.json)")
+        start = data["start"]
+        start["hard_rates"].update(measure_prefix(args, resolve_model("smollm2"), start["hard"]))
         write(data, out)
         return
     if not data.get("start"):
