@@ -295,11 +295,13 @@ def markdown(data: dict[str, Any]) -> str:
     lines += [f"## 2. Training at equal rollouts ({a['budget']} per arm, GEPA's included), mean ± s.e. "
               "over seeds", "",
               "| arm | seeds | steps | final held-out | hard solved (>=1 of k) | hard mean rate | guided "
-              "success | same groups bare | GEPA rollouts |", "|---|---|---|---|---|---|---|---|---|"]
+              "rollouts | guided success | same groups bare | GEPA rollouts |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for arm, runs in data["runs"].items():
         rs = [runs[s] for s in sorted(runs, key=int)]
         rescue = [r.get("rescue") or {} for r in rs]
         cells = [_mean_se([r[key] for r in rs]) for key in ("final_heldout", "hard_solved", "hard_rate")]
+        cells.append("/".join(str(x.get("guided_rollouts", 0)) for x in rescue))
         cells += [_mean_se([x.get(key) for x in rescue]) for key in ("guided_success", "hard_bare_success")]
         lines.append(f"| {arm} | {len(rs)} | {'/'.join(str(r['steps']) for r in rs)} | {' | '.join(cells)} | "
                      f"{'/'.join(str(x.get('gepa_rollouts', 0)) for x in rescue)} |")
