@@ -25,8 +25,9 @@ from typing import Any
 from rollwise.validation import check_int
 
 DEFAULT_SELECTOR_THREADS = 1
-# GPS's prediction over a whole pool on 2 workers of one thread each, N = 40k on 2 cores: 0.028 s
-# against 0.052 s on one thread when quiet, 0.051 s against 0.053 s beside a busy process
+# GPS's prediction over a whole pool on 2 workers of one thread each, N = 40k, B = 256 on 2 cores
+# (benchmarks/results/overhead.md): 0.044 s against 0.056 s on one thread when quiet, 0.059 s
+# against 0.053 s beside a busy process; a step 0.194 s against 0.205 s, and 0.204 s against 0.202
 DEFAULT_PREDICTION_WORKERS = 2
 
 _controller: Any = None  # threadpoolctl's view of the loaded BLAS libraries, made on first use
