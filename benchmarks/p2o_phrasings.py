@@ -32,6 +32,7 @@ from p2o_smollm2 import bare_prompt, sample, task_rows
 
 from rollwise.llm.tasks import INSTRUCTION
 from rollwise.rescue.gepa_adapter import DEFAULT_TEMPLATE
+from rollwise.rescue.prefixes import restate_expression
 
 # name -> user-turn template ({problem} is the problem text)
 TEMPLATES = {
@@ -47,15 +48,10 @@ TEMPLATES = {
 }
 
 
-def expression(problem: str) -> str:
-    """The arithmetic problem's expression, e.g. ``8 - 7 =`` (the text after its last colon)."""
-    return problem.rsplit(":", 1)[-1].strip()
-
-
 # name -> the start of the assistant's turn, from the problem text (none: the policy starts it)
 PREFIXES: dict[str, Callable[[str], str]] = {
     "prefix_answer": lambda problem: "Answer: ",
-    "prefix_expression": lambda problem: expression(problem) + " ",
+    "prefix_expression": lambda problem: restate_expression(problem) or "",  # what P²O's restate uses
 }
 PREFIX_TEXT = {"prefix_answer": "Answer: ", "prefix_expression": "the expression restated, e.g. 8 - 7 = "}
 
