@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from p2o_smollm2 import bare_prompt, sample, task_rows
+from p2o_smollm2 import bare_prompt, sample, sample_started, task_rows
 
 from rollwise.llm.tasks import INSTRUCTION
 from rollwise.rescue.gepa_adapter import DEFAULT_TEMPLATE
@@ -99,9 +99,8 @@ def main() -> None:
     import torch
 
     from rollwise._io import atomic_write_json, atomic_write_report
-    from rollwise.llm.generation import TransformersPolicy, generate, render_chat
+    from rollwise.llm.generation import TransformersPolicy
     from rollwise.llm.models import resolve_model
-    from rollwise.rescue.templates import render_template
 
     torch.set_num_threads(args.threads)
     saved = json.loads(args.start.read_text())
@@ -130,16 +129,10 @@ def main() -> None:
     rates, examples = {}, {}
     for name in chosen:
         template = TEMPLATES[name]
-        policy.seed = args.seed
         start_of = PREFIXES.get(name, lambda problem: "")
-        texts = [render_chat(policy.tokenizer, render_template(template, r["question"]))
-                 + start_of(r["question"]) for r in hard for _ in range(args.samples)]
-        completions = generate(policy.model, policy.tokenizer, texts, max_new_tokens=args.max_new_tokens,
-                               temperature=1.0, batch_size=64, seed=args.seed)
-        rows = [r for r in hard for _ in range(args.samples)]
-        scores = np.array([task.verify(start_of(r["question"]) + c, r["answer"])
-                           for r, c in zip(rows, completions, strict=True)])
-        rates[name] = scores.reshape(len(hard), args.samples).mean(axis=1).tolist()
+        rate, completions = sample_started(policy, hard, template, start_of, task.verify, args.samples,
+                                           args.seed)
+        rates[name] = rate.tolist()
         examples[name] = start_of(hard[0]["question"]) + completions[0]
         print(f"{name}: {np.mean(rates[name]):.3f}", flush=True)
     data = {"model": args.model, "hard_prompts": len(hard), "k": config["k"], "samples": args.samples,

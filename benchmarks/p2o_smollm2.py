@@ -72,6 +72,23 @@ def sample(policy: Any, prompts: list[str], answers: list[str], verify: Any,
     return np.asarray(scores, dtype=float).reshape(len(prompts), k), completions
 
 
+def sample_started(policy: Any, rows: list[dict[str, Any]], template: str, start_of: Any, verify: Any,
+                   samples: int, seed: int) -> tuple[np.ndarray, list[str]]:
+    """Success rate per row of ``samples`` samples under ``template``, the assistant's turn
+    starting with ``start_of(question)`` and continued by the policy (scored with it), and the
+    completions (row-major, the start not included)."""
+    from rollwise.llm.generation import generate, render_chat
+    from rollwise.rescue.templates import render_template
+
+    texts = [render_chat(policy.tokenizer, render_template(template, r["question"])) + start_of(r["question"])
+             for r in rows for _ in range(samples)]
+    completions = generate(policy.model, policy.tokenizer, texts, max_new_tokens=policy.max_new_tokens,
+                           temperature=1.0, batch_size=64, seed=seed)
+    scores = [verify(start_of(r["question"]) + c, r["answer"])
+              for r, c in zip([r for r in rows for _ in range(samples)], completions, strict=True)]
+    return np.asarray(scores, dtype=float).reshape(len(rows), samples).mean(axis=1), completions
+
+
 def bare_prompt(row: dict[str, Any]) -> str:
     return row["prompt"][-1]["content"]
 
@@ -136,23 +153,17 @@ def measure_prefix(args: argparse.Namespace, model: str, hard_ids: list[str]) ->
     """The hard prompts bare and with the ``restate`` response prefix (the answer starts with the
     problem's equation restated and the policy continues it; the verifier scores both), sampled
     ``samples`` times each from the same seed, through the same generation path."""
-    from rollwise.llm.generation import TransformersPolicy, generate, render_chat
+    from rollwise.llm.generation import TransformersPolicy
     from rollwise.rescue.gepa_adapter import DEFAULT_TEMPLATE
     from rollwise.rescue.prefixes import restate_expression
-    from rollwise.rescue.templates import render_template
 
     task, rows, _ = task_rows(args)
     hard = [r for r in rows if r["id"] in set(hard_ids)]
     policy = TransformersPolicy(model, max_new_tokens=args.max_new_tokens, temperature=1.0, batch_size=64)
     rates = {}
     for name, start_of in (("prefix_bare", lambda q: ""), ("prefix", lambda q: restate_expression(q) or "")):
-        texts = [render_chat(policy.tokenizer, render_template(DEFAULT_TEMPLATE, r["question"]))
-                 + start_of(r["question"]) for r in hard for _ in range(args.samples)]
-        completions = generate(policy.model, policy.tokenizer, texts, max_new_tokens=args.max_new_tokens,
-                               temperature=1.0, batch_size=64, seed=args.pool_seed + 1)
-        scores = [task.verify(start_of(r["question"]) + c, r["answer"])
-                  for r, c in zip([r for r in hard for _ in range(args.samples)], completions, strict=True)]
-        rates[name] = np.asarray(scores, dtype=float).reshape(len(hard), args.samples).mean(axis=1).tolist()
+        rates[name] = sample_started(policy, hard, DEFAULT_TEMPLATE, start_of, task.verify, args.samples,
+                                     args.pool_seed + 1)[0].tolist()
         print(f"{name}: {np.mean(rates[name]):.3f}", flush=True)
     return rates
 
