@@ -31,10 +31,11 @@ from parallel_runs import run_workers
 
 from rollwise._io import atomic_write, atomic_write_json, atomic_write_report
 
-ARMS = {  # name: (selection strategy, template proposer or None for no rescue, response prefix)
+ARMS = {  # name: (selection strategy, template proposer ("none": no search) or None: no rescue, prefix)
     "grpo": ("uniform", None, "none"),
     "grpo+p2o": ("uniform", "examples", "restate"),
     "grpo+p2o-examples": ("uniform", "examples", "none"),
+    "grpo+p2o-prefix": ("uniform", "none", "restate"),  # no template search: no GEPA rollouts
     "grpo+p2o-reflection": ("uniform", "reflection", "none"),
     "gps+p2o": ("gps", "examples", "restate"),
 }

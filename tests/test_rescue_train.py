@@ -35,6 +35,7 @@ def _rescue(**kw):
     (dict(threshold=0.0), r"RescueSettings.threshold must be a finite number in \(0, 1\]"),
     (dict(reflection="gpt-4"), r"RescueSettings.reflection must be 'policy', an http"),
     (dict(seed_template="  "), r"RescueSettings.seed_template must be a non-empty"),
+    (dict(proposer="none"), r"RescueSettings.proposer='none' searches no template.*RescueSettings.prefix"),
 ])
 def test_bad_rescue_settings_are_rejected(tmp_path, change, match):
     check_addons(_settings(tmp_path), _rescue())  # the base is valid: only the change can fail it
@@ -86,6 +87,9 @@ def test_cli_parses_rescue_flags():
     assert (examples.template_source, examples.max_examples, examples.example_capacity) == ("examples", 3, 32)
     assert RescueSettings().template_source == "examples"  # the policy itself: worked examples
     assert RescueSettings(reflection="policy", proposer="reflection").template_source == "reflection"
+    prefix_only = addons(build_parser().parse_args([
+        "train", "--rescue", "p2o", "--rescue-proposer", "none", "--rescue-prefix", "restate"]))[0].settings
+    assert (prefix_only.template_source, prefix_only.prefix) == ("none", "restate")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--rescue", "p2o", "--rescue-proposer", "llm"])
     with pytest.raises(SystemExit):
@@ -180,7 +184,9 @@ def test_run_grpo_with_rescue_evolves_at_the_configured_step(tiny_path, tmp_path
     assert saved["rescue"]["settings"]["reflection"] == "callable:Reflection"
 
 
-def test_restate_prefix_guides_hard_prompts_from_the_first_step_they_are_hard(tiny_path, tmp_path):
+@pytest.mark.parametrize("rescue", [dict(every=100), dict(proposer="none", every=2)],
+                         ids=["no-evolution-due", "no-proposer"])
+def test_restate_prefix_guides_hard_prompts_from_the_first_step_they_are_hard(tiny_path, tmp_path, rescue):
     from rollwise.llm.engine import run_grpo
 
     rows = [{**row, "question": f"Compute: {row['question']} ="} for row in ROWS]
@@ -191,11 +197,13 @@ def test_restate_prefix_guides_hard_prompts_from_the_first_step_they_are_hard(ti
         return never(completions)
 
     record.__name__ = "record"
-    # no evolution within the run: only the prefix guides
+    # no evolution within the run (none due, or no proposer at all): only the prefix guides
     result = run_grpo(_settings(tmp_path), tiny_path, rows, [], record,
-                      addons=_rescue(prefix="restate", every=100))
+                      addons=_rescue(prefix="restate", **rescue))
     rescue = result["rescue"]
     assert rescue["settings"]["prefix"] == "restate" and rescue["evolutions"] == []
+    assert rescue["gepa_rollouts"] == 0 and result["rollouts"] == rescue["training_rollouts"] == 3 * 3 * 2
+    assert rescue["proposer"] == rescue["settings"]["proposer"].replace("auto", "examples")
     assert rescue["guided_rollouts"] == 6  # steps 2 and 3: 3 hard groups x 1 guided row
     # the guided row of each group (its last) answers from its problem's restated equation
     for step in (1, 2):

@@ -28,10 +28,12 @@ class RescueSettings:
                                   "(1..num_generations-1)", constraint=Interval(int, 1))
     proposer: str = setting("auto", help="where new templates come from: 'examples' (worked "
                                          "examples from the policy's own verified solutions, no "
-                                         "LM), 'reflection' (a reflection LM writes them) or "
-                                         "'auto' (reflection when --rescue-reflection names an "
-                                         "endpoint or callable, else examples)",
-                            constraint=OneOf(("auto", "examples", "reflection")))
+                                         "LM), 'reflection' (a reflection LM writes them), 'auto' "
+                                         "(reflection when --rescue-reflection names an endpoint "
+                                         "or callable, else examples) or 'none' (no template "
+                                         "search and no GEPA rollouts: the response prefix alone "
+                                         "guides hard prompts)",
+                            constraint=OneOf(("auto", "examples", "reflection", "none")))
     max_examples: int = setting(4, help="most worked examples in one template ('examples' proposer)",
                                 constraint=Interval(int, 1))
     example_capacity: int = setting(256, help="verified solutions the example store keeps (the newest)",
@@ -62,6 +64,9 @@ class RescueSettings:
             raise ValueError(f"RescueSettings.guided must be an int in 1..num_generations-1 = "
                              f"1..{num_generations - 1} (every group keeps a bare rollout), got "
                              f"{self.guided!r}")
+        if self.proposer == "none" and self.prefix == "none":
+            raise ValueError("RescueSettings.proposer='none' searches no template, so nothing would guide "
+                             "a hard prompt: set RescueSettings.prefix (e.g. 'restate') or a proposer")
         if self.max_hard > self.max_metric_calls:
             raise ValueError(f"RescueSettings.max_hard={self.max_hard} exceeds max_metric_calls="
                              f"{self.max_metric_calls}: GEPA could not even score the seed template")
@@ -126,6 +131,7 @@ class P2ORescue:
             raise ValueError(f"train_rows: rescue needs the columns {missing} in every row")
         s = self.settings
         self._rows, self._verify, self._train = train_rows, verify or verify_number, settings
+        self._callback = None
         bank = HardPromptBank(window=s.window, success_threshold=s.threshold)
         examples = SolvedExampleStore(s.example_capacity) if s.template_source == "examples" else None
         # no template until the first evolution scores one on the current policy; templates wrap
@@ -140,6 +146,8 @@ class P2ORescue:
         s, train = self.settings, self._train
         if train is None:
             raise RuntimeError("P2ORescue.callbacks called before prepare")
+        if s.template_source == "none":  # the prefix alone guides: nothing to evolve
+            return []
         self._callback = RescueCallback(
             trainer, self._rows, self._verify, s.reflection, every=s.every,
             max_metric_calls=s.max_metric_calls, max_hard=s.max_hard, seed_template=s.seed_template,
@@ -148,8 +156,10 @@ class P2ORescue:
         return [self._callback]
 
     def summary(self, trainer: Any) -> dict[str, Any]:
-        return {"settings": self.settings.as_record(), "training_rollouts": trainer.rollouts_spent,
-                **self._callback.summary()}
+        from rollwise.rescue.loop import rescue_summary
+
+        what = self._callback.summary() if self._callback is not None else rescue_summary(trainer, "none")
+        return {"settings": self.settings.as_record(), "training_rollouts": trainer.rollouts_spent, **what}
 
 
 __all__ = ["RescueSettings", "P2ORescue"]

@@ -159,12 +159,18 @@ class RescueCallback(TrainerCallback):
 
     def summary(self) -> dict[str, Any]:
         """What the rescue did over the run, for ``rollwise_run.json``."""
-        examples = getattr(self.trainer, "examples", None)
-        return {"proposer": self.proposer, "evolutions": self.evolutions, "gepa_rollouts": self.gepa_rollouts,
-                "solved_examples": None if examples is None else len(examples),
-                "guided_rollouts": self.trainer.guided_rollouts, "template": self.trainer.template,
-                "hard_prompts": len(self.trainer.bank.hard_ids()),
-                "rescued": len(self.trainer.bank.rescued), "rescued_ids": self.trainer.bank.rescued}
+        return rescue_summary(self.trainer, self.proposer)
 
 
-__all__ = ["PROPOSERS", "RescueCallback"]
+def rescue_summary(trainer: Any, proposer: str) -> dict[str, Any]:
+    """What a :class:`~rollwise.rescue.distill.RescueGRPOTrainer`'s rescue did over the run, read
+    from the trainer (where its state lives), with the template ``proposer`` it ran with."""
+    examples = getattr(trainer, "examples", None)
+    return {"proposer": proposer, "evolutions": trainer.evolutions, "gepa_rollouts": trainer.gepa_rollouts,
+            "solved_examples": None if examples is None else len(examples),
+            "guided_rollouts": trainer.guided_rollouts, "template": trainer.template,
+            "hard_prompts": len(trainer.bank.hard_ids()),
+            "rescued": len(trainer.bank.rescued), "rescued_ids": trainer.bank.rescued}
+
+
+__all__ = ["PROPOSERS", "RescueCallback", "rescue_summary"]
