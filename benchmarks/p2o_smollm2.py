@@ -169,6 +169,43 @@ def measure_prefix(args: argparse.Namespace, model: str, hard_ids: list[str]) ->
     return rates
 
 
+def measure_restating(args: argparse.Namespace, arm: str, seed: int,
+                      hard_ids: list[str]) -> dict[str, Any] | None:
+    """Whether the ``restate`` prefix was distilled into the bare prompt: the run's final model
+    (arm ``start``: the starting model) samples the initially hard prompts bare ``--k`` times
+    from the seed ``run_one`` used (the same completions its ``hard_after`` scored), and the
+    share that start by restating the problem's expression is counted, with the success rate of
+    those and of the others (None where the run's final model is not there)."""
+    import torch
+
+    from rollwise.llm.generation import TransformersPolicy
+    from rollwise.rescue.prefixes import restate_expression
+
+    torch.set_num_threads(args.threads)
+    task, rows, _ = task_rows(args)
+    hard = [r for r in rows if r["id"] in set(hard_ids)]
+    if arm == "start":
+        from rollwise.llm.models import resolve_model
+
+        final = Path(resolve_model("smollm2"))
+    else:
+        final = Path(args.runs) / arm / f"seed{seed}" / "final"
+    if not final.is_dir():
+        print(f"--restating: no final model at {final}: {arm} seed {seed} skipped", flush=True)
+        return None
+    policy = TransformersPolicy(str(final), max_new_tokens=args.max_new_tokens, temperature=1.0,
+                                batch_size=64, seed=seed + 101)
+    scores, completions = sample(policy, [bare_prompt(r) for r in hard], [r["answer"] for r in hard],
+                                 task.verify, args.k)
+    starts = [(restate_expression(r["question"]) or "").strip() for r in hard for _ in range(args.k)]
+    restated = np.asarray([bool(s) and c.lstrip().startswith(s)
+                           for c, s in zip(completions, starts, strict=True)])
+    flat = scores.reshape(-1)
+    return {"restated": float(restated.mean()), "hard_rate": float(flat.mean()),
+            "success_restated": float(flat[restated].mean()) if restated.any() else None,
+            "success_other": float(flat[~restated].mean()) if (~restated).any() else None}
+
+
 # ---- 2. one training run ---------------------------------------------------------------------
 def run_one(arm: str, seed: int, args: argparse.Namespace, start: dict[str, Any]) -> dict[str, Any]:
     import torch
@@ -332,6 +369,18 @@ def markdown(data: dict[str, Any]) -> str:
                 lines.append(f"- step {e['step']}: {e['hard']} hard, seed score {e.get('seed_score')}, best "
                              f"{e.get('best_score')}, {e.get('rollouts', 0)} rollouts"
                              + (f" (skipped: {e['skipped']})" if e.get("skipped") else ""))
+    if data.get("restating"):
+        lines += ["", "## Was the prefix distilled? The initially hard prompts, bare, after training", "",
+                  f"Each final model samples them {a['k']} times (the samples of `hard solved`); share of "
+                  "answers that start by restating the problem's expression, and success rates.", "",
+                  "| arm | seed | answers restating | success, restating | success, other | success |",
+                  "|---|---|---|---|---|---|"]
+        for arm, per in data["restating"].items():
+            for seed in sorted(per, key=int):
+                r = per[seed]
+                cells = [f"{r[k]:.3f}" if r[k] is not None else "n/a"
+                         for k in ("restated", "success_restated", "success_other", "hard_rate")]
+                lines.append(f"| {arm} | {seed} | {' | '.join(cells)} |")
     if data.get("conclusion"):
         lines += ["", "## Reading", "", data["conclusion"]]
     return "\n".join(lines) + "\n"
@@ -413,6 +462,10 @@ def main() -> None:
                         "part 1 of OUT.json)")
     p.add_argument("--mechanism-checkpoint", default=None, metavar="MODEL_DIR",
                    help="only measure the mechanism on this trained model (e.g. RUNS/grpo/seed0/final)")
+    p.add_argument("--restating", default=None, metavar="ARMS",
+                   help="only measure, on the final models under --runs of these arms' runs ('start': "
+                        "the starting model), how often the bare hard prompts' answers start by "
+                        "restating the expression")
     p.add_argument("--conclusion", default=None, help="text for the report's reading section")
     p.add_argument("--one", nargs=2, metavar=("ARM", "SEED"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -440,6 +493,16 @@ def main() -> None:
         record = measure_mechanism(args, args.mechanism_checkpoint)
         data["checkpoint_mechanism"] = {"model": args.mechanism_checkpoint, **record}
         write(data, out)
+        return
+    if args.restating:
+        for arm in args.restating.split(","):
+            for seed in ["0"] if arm == "start" else sorted(data["runs"].get(arm, {}), key=int):
+                record = measure_restating(args, arm, int(seed), data["start"]["hard"])
+                if record is None:
+                    continue
+                data.setdefault("restating", {}).setdefault(arm, {})[seed] = record
+                print(arm, seed, record, flush=True)
+                write(data, out)
         return
     if args.prefix_mechanism:
         from rollwise.llm.models import resolve_model
