@@ -474,7 +474,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"--arms: unknown {unknown}; choose from {list(ARMS)}")
     data: dict[str, Any] = {"runs": {}}
-    if (args.merge or args.report or args.one) and out.with_suffix(".json").exists():
+    if (args.merge or args.report or args.one or args.restating) and out.with_suffix(".json").exists():
         data = json.loads(out.with_suffix(".json").read_text())
         data.setdefault("runs", {})
     if args.one:  # a worker: train, print the record as JSON on the last line
