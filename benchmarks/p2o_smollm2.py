@@ -362,7 +362,7 @@ def markdown(data: dict[str, Any]) -> str:
     for arm, runs in data["runs"].items():
         for s in sorted(runs, key=int):
             rescue = runs[s].get("rescue")
-            if not rescue:
+            if not rescue or not rescue["evolutions"]:
                 continue
             lines += ["", f"{arm} seed {s}, evolutions:"]
             for e in rescue["evolutions"]:
@@ -380,7 +380,8 @@ def markdown(data: dict[str, Any]) -> str:
                 r = per[seed]
                 cells = [f"{r[k]:.3f}" if r[k] is not None else "n/a"
                          for k in ("restated", "success_restated", "success_other", "hard_rate")]
-                lines.append(f"| {arm} | {seed} | {' | '.join(cells)} |")
+                name = "starting model" if arm == "start" else arm
+                lines.append(f"| {name} | {seed if arm != 'start' else '-'} | {' | '.join(cells)} |")
     if data.get("conclusion"):
         lines += ["", "## Reading", "", data["conclusion"]]
     return "\n".join(lines) + "\n"
