@@ -184,9 +184,9 @@ def test_run_grpo_with_rescue_evolves_at_the_configured_step(tiny_path, tmp_path
     assert saved["rescue"]["settings"]["reflection"] == "callable:Reflection"
 
 
-@pytest.mark.parametrize("rescue", [dict(every=100), dict(proposer="none", every=2)],
+@pytest.mark.parametrize("search", [dict(every=100), dict(proposer="none", every=2)],
                          ids=["no-evolution-due", "no-proposer"])
-def test_restate_prefix_guides_hard_prompts_from_the_first_step_they_are_hard(tiny_path, tmp_path, rescue):
+def test_restate_prefix_guides_hard_prompts_from_the_first_step_they_are_hard(tiny_path, tmp_path, search):
     from rollwise.llm.engine import run_grpo
 
     rows = [{**row, "question": f"Compute: {row['question']} ="} for row in ROWS]
@@ -199,7 +199,7 @@ def test_restate_prefix_guides_hard_prompts_from_the_first_step_they_are_hard(ti
     record.__name__ = "record"
     # no evolution within the run (none due, or no proposer at all): only the prefix guides
     result = run_grpo(_settings(tmp_path), tiny_path, rows, [], record,
-                      addons=_rescue(prefix="restate", **rescue))
+                      addons=_rescue(prefix="restate", **search))
     rescue = result["rescue"]
     assert rescue["settings"]["prefix"] == "restate" and rescue["evolutions"] == []
     assert rescue["gepa_rollouts"] == 0 and result["rollouts"] == rescue["training_rollouts"] == 3 * 3 * 2
