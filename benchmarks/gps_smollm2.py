@@ -1,12 +1,16 @@
-"""GPS against uniform and MoPPS on SmolLM2-135M-Instruct, several seeds, equal rollouts per arm.
+"""GPS against uniform, MoPPS and DS on SmolLM2-135M-Instruct, several seeds.
 
 Every (arm, seed) run trains with ``rollwise train``'s engine (TRL's GRPOTrainer) from the same
-start on the arithmetic task (five chain_sum levels), the same sizes and the same held-out
+start on the arithmetic task (five chain_sum levels) or a task file (``--task``), the same sizes
+and the same held-out
 protocol (``--eval-prompts`` rows spread over all levels x 4 samples, at start and every
 ``--eval-steps``). Runs go in parallel as separate processes (``--jobs``, each with
 ``--threads`` torch threads), seed by seed; each finished run is merged into
 ``OUT.json`` at once, so an interrupted call keeps what finished and ``--merge`` adds to it.
 ``OUT.md`` and ``OUT.png`` are redrawn from the JSON (``--report`` redraws only).
+Selector arms spend equal rollouts (steps x prompts x rollouts); the ``ds`` arm (DAPO's dynamic
+sampling over uniform prompts, in the trainer) runs the same optimiser steps and pays for every
+round it generates, so its cost shows in ``rollouts``.
 
     python benchmarks/gps_smollm2.py --seeds 0 1 2 --jobs 2          # CPU size (the defaults)
     python benchmarks/gps_smollm2.py --steps 40 --prompts-per-step 8 --num-generations 8 \\
@@ -24,8 +28,8 @@ from parallel_runs import run_workers
 
 from rollwise._io import atomic_write, atomic_write_json, atomic_write_report
 
-ARMS = ["uniform", "mopps", "gps", "gps-unguarded"]
-SETTINGS_KEYS = ("steps", "prompts_per_step", "num_generations", "max_new_tokens",
+ARMS = ["uniform", "mopps", "gps", "gps-unguarded", "ds"]
+SETTINGS_KEYS = ("task", "steps", "prompts_per_step", "num_generations", "max_new_tokens",
                  "learning_rate", "eval_steps", "eval_prompts", "threads")
 
 
@@ -34,7 +38,7 @@ def run_one(arm: str, seed: int, args: argparse.Namespace) -> dict:
     from rollwise.llm.engine import TrainSettings, run
 
     settings = TrainSettings(
-        model="smollm2", task="arithmetic", strategy=arm, seed=seed,
+        model="smollm2", strategy=arm, seed=seed,
         output_dir=str(Path(args.runs) / arm / f"seed{seed}"), save_steps=args.steps,
         **{k: getattr(args, k) for k in SETTINGS_KEYS})
     return condense(run(settings))
@@ -80,24 +84,30 @@ def rollouts_to_reach(rollouts: list, accuracy: list, target: float) -> float | 
     return None
 
 
+def _mean_final(runs: dict) -> float | None:
+    return float(np.mean([r["eval_accuracy"][-1] for r in runs.values()])) if runs else None
+
+
 def summarise(data: dict) -> dict:
-    """The ``summary`` object: per arm one final held-out accuracy and one rollouts-to-uniform's
-    final accuracy per seed (None where never reached); model, seeds, rollouts per arm."""
+    """The ``summary`` object: per arm, per seed, the final held-out accuracy, the rollouts spent
+    and the rollouts at which the arm reached uniform's and DS's mean final held-out accuracy
+    (None where never reached, or where that arm has not run); model, task, seeds, rollouts per
+    selector arm."""
     arms = data["runs"]
-    target = None
-    if arms.get("uniform"):
-        target = float(np.mean([r["eval_accuracy"][-1] for r in arms["uniform"].values()]))
-    summary: dict = {"model": "SmolLM2-135M-Instruct", "seeds": sorted(
-        {int(s) for runs in arms.values() for s in runs}), "rollouts_per_arm": None}
+    targets = {"uniform": _mean_final(arms.get("uniform", {})), "ds": _mean_final(arms.get("ds", {}))}
+    summary: dict = {"model": "SmolLM2-135M-Instruct", "task": data.get("args", {}).get("task", "arithmetic"),
+                     "seeds": sorted({int(s) for runs in arms.values() for s in runs}),
+                     "rollouts_per_arm": None}
     for arm, runs in arms.items():
         seeds = sorted(runs, key=int)
-        summary[arm] = {
-            "final_heldout": [runs[s]["eval_accuracy"][-1] for s in seeds],
-            "rollouts_to_uniform_final": [
+        summary[arm] = {"final_heldout": [runs[s]["eval_accuracy"][-1] for s in seeds]}
+        for name, target in targets.items():
+            summary[arm][f"rollouts_to_{name}_final"] = [
                 None if target is None else rollouts_to_reach(
-                    runs[s]["eval_rollouts"], runs[s]["eval_accuracy"], target) for s in seeds],
-        }
-        summary["rollouts_per_arm"] = max(r["rollouts"] for r in runs.values())
+                    runs[s]["eval_rollouts"], runs[s]["eval_accuracy"], target) for s in seeds]
+        summary[arm]["rollouts"] = [runs[s]["rollouts"] for s in seeds]
+        if arm != "ds":
+            summary["rollouts_per_arm"] = max(r["rollouts"] for r in runs.values())
     return summary
 
 
@@ -106,32 +116,61 @@ def _mean_se(values: list[float]) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else float("nan")
 
 
+def paired_against(data: dict, base: str) -> list[str]:
+    """Markdown rows: each arm's final held-out minus ``base``'s, paired over their common seeds
+    (mean ± s.e., two-sided paired t-test p-value from scipy)."""
+    from scipy import stats
+
+    runs = data["runs"]
+    if base not in runs:
+        return []
+    lines = ["", f"Paired differences in final held-out accuracy against `{base}` (same seeds):", "",
+             "| arm | seeds | mean difference | p (paired t) |", "|---|---|---|---|"]
+    for arm in runs:
+        if arm == base:
+            continue
+        seeds = sorted(set(runs[arm]) & set(runs[base]), key=int)
+        d = [runs[base][k]["eval_accuracy"][-1] - runs[arm][k]["eval_accuracy"][-1] for k in seeds]
+        if len(d) < 2:
+            continue
+        m, se = _mean_se(d)
+        p = stats.ttest_rel([runs[base][k]["eval_accuracy"][-1] for k in seeds],
+                            [runs[arm][k]["eval_accuracy"][-1] for k in seeds]).pvalue
+        lines.append(f"| {base} - {arm} | {len(d)} | {m:+.3f} ± {se:.3f} | {p:.2f} |")
+    return lines
+
+
 def markdown(data: dict) -> str:
     s, a = data["summary"], data["args"]
     lines = [
-        "# GPS vs uniform vs MoPPS on SmolLM2-135M-Instruct (arithmetic, several seeds)", "",
+        f"# GPS vs uniform, MoPPS and DS on SmolLM2-135M-Instruct ({s['task']}, several seeds)", "",
         f"Written by `benchmarks/gps_smollm2.py`. {a['steps']} steps x {a['prompts_per_step']} "
         f"prompts x {a['num_generations']} rollouts x {a['max_new_tokens']} tokens, lr "
-        f"{a['learning_rate']}; held-out: {a['eval_prompts']} prompts over all five levels x 4 "
-        f"samples, at step 0 and every {a['eval_steps']} steps. Same start, same rollouts per "
-        f"arm. Mean ± standard error over seeds {s['seeds']}.", "",
-        "| arm | seeds | final held-out | per evaluation | rollouts to uniform's final | "
-        "mean ESR | final truncation | distinct prompts / selections | max repeats |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"{a['learning_rate']}; held-out: {a['eval_prompts']} prompts over all levels x 4 "
+        f"samples, at step 0 and every {a['eval_steps']} steps. Same start; the selector arms "
+        f"spend the same rollouts, `ds` the same steps (its rollouts counted). Mean ± standard "
+        f"error over seeds {s['seeds']}.", "",
+        "| arm | seeds | final held-out | per evaluation | rollouts spent | rollouts to uniform's "
+        "final | rollouts to DS's final | mean ESR | final truncation | distinct prompts / "
+        "selections | max repeats |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for arm, runs in data["runs"].items():
         rs = [runs[k] for k in sorted(runs, key=int)]
         m, se = _mean_se([r["eval_accuracy"][-1] for r in rs])
         curve = np.mean([r["eval_accuracy"] for r in rs], axis=0)
-        reach = s[arm]["rollouts_to_uniform_final"]
-        reach_txt = ", ".join("-" if x is None else f"{x:,.0f}" for x in reach)
+        reach = [", ".join("-" if x is None else f"{x:,.0f}" for x in s[arm][f"rollouts_to_{t}_final"])
+                 for t in ("uniform", "ds")]
         lines.append(
             f"| {arm} | {len(rs)} | {m:.3f}{f' ± {se:.3f}' if len(rs) > 1 else ''} | "
             f"{' / '.join(f'{c:.3f}' for c in curve)} | "
-            f"{reach_txt} | {np.mean([np.mean(r['esr']) for r in rs]):.2f} | "
+            f"{np.mean([r['rollouts'] for r in rs]):,.0f} | {reach[0]} | {reach[1]} | "
+            f"{np.mean([np.mean(r['esr']) for r in rs]):.2f} | "
             f"{np.mean([r['eval_truncation'][-1] for r in rs]):.2f} | "
-            f"{np.mean([r['distinct_prompts'] for r in rs]):.0f} / {rs[0]['selections']} | "
+            f"{np.mean([r['distinct_prompts'] for r in rs]):.0f} / "
+            f"{np.mean([r['selections'] for r in rs]):.0f} | "
             f"{np.mean([r['max_repeats'] for r in rs]):.1f} |")
+    lines += paired_against(data, "gps")
     levels = sorted({lv for runs in data["runs"].values() for r in runs.values()
                      for lv in r["eval_levels"][-1]}, key=float)
     lines += ["", "Final held-out accuracy per level (mean over seeds), and the level mix of the "
@@ -207,6 +246,7 @@ def write(data: dict, out: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arms", default=",".join(ARMS))
+    p.add_argument("--task", default="arithmetic", help="'arithmetic' or a task file (rollwise train --task)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--prompts-per-step", type=int, default=8)

@@ -40,6 +40,23 @@ def selector_names() -> list[str]:
     return list(PRESETS)
 
 
+# Training filters: a name that trains a selector with DAPO's dynamic-sampling filter on top
+# (``rollwise train --strategy ds``; any selector takes the filter with ``--dynamic-sampling``).
+TRAIN_FILTERS: dict[str, str] = {"ds": "uniform"}
+
+
+def train_names() -> list[str]:
+    """Every strategy real training accepts: the selectors and ``ds``."""
+    return selector_names() + list(TRAIN_FILTERS)
+
+
+def train_strategy(name: str) -> tuple[str, bool]:
+    """``(selector name, dynamic sampling on)`` for a training strategy name."""
+    if name in TRAIN_FILTERS:
+        return TRAIN_FILTERS[name], True
+    return name, False
+
+
 def bench_names() -> list[str]:
     """Every strategy the simulated benchmark runs."""
     return selector_names() + list(BENCH_ONLY)

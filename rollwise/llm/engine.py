@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from rollwise.strategies import selector_names
+from rollwise.strategies import train_names, train_strategy
 from rollwise.threads import model_threads
 from rollwise.validation import Interval, OneOf, check_fields, setting
 
@@ -33,7 +33,14 @@ class TrainSettings:
     text_field: str | None = setting(None, help="a task file's problem field; none: the first of "
                                                 "prompt, problem, question, text")
     answer_field: str | None = setting(None, help="a task file's reference-answer field; none: answer")
-    strategy: str = setting("gps", help="prompt selector", constraint=OneOf(selector_names))
+    strategy: str = setting("gps", help="prompt selector; 'ds' is uniform with DAPO's dynamic sampling",
+                            constraint=OneOf(train_names))
+    dynamic_sampling: bool = setting(False, help="DAPO's dynamic sampling on top of the strategy: drop "
+                                                 "groups whose rewards are all equal and generate more "
+                                                 "until the step's batch is full (every rollout counted)")
+    max_sampling_rounds: int = setting(10, help="dynamic sampling: at most this many generation rounds "
+                                                "per step (DAPO's max_num_gen_batches)",
+                                       constraint=POSITIVE)
     output_dir: str = setting("runs/train", help="checkpoints, the selector and rollwise_run.json "
                                                  "(the run's log)")
     steps: int = setting(40, help="optimiser steps", constraint=POSITIVE)
@@ -59,6 +66,9 @@ class TrainSettings:
                                 constraint=Interval(int, 0))
     eval_generations: int = setting(4, help="samples per held-out prompt", constraint=Interval(int, 2),
                                     cli=False)
+    gradient_checkpointing: bool = setting(False, help="recompute activations in the backward pass "
+                                                       "(TRL's default) to save memory; off is "
+                                                       "faster by a forward pass per step")
     save_steps: int = setting(20, help="steps between checkpoints", constraint=POSITIVE)
     save_optimizer: bool = setting(False, help="also keep the optimizer, scheduler and RNG state in "
                                                "checkpoints (about 3x the size); without it --resume "
@@ -202,8 +212,9 @@ def run_grpo(
     if not torch.cuda.is_available():  # the selector bounds its own calls (rollwise.threads)
         torch.set_num_threads(settings.threads or model_threads())
     pool = PromptPool.from_texts(texts, ids=train_ds["id"], embedder=settings.embedder)
-    selector = make_selector(settings.strategy, pool, settings.prompts_per_step,
-                             seed=settings.seed, **settings.hyper)
+    name, filtered = train_strategy(settings.strategy)
+    selector = make_selector(name, pool, settings.prompts_per_step, seed=settings.seed,
+                             **settings.hyper)
     per_step = settings.prompts_per_step * settings.num_generations
     use_gpu = torch.cuda.is_available()
     config_args: dict[str, Any] = dict(
@@ -232,10 +243,13 @@ def run_grpo(
         bf16=use_gpu and torch.cuda.is_bf16_supported(),
         use_cpu=not use_gpu,
         dataloader_num_workers=0,
+        gradient_checkpointing=settings.gradient_checkpointing,
     )
     config = GRPOConfig(**{**config_args, **config_overrides})
     common = dict(model=model_path, reward_funcs=reward_funcs, args=config, train_dataset=train_ds,
                   eval_dataset=eval_ds, selector=selector, embedder=settings.embedder,
+                  dynamic_sampling=settings.dynamic_sampling or filtered,
+                  max_sampling_rounds=settings.max_sampling_rounds,
                   base_model=SMOLLM2_HUB_ID if settings.model.lower() == "smollm2" else settings.model)
     trainer = trainer_class(**common, **addon_kwargs)
     for addon in addons:

@@ -18,9 +18,12 @@ def generate(model: Any, tokenizer: Any, texts: Sequence[str], *, max_new_tokens
     ``temperature`` 0 decodes greedily; above 0 samples (top-p 1, top-k off) from ``seed``, the
     same texts giving the same completions. Sampling runs inside a forked RNG, so a training run's
     next rollouts do not depend on whether anything was generated here. ``tokenizer`` must pad on
-    the left (see :func:`rollwise.llm.models.load_for_generation`).
+    the left (see :func:`rollwise.llm.models.load_for_generation`). A prompt repeated in a row is
+    prefilled once (:func:`rollwise.integrations.prefill.shared_prefill`; the same completions).
     """
     import torch
+
+    from rollwise.integrations.prefill import shared_prefill
 
     if isinstance(texts, str):
         raise TypeError("texts must be a sequence of strings, not one string")
@@ -40,7 +43,7 @@ def generate(model: Any, tokenizer: Any, texts: Sequence[str], *, max_new_tokens
         for lo in range(0, len(texts), batch_size):
             enc = tokenizer(list(texts[lo : lo + batch_size]), return_tensors="pt", padding=True,
                             add_special_tokens=add_special_tokens).to(device)
-            with torch.no_grad():
+            with torch.no_grad(), shared_prefill(model):
                 ids = model.generate(**enc, **gen)
             out += tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     return out

@@ -1,0 +1,180 @@
+"""DAPO's dynamic sampling in RollwiseGRPOTrainer: real GRPO steps with a tiny random model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("trl")
+
+import torch  # noqa: E402
+from trl import GRPOConfig  # noqa: E402
+
+from rollwise import PromptPool, make_selector  # noqa: E402
+from rollwise.integrations.trl import RollwiseGRPOTrainer  # noqa: E402
+
+SOLVED, UNSOLVED = {"q0", "q1", "q2", "q3"}, {"q4", "q5", "q6", "q7"}  # the rest: mixed groups
+
+
+class ByPrompt:
+    """Reward 1 on the always-solved prompts, 0 on the never-solved ones, and 0, 1, 0, 1, ...
+    within a call elsewhere (so those groups of two are informative)."""
+
+    __name__ = "by_prompt"
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def __call__(self, completions, id, **kwargs):  # noqa: A002 - TRL passes dataset columns
+        self.calls.append(list(id))
+        return [1.0 if pid in SOLVED else 0.0 if pid in UNSOLVED else float(j % 2)
+                for j, pid in enumerate(id)]
+
+
+def _ds_trainer(tiny, out, steps, selector="uniform", rounds=10, reward=None, **config):
+    path, ds = tiny
+    pool = PromptPool.from_texts(ds["prompt"], ids=ds["id"], embedder="hashing")
+    sel = make_selector(selector, pool, batch_size=3, seed=0,
+                        **({"grad_steps": 1} if selector.startswith("gps") else {}))
+    args = GRPOConfig(output_dir=str(out), per_device_train_batch_size=6, num_generations=2,
+                      max_completion_length=6, max_steps=steps, logging_steps=1, save_steps=100,
+                      report_to="none", use_cpu=True, seed=0, learning_rate=1e-3, **config)
+    reward = reward or ByPrompt()
+    trainer = RollwiseGRPOTrainer(model=path, reward_funcs=reward, args=args, train_dataset=ds,
+                                  selector=sel, dynamic_sampling=True, max_sampling_rounds=rounds)
+    return trainer, reward
+
+
+def _batches(trainer):
+    """Record every generation batch the trainer hands to the optimiser."""
+    seen = []
+    inner = trainer._generate_and_score_completions
+
+    def spy(inputs):
+        out = inner(inputs)
+        seen.append(out)
+        return out
+
+    trainer._generate_and_score_completions = spy
+    return seen
+
+
+def test_every_trained_group_is_informative_and_every_rollout_counted(tiny, tmp_path):
+    trainer, reward = _ds_trainer(tiny, tmp_path, steps=3)
+    batches = _batches(trainer)
+    trainer.train()
+    ids = tiny[1]["id"]
+    rounds = len(reward.calls)
+    assert rounds > 3  # a third of the pool is informative: one round rarely fills a batch
+    assert len(trainer.selection_log) == rounds
+    assert trainer.rollouts_spent == rounds * 3 * 2  # dropped groups cost as much as kept ones
+    for out in batches:
+        adv = out["advantages"].reshape(3, 2)
+        assert adv.shape == (3, 2) and bool((adv.abs().sum(dim=1) > 0).all())
+        assert int(out["num_items_in_batch"]) == int(out["completion_mask"].sum())
+    kept_rounds = [h["rollwise/ds_rounds"] for h in trainer.state.log_history if "rollwise/ds_rounds" in h]
+    assert sum(kept_rounds) == rounds and len(kept_rounds) == 3
+    logged = [h["rollwise/rollouts"] for h in trainer.state.log_history if "rollwise/rollouts" in h]
+    assert logged == [6 * sum(kept_rounds[: i + 1]) for i in range(3)]  # cumulative, every round
+    filled = [h["rollwise/ds_filled"] for h in trainer.state.log_history if "rollwise/ds_filled" in h]
+    assert filled == [0.0, 0.0, 0.0]
+    # the selector observed every round, kept groups and dropped ones alike
+    chosen = [ids[i] for rec in trainer.selection_log for i in rec["indices"] for _ in range(2)]
+    assert chosen == [pid for call in reward.calls for pid in call]
+
+
+def test_rounds_cap_fills_the_batch_with_zero_advantage_groups(tiny, tmp_path):
+    """When no group is informative, the batch is filled from the last round's dropped groups
+    (zero advantage, no gradient) after max_sampling_rounds, and the run goes on."""
+    path, ds = tiny
+    flat = ByPrompt()
+    SOLVED_ALL = set(ds["id"])
+
+    def always_one(completions, id, **kwargs):  # noqa: A002
+        flat.calls.append(list(id))
+        return [1.0 if pid in SOLVED_ALL else 0.0 for pid in id]
+
+    trainer, _ = _ds_trainer(tiny, tmp_path, steps=2, rounds=2, reward=always_one)
+    batches = _batches(trainer)
+    trainer.train()
+    assert len(flat.calls) == 4 and trainer.rollouts_spent == 4 * 6
+    assert all(bool((out["advantages"] == 0).all()) for out in batches)
+    filled = [h["rollwise/ds_filled"] for h in trainer.state.log_history if "rollwise/ds_filled" in h]
+    assert filled == [3.0, 3.0]
+
+
+def test_merged_groups_keep_their_tokens(tiny, tmp_path):
+    """Groups from rounds padded to different lengths merge into one batch with each row's
+    prompt and completion tokens unchanged (prompts padded left, completions right)."""
+    trainer, _ = _ds_trainer(tiny, tmp_path, steps=1)
+    pad_id = trainer._tokenizer.pad_token_id
+
+    def output(prompt_lens, completion_lens, base):
+        rows = len(prompt_lens)
+        p_len, c_len = max(prompt_lens), max(completion_lens)
+        out = {"prompt_ids": torch.full((rows, p_len), pad_id),
+               "prompt_mask": torch.zeros(rows, p_len, dtype=torch.long),
+               "completion_ids": torch.full((rows, c_len), pad_id),
+               "completion_mask": torch.zeros(rows, c_len, dtype=torch.long),
+               "advantages": torch.arange(rows, dtype=torch.float32) + base, "num_items_in_batch": None,
+               "old_per_token_logps": None}
+        for r, (pl, cl) in enumerate(zip(prompt_lens, completion_lens, strict=True)):
+            out["prompt_ids"][r, p_len - pl:] = base + r
+            out["prompt_mask"][r, p_len - pl:] = 1
+            out["completion_ids"][r, :cl] = base + 50 + r
+            out["completion_mask"][r, :cl] = 1
+        return out
+
+    a = output([2, 2, 3, 3, 1, 1], [4, 4, 2, 2, 1, 1], base=10)
+    b = output([5, 5, 1, 1, 2, 2], [1, 1, 6, 6, 3, 3], base=30)
+    merged = trainer._merge_groups([(a, [1]), (b, [0]), (b, [2])])
+    assert merged["prompt_ids"].shape == (6, 5) and merged["completion_ids"].shape == (6, 6)
+    assert merged["old_per_token_logps"] is None
+    np.testing.assert_array_equal(merged["advantages"].numpy(), [12, 13, 30, 31, 34, 35])
+    expect = [(a, 2), (a, 3), (b, 0), (b, 1), (b, 4), (b, 5)]
+    for r, (src, s) in enumerate(expect):
+        for ids, mask, side in (("prompt_ids", "prompt_mask", "left"),
+                                ("completion_ids", "completion_mask", "right")):
+            got = merged[ids][r][merged[mask][r].bool()]
+            want = src[ids][s][src[mask][s].bool()]
+            assert torch.equal(got, want)
+            m = merged[mask][r]
+            # padding on the stated side only
+            nz = m.nonzero().flatten()
+            assert (nz[-1] == len(m) - 1) if side == "left" else (nz[0] == 0)
+    assert int(merged["num_items_in_batch"]) == 2 + 2 + 1 + 1 + 3 + 3
+
+
+def test_ds_by_name_and_with_gps(tiny, tmp_path):
+    """selector='ds' is uniform with the filter; any selector takes the filter."""
+    path, ds = tiny
+    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=6, num_generations=2,
+                      max_completion_length=4, max_steps=1, report_to="none", use_cpu=True, seed=0)
+    trainer = RollwiseGRPOTrainer(model=path, reward_funcs=ByPrompt(), args=args, train_dataset=ds,
+                                  selector="ds", embedder="hashing")
+    assert trainer.selector.strategy == "uniform" and trainer.dynamic_sampling
+    gps, reward = _ds_trainer(tiny, tmp_path / "gps", steps=2, selector="gps")
+    gps.train()
+    assert gps.selector.step == len(reward.calls) >= 2
+    with pytest.raises(ValueError, match="max_sampling_rounds"):
+        RollwiseGRPOTrainer(model=path, reward_funcs=ByPrompt(), args=args, train_dataset=ds,
+                            selector="ds", embedder="hashing", max_sampling_rounds=0)
+    with pytest.raises(TypeError, match="dynamic_sampling"):
+        RollwiseGRPOTrainer(model=path, reward_funcs=ByPrompt(), args=args, train_dataset=ds,
+                            selector="uniform", embedder="hashing", dynamic_sampling="yes")
+
+
+def test_train_settings_strategy_ds(tmp_path):
+    from rollwise.cli import build_parser
+    from rollwise.cli.train import train_settings
+    from rollwise.llm.engine import TrainSettings
+
+    TrainSettings(strategy="ds").validate()
+    TrainSettings(strategy="gps", dynamic_sampling=True).validate()
+    with pytest.raises(ValueError, match="max_sampling_rounds"):
+        TrainSettings(max_sampling_rounds=0).validate()
+    parser = build_parser()
+    args = parser.parse_args(["train", "--strategy", "gps", "--dynamic-sampling",
+                              "--max-sampling-rounds", "3"])
+    s = train_settings(args)
+    assert s.strategy == "gps" and s.dynamic_sampling and s.max_sampling_rounds == 3
