@@ -84,6 +84,31 @@ def rollouts_to_reach(rollouts: list, accuracy: list, target: float) -> float | 
     return None
 
 
+def families() -> dict[int, str]:
+    """Level -> family of the mixed task."""
+    from rollwise.llm.tasks import MIXED_LEVELS
+
+    return {lvl: family for lvl, (family, _) in enumerate(MIXED_LEVELS)}
+
+
+def family_shares(run: dict) -> dict[str, float]:
+    """Per family of the mixed task: its share of the run's selections divided by its share of
+    the pool (every level holds the same number of training prompts)."""
+    fam = families()
+    chosen = [fam[int(lv)] for batch in run["selected_levels"] for lv in batch]
+    pool = {f: sum(1 for v in fam.values() if v == f) / len(fam) for f in set(fam.values())}
+    return {f: chosen.count(f) / len(chosen) / pool[f] for f in sorted(pool)}
+
+
+def family_accuracy(levels: dict) -> dict[str, float]:
+    """Per family of the mixed task: held-out accuracy over its levels (weighted by rows)."""
+    fam, out = families(), {}
+    for f in sorted(set(fam.values())):
+        rows = [(v["n"], v["reward"]) for lv, v in levels.items() if fam[int(float(lv))] == f]
+        out[f] = sum(n * r for n, r in rows) / sum(n for n, _ in rows) if rows else float("nan")
+    return out
+
+
 def _mean_final(runs: dict) -> float | None:
     return float(np.mean([r["eval_accuracy"][-1] for r in runs.values()])) if runs else None
 
@@ -106,6 +131,9 @@ def summarise(data: dict) -> dict:
                 None if target is None else rollouts_to_reach(
                     runs[s]["eval_rollouts"], runs[s]["eval_accuracy"], target) for s in seeds]
         summary[arm]["rollouts"] = [runs[s]["rollouts"] for s in seeds]
+        if summary["task"] == "mixed":
+            summary[arm]["min_family_share_ratio"] = [min(family_shares(runs[s]).values())
+                                                      for s in seeds]
         if arm != "ds":
             summary["rollouts_per_arm"] = max(r["rollouts"] for r in runs.values())
     return summary
@@ -188,6 +216,19 @@ def markdown(data: dict) -> str:
 
         lines.append(f"| {arm} | " + " | ".join(f"{p:.3f}" for p in per)
                      + f" | {mix(rs, 4)} | {mix(rs, None)} |")
+    if s["task"] == "mixed":
+        names = sorted(set(families().values()))
+        lines += ["", "Per family: final held-out accuracy, and share of the selections over share of "
+                      "the pool (1 = as uniform; mean over seeds, the smallest in brackets):", "",
+                  "| arm | " + " | ".join(f"{f} accuracy" for f in names) + " | "
+                  + " | ".join(f"{f} share ratio" for f in names) + " |",
+                  "|---|" + "---|" * (2 * len(names))]
+        for arm, runs in data["runs"].items():
+            rs = list(runs.values())
+            acc = [np.mean([family_accuracy(r["eval_levels"][-1])[f] for r in rs]) for f in names]
+            ratio = [[family_shares(r)[f] for r in rs] for f in names]
+            lines.append(f"| {arm} | " + " | ".join(f"{a:.3f}" for a in acc) + " | "
+                         + " | ".join(f"{np.mean(x):.2f} ({min(x):.2f})" for x in ratio) + " |")
     if data.get("conclusion"):
         lines += ["", "## Reading", "", data["conclusion"]]
     return "\n".join(lines) + "\n"

@@ -28,7 +28,7 @@ class TrainSettings:
 
     model: str = setting("smollm2", help="'smollm2' (offline SmolLM2-135M-Instruct), a checkpoint "
                                          "dir or a hub id")
-    task: str = setting("arithmetic", help="'arithmetic' or a JSON/JSONL/parquet file of problems "
+    task: str = setting("arithmetic", help="'arithmetic', 'mixed' or a JSON/JSONL/parquet file of problems "
                                            "with answers")
     text_field: str | None = setting(None, help="a task file's problem field; none: the first of "
                                                 "prompt, problem, question, text")

@@ -2,7 +2,9 @@
 
 ``arithmetic`` is generated offline with reasoning-gym's ``chain_sum`` at graded settings (from
 single-digit sums of two terms to sums of several multi-digit numbers), so the pool spans prompts
-a small model usually solves, sometimes solves and almost never solves. ``math`` reads any
+a small model usually solves, sometimes solves and almost never solves. ``mixed`` mixes two other
+reasoning-gym families at graded levels (letter counting and simple equations), as real RLVR
+datasets mix sources. ``math`` reads any
 JSON/JSONL/parquet file of problems with an ``answer`` field and verifies with math-verify.
 """
 
@@ -23,6 +25,22 @@ ARITHMETIC_LEVELS: list[dict[str, int]] = [
     dict(min_terms=2, max_terms=2, min_digits=2, max_digits=2),
     dict(min_terms=3, max_terms=3, min_digits=2, max_digits=2),
     dict(min_terms=2, max_terms=2, min_digits=3, max_digits=3),
+]
+
+
+# (family, reasoning-gym settings); a row's level is its index here (family-major),
+# MIXED_LEVELS[level][0] its family. Within a family, from the highest base pass rate of
+# SmolLM2-135M-Instruct to the lowest (benchmarks/results/smollm2_pass_rates_mixed.md): letter
+# counting in long texts is solved more often than in short ones (its counts are small numbers).
+_PLUS, _PLUS_MINUS = dict(operators=("+",), operators_weights=[1.0]), dict(
+    operators=("+", "-"), operators_weights=[0.5, 0.5])
+MIXED_LEVELS: list[tuple[str, dict[str, Any]]] = [
+    ("letter_counting", dict(min_words=12, max_words=12)),
+    ("letter_counting", dict(min_words=5, max_words=5)),
+    ("letter_counting", dict(min_words=2, max_words=2)),
+    ("simple_equations", dict(min_terms=2, max_terms=2, min_value=1, max_value=10, **_PLUS)),
+    ("simple_equations", dict(min_terms=2, max_terms=2, min_value=1, max_value=10, **_PLUS_MINUS)),
+    ("simple_equations", dict(min_terms=2, max_terms=2, min_value=1, max_value=50, **_PLUS_MINUS)),
 ]
 
 
@@ -61,6 +79,31 @@ def arithmetic(per_level: int = 80, heldout_per_level: int = 20, seed: int = 0) 
     return Task("arithmetic", train, held, verify_number)
 
 
+def mixed(per_level: int = 150, heldout_per_level: int = 17, seed: int = 0) -> Task:
+    """Two reasoning-gym families at graded levels (:data:`MIXED_LEVELS`), deterministic per seed;
+    ids are ``mixed/<family>/<level>/<j>``."""
+    try:
+        import reasoning_gym
+    except ImportError as err:
+        raise ImportError("the mixed task needs reasoning-gym: pip install 'rollwise[sim]'") from err
+    if per_level < 1 or heldout_per_level < 0:
+        raise ValueError("per_level must be >= 1 and heldout_per_level >= 0")
+    train, held, seen = [], [], set()
+    need = per_level + heldout_per_level
+    for lvl, (family, cfg) in enumerate(MIXED_LEVELS):
+        # easy levels repeat questions: draw more and keep the first distinct ones, so that no
+        # held-out prompt is also a training prompt
+        ds = reasoning_gym.create_dataset(family, size=3 * need, seed=seed * 100 + 50 + lvl, **cfg)
+        kept = [item for item in ds if not (item["question"] in seen or seen.add(item["question"]))]
+        if len(kept) < need:
+            raise ValueError(f"mixed task: {family} level {lvl} has only {len(kept)} distinct "
+                             f"questions, {need} needed")
+        for j, item in enumerate(kept[:need]):
+            row = _row(f"mixed/{family}/{lvl}/{j}", item["question"], item["answer"], lvl)
+            (train if j < per_level else held).append(row)
+    return Task("mixed", train, held, verify_number)
+
+
 def from_file(path: str | Path, heldout_fraction: float = 0.1, seed: int = 0,
               text_field: str | None = None, answer_field: str | None = None) -> Task:
     """Problems with reference answers from a JSON/JSONL/parquet file, verified by math-verify."""
@@ -81,7 +124,7 @@ def from_file(path: str | Path, heldout_fraction: float = 0.1, seed: int = 0,
     return Task(Path(path).stem, train, held, verify_math)
 
 
-TASKS = {"arithmetic": arithmetic}
+TASKS = {"arithmetic": arithmetic, "mixed": mixed}
 
 
 def get_task(name: str, text_field: str | None = None, answer_field: str | None = None,
