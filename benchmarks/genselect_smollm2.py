@@ -129,7 +129,7 @@ def main() -> None:
         tasks=str(tasks_path), model="smollm2", strategy=args.strategy, seed=args.seed,
         output_dir=str(runs / "dapo"), steps=args.steps, prompts_per_step=args.prompts_per_step,
         num_generations=args.num_generations, learning_rate=args.learning_rate,
-        save_steps=args.steps)
+        save_steps=args.steps, overwrite=True)  # trained again only when no final model is kept
     final = Path(settings.output_dir) / "final"
     t0 = time.perf_counter()
     if not (final / "config.json").exists():

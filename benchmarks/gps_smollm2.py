@@ -39,7 +39,7 @@ def run_one(arm: str, seed: int, args: argparse.Namespace) -> dict:
 
     settings = TrainSettings(
         model="smollm2", strategy=arm, seed=seed,
-        output_dir=str(Path(args.runs) / arm / f"seed{seed}"), save_steps=args.steps,
+        output_dir=str(Path(args.runs) / arm / f"seed{seed}"), save_steps=args.steps, overwrite=True,
         **{k: getattr(args, k) for k in SETTINGS_KEYS})
     return condense(run(settings))
 

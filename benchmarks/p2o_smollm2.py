@@ -222,7 +222,7 @@ def run_one(arm: str, seed: int, args: argparse.Namespace, start: dict[str, Any]
     per_step = args.prompts_per_step * args.num_generations
     out_dir = Path(args.runs) / arm / f"seed{seed}"
     settings = TrainSettings(
-        model="smollm2", strategy=strategy, seed=seed, output_dir=str(out_dir),
+        model="smollm2", strategy=strategy, seed=seed, output_dir=str(out_dir), overwrite=True,
         steps=args.budget // per_step, max_rollouts=args.budget, prompts_per_step=args.prompts_per_step,
         num_generations=args.num_generations, max_new_tokens=args.max_new_tokens,
         learning_rate=args.learning_rate, eval_steps=args.eval_steps, eval_prompts=args.eval_prompts,

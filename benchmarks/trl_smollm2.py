@@ -69,7 +69,7 @@ def main() -> None:
     for strategy in args.strategies.split(","):
         settings = TrainSettings(
             model="smollm2", task="arithmetic", strategy=strategy, seed=args.seed,
-            output_dir=f"{args.runs}/{strategy}", steps=args.steps,
+            output_dir=f"{args.runs}/{strategy}", overwrite=True, steps=args.steps,
             prompts_per_step=args.prompts_per_step, num_generations=args.num_generations,
             max_new_tokens=args.max_new_tokens, learning_rate=args.learning_rate,
             eval_steps=args.eval_steps, eval_prompts=args.eval_prompts,

@@ -68,13 +68,20 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, make_parents: bool = Fa
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n", make_parents)
 
 
-def check_output_file(flag: str, path: str | os.PathLike) -> None:
-    """Fail before any work if ``path`` cannot take an output file (``flag`` names it)."""
+def check_output_file(flag: str, path: str | os.PathLike,
+                      inputs: dict[str, str | os.PathLike] | None = None) -> None:
+    """Fail before any work if ``path`` cannot take an output file (``flag`` names it) or is one
+    of the command's ``inputs`` (``{flag: path}``), which writing would replace."""
     p = Path(path)
     if p.is_dir():
         raise ValueError(f"{flag}: {str(p)!r} is a directory; give a file name")
     if not p.parent.is_dir():
         raise ValueError(f"{flag}: folder {str(p.parent)!r} does not exist")
+    for other, given in (inputs or {}).items():
+        q = Path(given)
+        if p.resolve() == q.resolve() or (p.exists() and q.exists() and p.samefile(q)):
+            raise ValueError(f"{flag}: {str(p)!r} is also the {other} input; writing it would "
+                             f"replace that file: give another output path")
 
 
 def check_output_dir(flag: str, path: str | os.PathLike) -> None:

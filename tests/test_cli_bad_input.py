@@ -180,3 +180,62 @@ def test_task_file_fields_by_name(tmp_path):
     task = get_task(str(path), text_field="q", answer_field="solution")
     rows = task.train + task.heldout
     assert len(rows) == 20 and all(r["answer"] == str(2 * int(r["question"].split()[0])) for r in rows)
+
+
+@pytest.mark.parametrize("clash", ["--prompts", "--pool", "--selector"])
+def test_allocate_out_that_is_an_input_is_refused(clash, tmp_path, pool_file, gps_state, capsys):
+    """--out equal to an input would replace the user's file with the allocation."""
+    prompts = tmp_path / "new.json"
+    prompts.write_text(pool_file.read_text())
+    inputs = {"--selector": gps_state, "--pool": pool_file, "--prompts": prompts}
+    before = {flag: path.read_bytes() for flag, path in inputs.items()}
+    rc = main(["allocate", "--selector", str(gps_state), "--pool", str(pool_file), "--prompts",
+               str(prompts), "--per-prompt", "2", "--embedder", "hashing", "--out",
+               os.path.relpath(inputs[clash])])
+    err = _error(capsys)
+    assert rc == 2 and "--out" in err and clash in err
+    assert {flag: path.read_bytes() for flag, path in inputs.items()} == before
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fail the test if training resolves (loads) a model."""
+    pytest.importorskip("trl")
+    import rollwise.llm.models
+
+    monkeypatch.setattr(rollwise.llm.models, "resolve_model",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("model loaded first")))
+
+
+@pytest.mark.parametrize("earlier", ["rollwise_run.json", "checkpoint-20", "rollwise_selector.pt"])
+def test_train_refuses_an_earlier_runs_folder(earlier, tmp_path, capsys, no_model):
+    """An earlier run's folder is neither replaced nor mixed without --resume or --overwrite, and
+    the refusal comes before the model is loaded."""
+    out = tmp_path / "run"
+    out.mkdir()
+    target = out / earlier
+    target.mkdir() if earlier.startswith("checkpoint") else target.write_text("earlier")
+    rc = main(["train", "--output-dir", str(out)])
+    err = _error(capsys)
+    assert rc == 2 and "--output-dir" in err and "--resume" in err and "--overwrite" in err
+    assert target.exists() and sorted(p.name for p in out.iterdir()) == [earlier]
+    rc = main(["train", "--output-dir", str(out), "--resume", "--overwrite"])
+    assert rc == 2 and "--overwrite" in _error(capsys)
+
+
+def test_train_overwrite_lists_only_the_runs_own_files(tmp_path):
+    pytest.importorskip("trl")
+    from rollwise.llm.engine import TrainSettings, remove_earlier_run
+
+    out = tmp_path / "run"
+    (out / "checkpoint-5").mkdir(parents=True)
+    for name in ("rollwise_run.json", "notes.txt"):
+        (out / name).write_text("x")
+    earlier = TrainSettings(output_dir=str(out), overwrite=True).check_output_dir()
+    assert sorted(p.name for p in earlier) == ["checkpoint-5", "rollwise_run.json"]
+    assert TrainSettings(output_dir=str(out), resume=True).check_output_dir() == []
+    remove_earlier_run(earlier)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # the user's own file stays
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match="--output-dir"):
+        TrainSettings(output_dir=str(tmp_path / "afile")).check_output_dir()

@@ -109,7 +109,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             raise FileNotFoundError(f"{flag}: file {str(path)!r} does not exist")
     from rollwise._io import check_output_file
 
-    check_output_file("--out", args.out)
+    check_output_file("--out", args.out, inputs={"--selector": args.selector, "--pool": args.pool,
+                                                 "--prompts": args.prompts})
     if args.min_per_prompt < 0:
         raise ValueError(f"--min-per-prompt must be >= 0, got {args.min_per_prompt}")
     fixed_contamination = _contamination(args.contamination)

@@ -75,6 +75,9 @@ class TrainSettings:
                                                "restarts the optimizer")
     resume: bool = setting(False, help="resume from the last checkpoint (the selector's state always "
                                        "comes back)")
+    overwrite: bool = setting(False, help="replace an earlier run in --output-dir (its checkpoints, "
+                                          "run log and selector); without it (or --resume) such a "
+                                          "folder is refused")
     report_to: str = setting("none", help="TRL logging backends (none, tensorboard, wandb, ...)")
     hyper: dict[str, Any] = setting(default_factory=dict, help="the strategy's keyword arguments",
                                     cli=False)
@@ -90,9 +93,43 @@ class TrainSettings:
                              f"(prompts_per_step x num_generations = {per_step}), got "
                              f"{self.max_rollouts!r}")
 
+    def check_output_dir(self) -> list[Path]:
+        """The earlier run's files in ``output_dir`` that this run will replace (with
+        ``overwrite``); raise if the folder cannot hold this run's outputs or holds an earlier
+        run that neither ``resume`` nor ``overwrite`` allows touching. Reads the folder only."""
+        from rollwise._io import check_output_dir
+
+        check_output_dir("--output-dir", self.output_dir)
+        if self.resume and self.overwrite:
+            raise ValueError("--resume continues the run in --output-dir and --overwrite replaces "
+                             "it: give one of them")
+        out = Path(self.output_dir)
+        earlier = sorted(p for p in out.iterdir() if p.name in RUN_FILES
+                         or (p.name.startswith("checkpoint-") and p.is_dir())) if out.is_dir() else []
+        if earlier and not (self.resume or self.overwrite):
+            names = ", ".join(p.name for p in earlier[:4]) + (", ..." if len(earlier) > 4 else "")
+            raise ValueError(f"--output-dir {str(out)!r} holds an earlier run ({names}); pass "
+                             "--resume to continue it, --overwrite to replace it, or another folder")
+        return earlier if self.overwrite else []
+
     def as_record(self) -> dict[str, Any]:
         """The settings as JSON values."""
         return asdict(self)
+
+
+# what a run leaves in its output folder (besides TRL's checkpoint-N folders)
+RUN_FILES = ("rollwise_run.json", "rollwise_selector.pt", "rollwise_pool.jsonl")
+
+
+def remove_earlier_run(paths: Sequence[Path]) -> None:
+    """Delete an earlier run's files and checkpoint folders (``check_output_dir``'s list)."""
+    import shutil
+
+    for p in paths:
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
 
 
 @runtime_checkable
@@ -135,6 +172,7 @@ def run(settings: TrainSettings, addons: Sequence[TrainerAddon] = ()) -> dict[st
     """Train; returns (and writes to ``output_dir/rollwise_run.json``) the run's log. ``addons``
     (e.g. :class:`rollwise.rescue.P2ORescue`) attach their trainer class and callbacks."""
     settings.validate()
+    settings.check_output_dir()  # an earlier run is refused before anything heavy
     addons = check_addons(settings, addons)
     from rollwise.llm.models import resolve_model
     from rollwise.llm.tasks import get_task, reward_function
@@ -184,6 +222,7 @@ def run_grpo(
     :class:`TrainerAddon`); an add-on may need more columns in the rows.
     """
     settings.validate()
+    earlier = settings.check_output_dir()
     addons = check_addons(settings, addons)
     import torch
     from datasets import Dataset
@@ -259,6 +298,9 @@ def run_grpo(
     if settings.max_rollouts is not None:  # after the add-ons' callbacks: it sees what they spent
         budget = RolloutBudget(trainer, settings.max_rollouts)
         trainer.add_callback(budget)
+    if earlier:  # --overwrite: the earlier run goes only now, when this one is about to start
+        log.info("--overwrite: removing the earlier run in %s", settings.output_dir)
+        remove_earlier_run(earlier)
     t0 = time.perf_counter()
     if eval_ds is not None:
         start_eval = trainer.evaluate()  # accuracy of the starting model, same protocol
