@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,36 @@ def atomic_write_report(path: str | os.PathLike, text: str, make_parents: bool =
             notes = old[old.index(NOTES_MARKER):]
     body = text if not notes else text.rstrip("\n") + "\n\n" + notes
     atomic_write_text(path, body, make_parents=make_parents)
+
+
+@contextmanager
+def staged_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """A result folder written whole or not at all: the block writes its files into a hidden
+    sibling of ``path`` (created with the parents ``path`` needs); when the block ends, each
+    entry moves into ``path`` by rename, replacing the entry of the same name (a sub-folder as a
+    whole, so an earlier run's files are never mixed with this one's). If the block fails or is
+    interrupted, the sibling is removed and ``path`` is exactly as it was. Reports already in
+    ``path`` are copied in first, so :func:`atomic_write_report` keeps their hand-written notes."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        if out.is_dir():
+            for report in out.glob("*.md"):
+                shutil.copy2(report, stage / report.name)
+        yield stage
+        out.mkdir(exist_ok=True)
+        for entry in sorted(stage.iterdir()):
+            target = out / entry.name
+            if target.is_dir() and not target.is_symlink():
+                old = Path(tempfile.mkdtemp(prefix=f".{entry.name}.old-", dir=out))
+                os.replace(target, old / entry.name)
+                os.replace(entry, target)
+                shutil.rmtree(old)
+            else:
+                os.replace(entry, target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, make_parents: bool = False) -> None:

@@ -239,3 +239,37 @@ def test_train_overwrite_lists_only_the_runs_own_files(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(ValueError, match="--output-dir"):
         TrainSettings(output_dir=str(tmp_path / "afile")).check_output_dir()
+
+
+def _tree(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_bench_out_written_whole_or_not_at_all(pool_file, tmp_path, capsys, monkeypatch):
+    """An interrupted bench leaves an earlier --out byte for byte as it was (no new pool beside
+    old selectors); a finished one replaces the run's files whole and keeps the report's notes."""
+    from rollwise._io import NOTES_MARKER
+
+    out = tmp_path / "bench"
+    assert main([*BENCH, "--pool", str(pool_file), "--out", str(out),
+                 "--strategies", "uniform,gps,gps-nodiv"]) == 0
+    summary = out / "summary.md"
+    summary.write_text(summary.read_text() + f"\n{NOTES_MARKER}\nmy notes\n")
+    before = _tree(out)
+    import rollwise.sim.bench
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(rollwise.sim.bench, "run_benchmark", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            main([*BENCH, "--pool", str(pool_file), "--out", str(out), "--strategies", "uniform,gps",
+                  "--k", "4"])
+    assert _tree(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench", "pool.json"]  # nothing staged left
+    assert main([*BENCH, "--pool", str(pool_file), "--out", str(out),
+                 "--strategies", "uniform,gps"]) == 0
+    assert sorted(p.name for p in (out / "selectors").iterdir()) == ["gps.pt"]  # no stale gps-nodiv
+    assert "my notes" in summary.read_text() and "gps-nodiv" not in (out / "results.json").read_text()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]

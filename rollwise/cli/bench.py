@@ -84,10 +84,11 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace, title: str) -> dict[str, Any]:
     """Run the benchmark the arguments describe; write results.json, summary.md, curves.png, the
-    pool (pool.jsonl) and the first seed's GPS selectors (selectors/) to ``--out``."""
+    pool (pool.jsonl) and the first seed's GPS selectors (selectors/) to ``--out``, all at the
+    end (an interrupted run leaves an earlier ``--out`` untouched)."""
     from tqdm import tqdm
 
-    from rollwise._io import atomic_write_json, atomic_write_report
+    from rollwise._io import atomic_write_json, atomic_write_report, staged_folder
     from rollwise.sim import RunSettings, WorldConfig, build_world
     from rollwise.sim.bench import run_benchmark
     from rollwise.sim.report import markdown_table, plot
@@ -100,30 +101,31 @@ def run(args: argparse.Namespace, title: str) -> dict[str, Any]:
     settings.validate(len(pool))
     seeds = list(range(args.seeds))
     out = Path(args.out)
-    (out / "selectors").mkdir(parents=True, exist_ok=True)
-    pool.write_jsonl(out / "pool.jsonl")  # with selectors/<strategy>.pt: what `allocate` needs
-    total = len(args.strategies) * len(seeds) * args.steps
-    # smoothing=0: the ETA from the mean rate so far; every seed runs every strategy in turn, so
-    # after the first seed the slow strategies weigh in as much as the fast ones
-    with tqdm(total=total, desc=title, unit="step", disable=args.quiet, smoothing=0) as bar:
-        summary = run_benchmark(pool, make_world, args.strategies, seeds, settings, target=args.target,
-                                on_step=bar.update,
-                                on_run=lambda s, seed: bar.set_postfix_str(f"{s} seed {seed}"),
-                                selectors_dir=out / "selectors")
-    per_seed = summary.pop("per_seed")
-    summary["config"] = {
-        "pool": str(args.pool) if args.pool else "reasoning-gym default",
-        "heldout": str(args.heldout) if args.heldout else None,
-        "pool_size": len(pool), "embedder": args.embedder, "steps": args.steps,
-        "batch_size": args.batch_size, "k": args.k, "seeds": seeds,
-        "strategies": args.strategies, "world": WorldConfig(k=args.k).as_dict(),
-        "wall_seconds": round(time.perf_counter() - t0, 1),
-    }
-    summary["per_seed"] = per_seed
-    table = markdown_table(summary)
-    atomic_write_json(out / "results.json", summary)
-    atomic_write_report(out / "summary.md", f"# {title}\n\n{table}")
-    plot(summary, out / "curves.png", title=f"{title}: {summary['config']['pool']}")
+    with staged_folder(out) as stage:  # an interrupted run leaves an earlier --out as it was
+        (stage / "selectors").mkdir()
+        pool.write_jsonl(stage / "pool.jsonl")  # with selectors/<strategy>.pt: what `allocate` needs
+        total = len(args.strategies) * len(seeds) * args.steps
+        # smoothing=0: the ETA from the mean rate so far; every seed runs every strategy in turn,
+        # so after the first seed the slow strategies weigh in as much as the fast ones
+        with tqdm(total=total, desc=title, unit="step", disable=args.quiet, smoothing=0) as bar:
+            summary = run_benchmark(pool, make_world, args.strategies, seeds, settings,
+                                    target=args.target, on_step=bar.update,
+                                    on_run=lambda s, seed: bar.set_postfix_str(f"{s} seed {seed}"),
+                                    selectors_dir=stage / "selectors")
+        per_seed = summary.pop("per_seed")
+        summary["config"] = {
+            "pool": str(args.pool) if args.pool else "reasoning-gym default",
+            "heldout": str(args.heldout) if args.heldout else None,
+            "pool_size": len(pool), "embedder": args.embedder, "steps": args.steps,
+            "batch_size": args.batch_size, "k": args.k, "seeds": seeds,
+            "strategies": args.strategies, "world": WorldConfig(k=args.k).as_dict(),
+            "wall_seconds": round(time.perf_counter() - t0, 1),
+        }
+        summary["per_seed"] = per_seed
+        table = markdown_table(summary)
+        atomic_write_json(stage / "results.json", summary)
+        atomic_write_report(stage / "summary.md", f"# {title}\n\n{table}")
+        plot(summary, stage / "curves.png", title=f"{title}: {summary['config']['pool']}")
     print(table)
     print(f"wrote {out / 'results.json'}, {out / 'summary.md'}, {out / 'curves.png'} "
           f"in {summary['config']['wall_seconds']:.0f} s")
