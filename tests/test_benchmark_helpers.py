@@ -1,0 +1,74 @@
+"""The real-model benchmark's helpers, on hand-made runs: every published figure passes through
+them (rollouts to a target, the summary object, paired differences, family shares)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+gps_smollm2 = pytest.importorskip("gps_smollm2")
+
+
+def _run(acc, rollouts=(0, 100, 200), total=200, levels=None):
+    return {"eval_accuracy": list(acc), "eval_rollouts": list(rollouts), "rollouts": total,
+            "selected_levels": levels or [[0, 1]], "eval_levels": [{}]}
+
+
+def test_rollouts_to_reach_interpolates_between_evaluations():
+    reach = gps_smollm2.rollouts_to_reach
+    assert reach([0, 100, 200], [0.1, 0.2, 0.4], 0.3) == pytest.approx(150.0)
+    assert reach([0, 100, 200], [0.1, 0.2, 0.4], 0.05) == 0.0  # already there at the start
+    assert reach([0, 100, 200], [0.1, 0.2, 0.4], 0.2) == pytest.approx(100.0)
+    assert reach([0, 100, 200], [0.1, 0.2, 0.4], 0.5) is None
+    assert reach([0, 160, 480], [0.0, 0.3, 0.1], 0.1) == pytest.approx(160 / 3)  # first crossing
+
+
+def test_summary_targets_are_uniform_and_ds_means():
+    data = {"args": {"task": "arithmetic"}, "runs": {
+        "uniform": {"0": _run([0.0, 0.1, 0.2]), "1": _run([0.0, 0.2, 0.4])},   # mean final 0.3
+        "ds": {"0": _run([0.0, 0.3, 0.5], (0, 300, 600), 600)},                 # mean final 0.5
+        "gps": {"0": _run([0.0, 0.3, 0.6]), "1": _run([0.0, 0.1, 0.2])},
+    }}
+    s = gps_smollm2.summarise(data)
+    assert s["task"] == "arithmetic" and s["seeds"] == [0, 1] and s["rollouts_per_arm"] == 200
+    assert s["gps"]["final_heldout"] == [0.6, 0.2]
+    assert s["gps"]["rollouts_to_uniform_final"] == [pytest.approx(100.0), None]
+    assert s["gps"]["rollouts_to_ds_final"] == [pytest.approx(100 + 100 * 0.2 / 0.3), None]
+    assert s["ds"]["rollouts_to_uniform_final"] == [pytest.approx(300.0)]
+    assert s["ds"]["rollouts"] == [600] and s["gps"]["rollouts"] == [200, 200]
+    assert set(s["gps"]) == {"final_heldout", "rollouts_to_uniform_final", "rollouts_to_ds_final",
+                             "rollouts"}
+    no_ds = gps_smollm2.summarise({"runs": {"uniform": data["runs"]["uniform"]}})
+    assert no_ds["uniform"]["rollouts_to_ds_final"] == [None, None]
+
+
+def test_paired_differences_by_hand():
+    runs = {"gps": {"0": _run([0, 0.30]), "1": _run([0, 0.20]), "2": _run([0, 0.25])},
+            "uniform": {"0": _run([0, 0.10]), "1": _run([0, 0.15]), "2": _run([0, 0.20]),
+                        "3": _run([0, 0.90])}}
+    rows = gps_smollm2.paired_against({"runs": runs}, "gps")
+    d = [0.20, 0.05, 0.05]  # seed 3 has no GPS run: not paired
+    mean = sum(d) / 3
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / 2)
+    t = mean / (sd / math.sqrt(3))
+    # two-sided p of Student's t with 2 degrees of freedom: 1 - t / sqrt(2 + t^2)
+    p = 1 - t / math.sqrt(2 + t * t)
+    assert rows[-1] == f"| gps - uniform | 3 | {mean:+.3f} ± {sd / math.sqrt(3):.3f} | {p:.2f} |"
+
+
+def test_family_shares_of_the_mixed_pool():
+    fam = gps_smollm2.families()
+    letters = [lv for lv, f in fam.items() if f == "letter_counting"]
+    equations = [lv for lv, f in fam.items() if f == "simple_equations"]
+    run = _run([0, 0], levels=[[letters[0]] * 3 + [equations[1]], [letters[2]] * 4])
+    shares = gps_smollm2.family_shares(run)  # 7 of 8 letters, 1 of 8 equations; pool half and half
+    assert shares == {"letter_counting": pytest.approx(1.75), "simple_equations": pytest.approx(0.25)}
+    levels = {str(letters[0]): {"n": 30, "reward": 0.2}, str(letters[1]): {"n": 10, "reward": 0.6},
+              str(equations[0]): {"n": 20, "reward": 0.0}}
+    acc = gps_smollm2.family_accuracy(levels)
+    assert acc["letter_counting"] == pytest.approx((30 * 0.2 + 10 * 0.6) / 40)
+    assert acc["simple_equations"] == 0.0
