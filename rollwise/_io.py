@@ -121,3 +121,9 @@ def check_output_dir(flag: str, path: str | os.PathLike) -> None:
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise ValueError(f"{flag}: {str(p)!r} is a file; give a folder for the outputs")
+    for parent in p.absolute().parents:  # the nearest existing ancestor must be a folder
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{flag}: {str(parent)!r} is a file, so {str(p)!r} cannot be "
+                                 "created; give a folder for the outputs")
+            break

@@ -253,6 +253,7 @@ def test_bench_out_written_whole_or_not_at_all(pool_file, tmp_path, capsys, monk
     out = tmp_path / "bench"
     assert main([*BENCH, "--pool", str(pool_file), "--out", str(out),
                  "--strategies", "uniform,gps,gps-nodiv"]) == 0
+    capsys.readouterr()
     summary = out / "summary.md"
     summary.write_text(summary.read_text() + f"\n{NOTES_MARKER}\nmy notes\n")
     before = _tree(out)
@@ -263,9 +264,9 @@ def test_bench_out_written_whole_or_not_at_all(pool_file, tmp_path, capsys, monk
 
     with monkeypatch.context() as m:
         m.setattr(rollwise.sim.bench, "run_benchmark", interrupted)
-        with pytest.raises(KeyboardInterrupt):
-            main([*BENCH, "--pool", str(pool_file), "--out", str(out), "--strategies", "uniform,gps",
-                  "--k", "4"])
+        rc = main([*BENCH, "--pool", str(pool_file), "--out", str(out), "--strategies", "uniform,gps",
+                   "--k", "4"])
+    assert rc == 130 and "as it was" in _error(capsys)
     assert _tree(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench", "pool.json"]  # nothing staged left
     assert main([*BENCH, "--pool", str(pool_file), "--out", str(out),
@@ -273,3 +274,23 @@ def test_bench_out_written_whole_or_not_at_all(pool_file, tmp_path, capsys, monk
     assert sorted(p.name for p in (out / "selectors").iterdir()) == ["gps.pt"]  # no stale gps-nodiv
     assert "my notes" in summary.read_text() and "gps-nodiv" not in (out / "results.json").read_text()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_out_under_a_file_refused_before_work(pool_file, tmp_path, capsys, no_work):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    rc = main([*BENCH, "--pool", str(pool_file), "--out", str(afile / "sub")])
+    err = _error(capsys)
+    assert rc == 2 and err.startswith("rollwise bench: error: --out") and "is a file" in err
+
+
+def test_os_errors_end_as_one_line(tmp_path, capsys, monkeypatch):
+    """An OSError of any kind raised inside a command is one line, exit 2."""
+    import rollwise.cli.bench
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path))
+
+    monkeypatch.setattr(rollwise.cli.bench, "run", denied)
+    rc = main([*BENCH, "--out", str(tmp_path / "o")])
+    assert rc == 2 and _error(capsys) == f"rollwise bench: error: [Errno 13] Permission denied: '{tmp_path}'"

@@ -73,10 +73,23 @@ def main(argv: list[str] | None = None) -> int:
             from rollwise.genselect.cli import run as run_genselect
 
             run_genselect(args)
-    except (ValueError, FileNotFoundError, ImportError) as err:
+    except (ValueError, OSError, ImportError) as err:  # OSError: missing, existing, unwritable paths
         print(f"rollwise {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"rollwise {args.command}: interrupted; {KEPT_ON_INTERRUPT.get(args.command, '')}".rstrip("; "),
+              file=sys.stderr)
+        return 130
     return 0
+
+
+# what an interrupted command leaves behind, in its own words
+KEPT_ON_INTERRUPT = {
+    "demo": "the --out folder is as it was before this run",
+    "bench": "the --out folder is as it was before this run",
+    "train": "checkpoints saved so far stay in --output-dir (--resume continues from the last)",
+    "allocate": "--out was not written",
+}
 
 
 if __name__ == "__main__":
