@@ -53,3 +53,14 @@ def settings_from_args(cls: type, args: argparse.Namespace, prefix: str = "") ->
     values, prefix = vars(args), prefix.replace("-", "_")
     kwargs = {f.name: values[prefix + f.name] for f in fields(cls) if prefix + f.name in values}
     return cls(**kwargs)
+
+
+def flag_error(cls: type, err: Exception, prefix: str = "") -> Exception:
+    """``err`` with a leading field name of ``cls`` (``steps must be ...``) written as the option
+    the user typed (``--steps must be ...``); other errors unchanged."""
+    text = str(err)
+    for f in sorted(fields(cls), key=lambda f: -len(f.name)):
+        name = prefix + f.name
+        if text.startswith((f"{name} ", f"{name}:")) and f.metadata.get("cli", False):
+            return type(err)(f"--{name.replace('_', '-')}{text[len(name):]}")
+    return err

@@ -107,6 +107,16 @@ class SentenceTransformerEmbedder:
 _LOADED: dict[str, Embedder] = {}
 
 
+def check_embedder_name(name: str) -> str:
+    """``name`` if :func:`get_embedder` knows it, else a ``ValueError`` (nothing is loaded)."""
+    if name in ("wordllama", "hashing") or (
+            isinstance(name, str) and name.startswith(("sentence-transformers:", "st:"))
+            and name.split(":", 1)[1]):
+        return name
+    raise ValueError(f"unknown embedder {name!r}; use 'wordllama', 'hashing' or "
+                     "'sentence-transformers:<model>'")
+
+
 def get_embedder(embedder: str | Embedder) -> Embedder:
     """Resolve ``'wordllama'``, ``'hashing'``, ``'sentence-transformers:<model>'`` or an object."""
     if not isinstance(embedder, str):
@@ -118,13 +128,8 @@ def get_embedder(embedder: str | Embedder) -> Embedder:
             _LOADED[embedder] = WordLlamaEmbedder()
         elif embedder == "hashing":
             _LOADED[embedder] = HashingEmbedder()
-        elif embedder.startswith(("sentence-transformers:", "st:")):
-            _LOADED[embedder] = SentenceTransformerEmbedder(embedder.split(":", 1)[1])
         else:
-            raise ValueError(
-                f"unknown embedder {embedder!r}; use 'wordllama', 'hashing' or "
-                "'sentence-transformers:<model>'"
-            )
+            _LOADED[embedder] = SentenceTransformerEmbedder(check_embedder_name(embedder).split(":", 1)[1])
     return _LOADED[embedder]
 
 

@@ -294,3 +294,19 @@ def test_os_errors_end_as_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(rollwise.cli.bench, "run", denied)
     rc = main([*BENCH, "--out", str(tmp_path / "o")])
     assert rc == 2 and _error(capsys) == f"rollwise bench: error: [Errno 13] Permission denied: '{tmp_path}'"
+
+
+@pytest.mark.parametrize(("extra", "flag"), [
+    (["--seed", "-1"], "--seed"),
+    (["--embedder", "bogus"], "--embedder"),
+    (["--embedder", "sentence-transformers:"], "--embedder"),
+    (["--report-to", "bogus"], "--report-to"),
+    (["--report-to", "tensorboard,bogus"], "--report-to"),
+    (["--max-sampling-rounds", "0"], "--max-sampling-rounds"),
+    (["--strategy", "ds", "--prompts-per-step", "0"], "--prompts-per-step"),
+])
+def test_train_settings_refused_before_the_model_naming_the_flag(extra, flag, tmp_path, capsys, no_model):
+    rc = main(["train", "--output-dir", str(tmp_path / "o"), *extra])
+    err = _error(capsys)
+    assert rc == 2 and err.startswith(f"rollwise train: error: {flag}")
+    assert not (tmp_path / "o").exists()

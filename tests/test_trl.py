@@ -144,7 +144,7 @@ def test_cli_train_rejects_bad_input_before_training(capsys, tmp_path):
     from rollwise.cli import main
 
     assert main(["train", "--num-generations", "1"]) == 2
-    assert "num_generations" in capsys.readouterr().err
+    assert "--num-generations" in capsys.readouterr().err
     assert main(["train", "--model", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
 

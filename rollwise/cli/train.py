@@ -39,11 +39,15 @@ def addons(args: argparse.Namespace) -> list[Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from rollwise.llm.engine import check_addons
+    from rollwise._options import flag_error
+    from rollwise.llm.engine import TrainSettings, check_addons
     from rollwise.llm.engine import run as run_training
 
     settings = train_settings(args)
-    settings.validate()
+    try:
+        settings.validate()
+    except ValueError as err:
+        raise flag_error(TrainSettings, err) from err
     attached = check_addons(settings, addons(args))  # a bad add-on setting fails before the model
     result = run_training(settings, addons=attached)
     evals = [h for h in result["log_history"] if "eval_reward" in h]

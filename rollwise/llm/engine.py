@@ -54,7 +54,7 @@ class TrainSettings:
     beta: float = setting(0.0, help="KL coefficient (0: no reference model, as in DAPO)",
                           constraint=Interval(float, 0), cli=False)
     loss_type: str = setting("dapo", help="TRL's GRPO loss type", cli=False)
-    seed: int = setting(0, help="seed of TRL and of the selector", constraint=Interval(int))
+    seed: int = setting(0, help="seed of TRL and of the selector", constraint=Interval(int, 0, 2**32 - 1))
     embedder: str = setting("wordllama", help="prompt embedder: wordllama, hashing, or "
                                               "sentence-transformers:<model>")
     threads: int | None = setting(None, help="torch threads for the policy on the CPU; none: one less "
@@ -86,7 +86,18 @@ class TrainSettings:
                                        constraint=Interval(int, 1, optional=True))
 
     def validate(self) -> None:
+        from rollwise.embed import check_embedder_name
+
         check_fields(self)
+        try:
+            check_embedder_name(self.embedder)
+        except ValueError as err:
+            raise ValueError(f"embedder: {err}") from err
+        backends = [b.strip() for b in str(self.report_to).split(",")]
+        known = report_backends()
+        if any(b not in known for b in backends):
+            raise ValueError(f"report_to: unknown logging backend in {self.report_to!r}; use none, "
+                             f"all or a comma-separated list of {sorted(known - {'none', 'all'})}")
         per_step = self.prompts_per_step * self.num_generations
         if self.max_rollouts is not None and self.max_rollouts < per_step:
             raise ValueError(f"max_rollouts must be None or an int >= one step's rollouts "
@@ -115,6 +126,15 @@ class TrainSettings:
     def as_record(self) -> dict[str, Any]:
         """The settings as JSON values."""
         return asdict(self)
+
+
+def report_backends() -> set[str]:
+    """The logging backends transformers' Trainer takes in ``report_to``."""
+    try:
+        from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+    except ImportError:  # without the trl extra: let TRL's own check speak later
+        return {"none", "all"}
+    return {"none", "all", *INTEGRATION_TO_CALLBACK}
 
 
 # what a run leaves in its output folder (besides TRL's checkpoint-N folders)
