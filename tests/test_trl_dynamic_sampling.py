@@ -178,3 +178,37 @@ def test_train_settings_strategy_ds(tmp_path):
                               "--max-sampling-rounds", "3"])
     s = train_settings(args)
     assert s.strategy == "gps" and s.dynamic_sampling and s.max_sampling_rounds == 3
+
+
+def test_two_processes_select_alike_and_train_on_their_own_informative_groups(tmp_path):
+    """torchrun, two CPU processes over gloo: every process makes the same selections and rounds;
+    each trains on informative groups of its own slice of each round only."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from _support import save_tiny_llama
+
+    model = save_tiny_llama(tmp_path / "tiny")
+    out = tmp_path / "out"
+    out.mkdir()
+    worker = Path(__file__).with_name("_ds_worker.py")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           str(worker), str(model), str(out)], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["processes"] == 2 for r in ranks)
+    assert ranks[0]["selections"] == ranks[1]["selections"] and ranks[0]["rollouts"] == ranks[1]["rollouts"]
+    selections = ranks[0]["selections"]
+    assert ranks[0]["rollouts"] == len(selections) * 4 * 2
+    for rank, record in enumerate(ranks):
+        mine = {i for sel in selections for i in sel[2 * rank: 2 * rank + 2]}  # this rank's slices
+        assert len(record["trained"]) == 2
+        for batch in record["trained"]:
+            assert len(batch) == 2
+            for text in batch:
+                i = int(text.split(" + ")[0])
+                assert i >= 8 and i in mine  # informative (mixed rewards) and from its own slice

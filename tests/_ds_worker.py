@@ -1,0 +1,56 @@
+"""One process of a multi-process dynamic-sampling run (started by torchrun from a test).
+
+argv: MODEL_DIR OUT_DIR. Every process writes OUT_DIR/rank<R>.json: the rounds' selections and
+the ids of the groups it trained on, per step."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+from datasets import Dataset
+from trl import GRPOConfig
+
+from rollwise import PromptPool, make_selector
+from rollwise.integrations.trl import RollwiseGRPOTrainer
+
+torch.set_num_threads(1)
+SOLVED, UNSOLVED = {f"q{i}" for i in range(4)}, {f"q{i}" for i in range(4, 8)}
+
+
+def reward(completions, id, **kwargs):  # noqa: A002 - TRL passes dataset columns
+    return [1.0 if pid in SOLVED else 0.0 if pid in UNSOLVED else float(j % 2)
+            for j, pid in enumerate(id)]
+
+
+def main() -> None:
+    model, out = sys.argv[1], sys.argv[2]
+    ds = Dataset.from_list([{"id": f"q{i}", "prompt": f"{i} + {i} ="} for i in range(16)])
+    pool = PromptPool.from_texts(ds["prompt"], ids=ds["id"], embedder="hashing")
+    args = GRPOConfig(output_dir=out, per_device_train_batch_size=4, num_generations=2,
+                      max_completion_length=6, max_steps=2, logging_steps=1, save_strategy="no",
+                      report_to="none", use_cpu=True, seed=0, learning_rate=1e-3)
+    trainer = RollwiseGRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=ds,
+                                  selector=make_selector("uniform", pool, 4, seed=0),
+                                  dynamic_sampling=True, max_sampling_rounds=8)
+    trained: list[list[str]] = []
+    inner = trainer._merge_groups
+
+    def spy(groups):
+        merged = inner(groups)
+        trained.append([trainer._tokenizer.decode(merged["prompt_ids"][r][merged["prompt_mask"][r].bool()])
+                        for r in range(0, merged["prompt_ids"].shape[0], 2)])
+        return merged
+
+    trainer._merge_groups = spy
+    trainer.train()
+    rank = trainer.accelerator.process_index
+    with open(f"{out}/rank{rank}.json", "w") as f:
+        json.dump({"processes": trainer.accelerator.num_processes,
+                   "selections": [r["indices"] for r in trainer.selection_log],
+                   "rollouts": trainer.rollouts_spent, "trained": trained}, f)
+
+
+if __name__ == "__main__":
+    main()
