@@ -303,6 +303,7 @@ def test_os_errors_end_as_one_line(tmp_path, capsys, monkeypatch):
     (["--report-to", "bogus"], "--report-to"),
     (["--report-to", "tensorboard,bogus"], "--report-to"),
     (["--max-sampling-rounds", "0"], "--max-sampling-rounds"),
+    (["--max-sampling-rounds", "3"], "--max-sampling-rounds"),  # without dynamic sampling: no effect
     (["--strategy", "ds", "--prompts-per-step", "0"], "--prompts-per-step"),
 ])
 def test_train_settings_refused_before_the_model_naming_the_flag(extra, flag, tmp_path, capsys, no_model):

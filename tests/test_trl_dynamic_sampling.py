@@ -172,7 +172,9 @@ def test_train_settings_strategy_ds(tmp_path):
     TrainSettings(strategy="ds").validate()
     TrainSettings(strategy="gps", dynamic_sampling=True).validate()
     with pytest.raises(ValueError, match="max_sampling_rounds"):
-        TrainSettings(max_sampling_rounds=0).validate()
+        TrainSettings(strategy="ds", max_sampling_rounds=0).validate()
+    with pytest.raises(ValueError, match="only with dynamic sampling"):
+        TrainSettings(strategy="gps", max_sampling_rounds=3).validate()
     parser = build_parser()
     args = parser.parse_args(["train", "--strategy", "gps", "--dynamic-sampling",
                               "--max-sampling-rounds", "3"])

@@ -38,9 +38,10 @@ class TrainSettings:
     dynamic_sampling: bool = setting(False, help="DAPO's dynamic sampling on top of the strategy: drop "
                                                  "groups whose rewards are all equal and generate more "
                                                  "until the step's batch is full (every rollout counted)")
-    max_sampling_rounds: int = setting(10, help="dynamic sampling: at most this many generation rounds "
-                                                "per step (DAPO's max_num_gen_batches)",
-                                       constraint=POSITIVE)
+    max_sampling_rounds: int | None = setting(None, help="dynamic sampling: at most this many "
+                                                         "generation rounds per step (DAPO's "
+                                                         "max_num_gen_batches); none: 10",
+                                              constraint=Interval(int, 1, optional=True))
     output_dir: str = setting("runs/train", help="checkpoints, the selector and rollwise_run.json "
                                                  "(the run's log)")
     steps: int = setting(40, help="optimiser steps", constraint=POSITIVE)
@@ -93,6 +94,9 @@ class TrainSettings:
             check_embedder_name(self.embedder)
         except ValueError as err:
             raise ValueError(f"embedder: {err}") from err
+        if self.max_sampling_rounds is not None and not self.uses_dynamic_sampling:
+            raise ValueError("max_sampling_rounds applies only with dynamic sampling "
+                             "(--dynamic-sampling or --strategy ds)")
         backends = [b.strip() for b in str(self.report_to).split(",")]
         known = report_backends()
         if any(b not in known for b in backends):
@@ -103,6 +107,11 @@ class TrainSettings:
             raise ValueError(f"max_rollouts must be None or an int >= one step's rollouts "
                              f"(prompts_per_step x num_generations = {per_step}), got "
                              f"{self.max_rollouts!r}")
+
+    @property
+    def uses_dynamic_sampling(self) -> bool:
+        """Whether the run filters groups with DAPO's dynamic sampling."""
+        return self.dynamic_sampling or train_strategy(self.strategy)[1]
 
     def check_output_dir(self) -> list[Path]:
         """The earlier run's files in ``output_dir`` that this run will replace (with
@@ -308,8 +317,9 @@ def run_grpo(
     common = dict(model=model_path, reward_funcs=reward_funcs, args=config, train_dataset=train_ds,
                   eval_dataset=eval_ds, selector=selector, embedder=settings.embedder,
                   dynamic_sampling=settings.dynamic_sampling or filtered,
-                  max_sampling_rounds=settings.max_sampling_rounds,
                   base_model=SMOLLM2_HUB_ID if settings.model.lower() == "smollm2" else settings.model)
+    if settings.max_sampling_rounds is not None:  # else the trainer's default
+        common["max_sampling_rounds"] = settings.max_sampling_rounds
     trainer = trainer_class(**common, **addon_kwargs)
     for addon in addons:
         for callback in addon.callbacks(trainer):
