@@ -3,7 +3,7 @@
 ``arithmetic`` is generated offline with reasoning-gym's ``chain_sum`` at graded settings (from
 single-digit sums of two terms to sums of several multi-digit numbers), so the pool spans prompts
 a small model usually solves, sometimes solves and almost never solves. ``mixed`` mixes two other
-reasoning-gym families at graded levels (letter counting and simple equations), as real RLVR
+reasoning-gym families at three settings each (letter counting and simple equations), as real RLVR
 datasets mix sources. ``math`` reads any
 JSON/JSONL/parquet file of problems with an ``answer`` field and verifies with math-verify.
 """
@@ -29,9 +29,10 @@ ARITHMETIC_LEVELS: list[dict[str, int]] = [
 
 
 # (family, reasoning-gym settings); a row's level is its index here (family-major),
-# MIXED_LEVELS[level][0] its family. Within a family, from the highest base pass rate of
-# SmolLM2-135M-Instruct to the lowest (benchmarks/results/smollm2_pass_rates_mixed.md): letter
-# counting in long texts is solved more often than in short ones (its counts are small numbers).
+# MIXED_LEVELS[level][0] its family. A level names a generator setting, not a difficulty rank:
+# SmolLM2-135M-Instruct's base pass rates by level are 0.035 / 0.039 / 0.078 (letter counting in
+# 12, 5 and 2 words) and 0.031 / 0.062 / 0.012 (equations), 32 prompts x 8 samples each
+# (benchmarks/results/smollm2_pass_rates_mixed.md).
 _PLUS, _PLUS_MINUS = dict(operators=("+",), operators_weights=[1.0]), dict(
     operators=("+", "-"), operators_weights=[0.5, 0.5])
 MIXED_LEVELS: list[tuple[str, dict[str, Any]]] = [
@@ -80,8 +81,8 @@ def arithmetic(per_level: int = 80, heldout_per_level: int = 20, seed: int = 0) 
 
 
 def mixed(per_level: int = 150, heldout_per_level: int = 17, seed: int = 0) -> Task:
-    """Two reasoning-gym families at graded levels (:data:`MIXED_LEVELS`), deterministic per seed;
-    ids are ``mixed/<family>/<level>/<j>``."""
+    """Two reasoning-gym families at three settings each (:data:`MIXED_LEVELS`), deterministic
+    per seed; ids are ``mixed/<family>/<level>/<j>``."""
     try:
         import reasoning_gym
     except ImportError as err:
