@@ -25,3 +25,41 @@ def test_mixed_task_levels_families_and_answers():
         assert verify_number(f"so\nAnswer: {r['answer']}", r["answer"]) == 1.0
         assert r["prompt"][0]["content"].startswith(r["question"])
     assert [r["id"] for r in mixed(per_level=4, heldout_per_level=2).train] == [r["id"] for r in task.train]
+
+
+def _write(path, rows):
+    import json
+
+    path.write_text(json.dumps(rows))
+    return str(path)
+
+
+def test_task_file_null_answer_names_its_row(tmp_path):
+    from rollwise.llm.tasks import from_file
+
+    rows = [{"problem": f"{i} + 1", "answer": str(i + 1)} for i in range(5)]
+    rows[3]["answer"] = None
+    with pytest.raises(ValueError, match="row 4 has no answer"):
+        from_file(_write(tmp_path / "t.json", rows))
+
+
+def test_task_file_duplicates_removed_and_splits_disjoint(tmp_path, caplog):
+    from rollwise.llm.tasks import from_file
+
+    rows = [{"problem": f"{i % 6} + 1", "answer": str(i % 6 + 1)} for i in range(18)]  # each 3 times
+    task = from_file(_write(tmp_path / "t.json", rows), heldout_fraction=0.5)
+    train, held = {r["question"] for r in task.train}, {r["question"] for r in task.heldout}
+    assert len(task.train) + len(task.heldout) == 6 and not train & held
+    assert "12 duplicate" in caplog.text
+
+
+def test_prompt_file_row_errors_name_the_row_or_line(tmp_path):
+    from rollwise.feedback.prompt_files import load_prompt_file
+
+    with pytest.raises(ValueError, match="row 2 has a non-finite 'level'"):
+        load_prompt_file(_write(tmp_path / "p.json", [{"prompt": "a", "level": 1},
+                                                       {"prompt": "b", "level": float("nan")}]))
+    bad = tmp_path / "p.jsonl"
+    bad.write_text('{"prompt": "a"}\n\n{"prompt": "b"}\n{"prompt": \n')
+    with pytest.raises(ValueError, match="line 4"):
+        load_prompt_file(bad)

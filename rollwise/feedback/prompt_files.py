@@ -50,7 +50,13 @@ def _read_rows(path: Path) -> list[dict]:
 
             rows = pq.read_table(path).to_pylist()
         elif suffix == ".jsonl":
-            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            rows = []
+            for number, line in enumerate(path.read_text().splitlines(), start=1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except ValueError as err:
+                        raise ValueError(f"line {number}: {err}") from None
         else:
             rows = json.loads(path.read_text())
     except (ValueError, OSError) as err:
@@ -110,6 +116,8 @@ def load_prompt_file(
                 levels.append(float(r[lf]))
             except (KeyError, TypeError, ValueError):
                 raise ValueError(f"{str(path)!r}: row {i + 1} has no numeric {lf!r}") from None
+            if not np.isfinite(levels[-1]):
+                raise ValueError(f"{str(path)!r}: row {i + 1} has a non-finite {lf!r} ({r[lf]!r})")
     level = np.asarray(levels, dtype=np.float64) if lf is not None else np.zeros(len(texts))
     # rows without ids are numbered as PromptPool numbers them, so that a pool built from the
     # same texts in code and from the file on the command line is the same pool
@@ -117,5 +125,6 @@ def load_prompt_file(
     if len(set(ids)) != len(ids):
         ids = [str(i) for i in range(len(rows))]
     af = pick(answer_field, ("answer",), "answer_field")
-    answers = [str(r.get(af, "")) for r in rows] if af is not None else None
+    # a missing or null answer is "" (never the text "None"): callers that need answers refuse it
+    answers = [("" if r.get(af) is None else str(r[af])) for r in rows] if af is not None else None
     return PromptSet(texts, skills, level, ids, answers)

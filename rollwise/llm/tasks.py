@@ -10,11 +10,14 @@ JSON/JSONL/parquet file of problems with an ``answer`` field and verifies with m
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 INSTRUCTION = "\nGive the final answer on the last line as 'Answer: <number>'."
 
@@ -116,8 +119,17 @@ def from_file(path: str | Path, heldout_fraction: float = 0.1, seed: int = 0,
     if ps.answers is None:
         raise ValueError(f"task file {str(path)!r} has no 'answer' field: rewards cannot be verified; "
                          "name the field with --answer-field (answer_field= in Python)")
-    rows = [_row(i, t, a, lv) for i, t, a, lv in zip(ps.ids, ps.texts, ps.answers, ps.level,
-                                                      strict=True)]
+    missing = [n + 1 for n, a in enumerate(ps.answers) if not a.strip()]
+    if missing:
+        raise ValueError(f"task file {str(path)!r}: row {missing[0]} has no answer in its answer "
+                         f"field ({len(missing)} row(s) without one): it could never be rewarded")
+    rows, seen = [], set()
+    for i, t, a, lv in zip(ps.ids, ps.texts, ps.answers, ps.level, strict=True):
+        if t not in seen:  # a duplicate could sit in both splits and contaminate the held-out score
+            seen.add(t)
+            rows.append(_row(i, t, a, lv))
+    if len(rows) < len(ps.texts):
+        log.warning("task file %s: %d duplicate problem text(s) removed", path, len(ps.texts) - len(rows))
     perm = np.random.default_rng(seed).permutation(len(rows))
     cut = max(1, int(round(heldout_fraction * len(rows))))
     held = [rows[i] for i in sorted(perm[:cut])]
