@@ -32,6 +32,16 @@ def train_settings(args: argparse.Namespace) -> Any:
 def addons(args: argparse.Namespace) -> list[Any]:
     """The add-ons the arguments turn on (``--rescue p2o``)."""
     if getattr(args, "rescue", None) is None:
+        from dataclasses import MISSING, fields
+
+        from rollwise.rescue.addon import RescueSettings
+
+        for f in fields(RescueSettings):
+            default = f.default if f.default is not MISSING else f.default_factory()
+            value = getattr(args, RESCUE_PREFIX + f.name, default)
+            if value != default:  # a rescue setting with no rescue would do nothing
+                flag = f"--{RESCUE_PREFIX}{f.name}".replace("_", "-")
+                raise ValueError(f"{flag} applies only with --rescue p2o")
         return []
     from rollwise.rescue.addon import P2ORescue, RescueSettings
 
