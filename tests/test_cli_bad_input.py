@@ -312,3 +312,16 @@ def test_train_settings_refused_before_the_model_naming_the_flag(extra, flag, tm
     err = _error(capsys)
     assert rc == 2 and err.startswith(f"rollwise train: error: {flag}")
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("budget", [["--budget", "1000000000000"], ["--per-prompt", "100000000"]])
+def test_allocate_unbounded_budget_refused_before_work(budget, tmp_path, pool_file, gps_state, capsys,
+                                                       monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("the pool was embedded before the budget was checked")
+
+    monkeypatch.setattr(rollwise.PromptPool, "from_texts", boom)
+    out = tmp_path / "alloc.jsonl"
+    rc = main(["allocate", "--selector", str(gps_state), "--pool", str(pool_file), "--prompts",
+               str(pool_file), *budget, "--embedder", "hashing", "--out", str(out)])
+    assert rc == 2 and "--budget" in _error(capsys) and not out.exists()

@@ -63,6 +63,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "or sentence-transformers:<model>")
 
 
+MAX_BUDGET = 1_000_000  # samples; the greedy allocation takes about 6 s for this many on a CPU
+
+
 def _contamination(text: str) -> float | None:
     """``--contamination``: a share in [0, 1], or None for the selector's fitted estimate."""
     if text == "fitted":
@@ -122,6 +125,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         new = load_prompt_file(args.prompts, text_field=args.text_field)
     except ValueError as err:
         raise ValueError(f"--prompts: {err}") from err
+    n = len(new.texts)
+    budget = args.budget if args.budget is not None else args.per_prompt * n
+    if budget < 0:
+        raise ValueError(f"--budget must be >= 0, got {budget}")
+    if budget > MAX_BUDGET:
+        raise ValueError(f"--budget {budget:,} (or --per-prompt x {n} prompts) is above the "
+                         f"{MAX_BUDGET:,} samples allocate answers in seconds (one greedy step per "
+                         "sample); split the prompts or lower the budget")
+    if budget < n * args.min_per_prompt:
+        raise ValueError(f"--budget {budget} is smaller than {n} prompts * --min-per-prompt "
+                         f"{args.min_per_prompt} = {n * args.min_per_prompt}")
     pool = PromptPool.from_texts(pool_set.texts, ids=pool_set.ids, embedder=args.embedder)
     _selector_pool_check(args.selector, pool)
     sel = load_selector(args.selector, pool)
@@ -135,13 +149,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     pred = raw if args.calibration == "none" else calibration.mean(raw)
     concentration = calibration.concentration if args.calibration == "beta" else None
     contamination = calibration.contamination if fixed_contamination is None else fixed_contamination
-    n = len(new.texts)
-    budget = args.budget if args.budget is not None else args.per_prompt * n
-    if budget < 0:
-        raise ValueError(f"--budget must be >= 0, got {budget}")
-    if budget < n * args.min_per_prompt:
-        raise ValueError(f"--budget {budget} is smaller than {n} prompts * --min-per-prompt "
-                         f"{args.min_per_prompt} = {n * args.min_per_prompt}")
     counts = allocate(pred, budget, args.method, args.min_per_prompt, quantiles=args.quantiles,
                       concentration=concentration, uniform_share=args.uniform_share,
                       contamination=contamination)
