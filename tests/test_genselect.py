@@ -369,3 +369,25 @@ def test_train_settings_and_cli_reject_bad_input(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["genselect", "synthesize"])  # --out is required
+
+
+@pytest.mark.parametrize(("argv", "flag"), [
+    (["synthesize", "--out", "{tmp}/no/such/t.jsonl"], "--out"),
+    (["synthesize", "--out", "{tmp}/t.jsonl", "--window", "1"], "--window"),
+    (["synthesize", "--out", "{tmp}/t.jsonl", "--min-window", "9"], "--min-window"),
+    (["synthesize", "--out", "{tmp}/t.jsonl", "--candidates-out", "{tmp}/t.jsonl"], "--candidates-out"),
+    (["eval", "--out", "{tmp}/no/such/r.json"], "--out"),
+    (["eval", "--window", "1"], "--window"),
+])
+def test_genselect_refuses_before_sampling(argv, flag, tmp_path, capsys, monkeypatch):
+    """Output paths and task shapes are checked before the model is loaded or anything sampled."""
+    from rollwise.cli import main
+    from rollwise.genselect import synthesis
+
+    def boom(*args, **kwargs):
+        raise AssertionError("candidates sampled before the arguments were checked")
+
+    monkeypatch.setattr(synthesis, "sample_candidates", boom)
+    rc = main(["genselect", *[a.replace("{tmp}", str(tmp_path)) for a in argv]])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith(f"rollwise genselect: error: {flag}") and "\n" not in err

@@ -120,7 +120,19 @@ def run(args: argparse.Namespace) -> Any:
         return result
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
+    from rollwise._io import check_output_file
+
     if cmd == "synthesize":
+        try:  # before any candidate is sampled
+            synthesis.check_task_shape(args.window, args.min_window, args.windows_per_problem,
+                                       args.max_correct_fraction, args.view)
+        except ValueError as err:  # "min_window must ..." -> "--min-window must ..."
+            field, _, rest = str(err).partition(" ")
+            raise ValueError(f"--{field.replace('_', '-')} {rest}" if field in vars(args)
+                             else str(err)) from err
+        check_output_file("--out", args.out)
+        if args.candidates_out is not None:
+            check_output_file("--candidates-out", args.candidates_out, inputs={"--out": args.out})
         problems = _problems(args)
         sets = synthesis.sample_candidates(problems, model=args.generator, n=args.n,
                                            temperature=args.temperature,
@@ -136,6 +148,12 @@ def run(args: argparse.Namespace) -> Any:
         return tasks
     # eval
     from rollwise.genselect.inference import GenSelectModel, evaluate_best_of_n
+
+    if args.window < 2:
+        raise ValueError(f"--window must be >= 2 (a choice needs two candidates), got {args.window}")
+    if args.out is not None:
+        check_output_file("--out", args.out,
+                          inputs={"--candidates": args.candidates} if args.candidates else None)
 
     if args.candidates is not None:
         sets = synthesis.read_jsonl(args.candidates)

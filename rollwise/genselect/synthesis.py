@@ -127,6 +127,23 @@ def candidate_set(problem: dict[str, Any], candidates: Sequence[str],
             "scores": [float(s) for s in scores]}
 
 
+def check_task_shape(window: int, min_window: int | None = None, windows_per_problem: int = 1,
+                     max_correct_fraction: float | None = None, view: Any = "answer") -> None:
+    """Raise ``ValueError`` (naming the argument) for settings :func:`synthesize` cannot use;
+    callers check before sampling any candidate."""
+    if not Interval(int, 2).is_valid(window):
+        raise ValueError(f"window must be an int >= 2 (a choice needs two candidates), got {window!r}")
+    lo = window if min_window is None else min_window
+    if not Interval(int, 2, window).is_valid(lo):
+        raise ValueError(f"min_window must be an int in [2, window={window}], got {min_window!r}")
+    if windows_per_problem < 1:
+        raise ValueError(f"windows_per_problem must be >= 1, got {windows_per_problem}")
+    if max_correct_fraction is not None and not 0 < max_correct_fraction <= 1:
+        raise ValueError(f"max_correct_fraction must lie in (0, 1], got {max_correct_fraction}")
+    if not callable(view) and view not in VIEWS:
+        raise ValueError(f"unknown view {view!r}; choose from {list(VIEWS)} or pass a callable")
+
+
 def synthesize(
     problems: Sequence[dict[str, Any]],
     candidates: Sequence[Sequence[str]] | None = None,
@@ -161,17 +178,8 @@ def synthesize(
     message), ``prompt`` (chat messages) and ``view``. ``out`` writes them as JSONL, atomically.
     """
     _check_problems(problems)
-    if not Interval(int, 2).is_valid(window):
-        raise ValueError(f"window must be an int >= 2 (a choice needs two candidates), got {window!r}")
+    check_task_shape(window, min_window, windows_per_problem, max_correct_fraction, view)
     lo = window if min_window is None else min_window
-    if not Interval(int, 2, window).is_valid(lo):
-        raise ValueError(f"min_window must be an int in [2, window={window}], got {min_window!r}")
-    if windows_per_problem < 1:
-        raise ValueError(f"windows_per_problem must be >= 1, got {windows_per_problem}")
-    if max_correct_fraction is not None and not 0 < max_correct_fraction <= 1:
-        raise ValueError(f"max_correct_fraction must lie in (0, 1], got {max_correct_fraction}")
-    if not callable(view) and view not in VIEWS:
-        raise ValueError(f"unknown view {view!r}; choose from {list(VIEWS)} or pass a callable")
     if candidates is None:
         sets = sample_candidates(problems, model=model, n=n, temperature=temperature,
                                  max_new_tokens=max_new_tokens, seed=seed, verify=verify)
