@@ -1,7 +1,8 @@
-"""One process of a multi-process dynamic-sampling run (started by torchrun from a test).
+"""One process of a multi-process GRPO run (started by torchrun from a test).
 
-argv: MODEL_DIR OUT_DIR. Every process writes OUT_DIR/rank<R>.json: the rounds' selections and
-the ids of the groups it trained on, per step."""
+argv: MODEL_DIR OUT_DIR STRATEGY (uniform+ds: dynamic sampling over uniform prompts; gps: GPS
+without the filter). Every process writes OUT_DIR/rank<R>.json: the selections, the prompts of
+the groups it trained on per step, and its selector's step count and observations."""
 
 from __future__ import annotations
 
@@ -25,15 +26,17 @@ def reward(completions, id, **kwargs):  # noqa: A002 - TRL passes dataset column
 
 
 def main() -> None:
-    model, out = sys.argv[1], sys.argv[2]
+    model, out, strategy = sys.argv[1], sys.argv[2], sys.argv[3]
     ds = Dataset.from_list([{"id": f"q{i}", "prompt": f"{i} + {i} ="} for i in range(16)])
     pool = PromptPool.from_texts(ds["prompt"], ids=ds["id"], embedder="hashing")
     args = GRPOConfig(output_dir=out, per_device_train_batch_size=4, num_generations=2,
                       max_completion_length=6, max_steps=2, logging_steps=1, save_strategy="no",
                       report_to="none", use_cpu=True, seed=0, learning_rate=1e-3)
+    ds_on = strategy == "uniform+ds"
+    selector = make_selector(strategy.split("+")[0], pool, 4, seed=0,
+                             **({} if ds_on else {"grad_steps": 1}))
     trainer = RollwiseGRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=ds,
-                                  selector=make_selector("uniform", pool, 4, seed=0),
-                                  dynamic_sampling=True, max_sampling_rounds=8)
+                                  selector=selector, dynamic_sampling=ds_on, max_sampling_rounds=8)
     trained: list[list[str]] = []
     inner = trainer._merge_groups
 
@@ -43,13 +46,27 @@ def main() -> None:
                         for r in range(0, merged["prompt_ids"].shape[0], 2)])
         return merged
 
+    def rows(batch):
+        return [trainer._tokenizer.decode(batch["prompt_ids"][r][batch["prompt_mask"][r].bool()])
+                for r in range(batch["prompt_ids"].shape[0])]
+
+    generate = trainer._generate_and_score_completions
+
+    def record(inputs):
+        batch = generate(inputs)
+        if not ds_on:
+            trained.append(rows(batch))
+        return batch
+
     trainer._merge_groups = spy
+    trainer._generate_and_score_completions = record
     trainer.train()
     rank = trainer.accelerator.process_index
     with open(f"{out}/rank{rank}.json", "w") as f:
         json.dump({"processes": trainer.accelerator.num_processes,
                    "selections": [r["indices"] for r in trainer.selection_log],
-                   "rollouts": trainer.rollouts_spent, "trained": trained}, f)
+                   "rollouts": trainer.rollouts_spent, "trained": trained,
+                   "selector_observations": int(trainer.selector.step)}, f)
 
 
 if __name__ == "__main__":

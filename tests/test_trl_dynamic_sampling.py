@@ -182,9 +182,8 @@ def test_train_settings_strategy_ds(tmp_path):
     assert s.strategy == "gps" and s.dynamic_sampling and s.max_sampling_rounds == 3
 
 
-def test_two_processes_select_alike_and_train_on_their_own_informative_groups(tmp_path):
-    """torchrun, two CPU processes over gloo: every process makes the same selections and rounds;
-    each trains on informative groups of its own slice of each round only."""
+def _two_processes(tmp_path, strategy: str) -> list[dict]:
+    """Run tests/_ds_worker.py on two CPU processes (torchrun, gloo); each rank's record."""
     import json
     import os
     import subprocess
@@ -198,10 +197,29 @@ def test_two_processes_select_alike_and_train_on_their_own_informative_groups(tm
     out.mkdir()
     worker = Path(__file__).with_name("_ds_worker.py")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           str(worker), str(model), str(out)], capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                           str(worker), str(model), str(out), strategy], capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+def test_two_processes_gps_one_selection_per_step(tmp_path):
+    """GPS on two processes: the main process selects and broadcasts, so both generate slices of
+    one batch; the union of their trained rows is exactly the chosen prompts x num_generations;
+    only the main process's selector observes."""
+    ranks = _two_processes(tmp_path, "gps")
+    assert ranks[0]["selections"] == ranks[1]["selections"] and len(ranks[0]["selections"]) == 2
+    for step, chosen in enumerate(ranks[0]["selections"]):
+        rows = ranks[0]["trained"][step] + ranks[1]["trained"][step]
+        assert sorted(rows) == sorted(f"{i} + {i} =" for i in chosen for _ in range(2))
+        assert ranks[0]["trained"][step] == [f"{i} + {i} =" for i in chosen[:2] for _ in range(2)]
+    assert ranks[0]["selector_observations"] == 2 and ranks[1]["selector_observations"] == 0
+
+
+def test_two_processes_select_alike_and_train_on_their_own_informative_groups(tmp_path):
+    """torchrun, two CPU processes over gloo: every process makes the same selections and rounds;
+    each trains on informative groups of its own slice of each round only."""
+    ranks = _two_processes(tmp_path, "uniform+ds")
     assert all(r["processes"] == 2 for r in ranks)
     assert ranks[0]["selections"] == ranks[1]["selections"] and ranks[0]["rollouts"] == ranks[1]["rollouts"]
     selections = ranks[0]["selections"]

@@ -7,8 +7,10 @@ Data flow (one process or several, same code):
    steps. Its rows are ignored: at that moment :class:`RollwiseGRPOTrainer` asks the selector for
    ``generation_batch_size // num_generations`` prompts, repeats each ``num_generations`` times
    and hands this process its slice (rank-major, exactly the slicing TRL uses after its gather).
-   Every rank holds an identical selector (same seed, same observations), so every rank makes
-   the same selection; no extra communication is needed.
+   With several processes the main process selects and broadcasts its choice (accelerate's
+   ``broadcast_object_list``), so all processes generate one batch by construction; only the
+   main process's selector selects and observes, and only it writes the selector to checkpoints
+   (every process loads it on resume).
 2. TRL generates and scores. Its ``_calculate_rewards`` gathers the rewards of all processes;
    our override reads them (weighted sum over reward functions, as TRL does), groups them per
    prompt and calls ``selector.observe`` before returning.
@@ -191,8 +193,7 @@ class RollwiseGRPOTrainer(GRPOTrainer):
     def _generation_round(self, local: int) -> dict[str, Any]:
         """Select a generation batch, generate and score this process's slice of it (the
         selector observes the gathered rewards inside)."""
-        chosen = self.selector.select()
-        predicted = self.selector.predict(chosen)
+        chosen, predicted = self._choose()
         n = self.num_generations
         rows = [self.train_dataset[int(i)] for i in chosen for _ in range(n)]
         rank = self.accelerator.process_index
@@ -206,6 +207,23 @@ class RollwiseGRPOTrainer(GRPOTrainer):
             return super()._generate_and_score_completions(rows[rank * local : (rank + 1) * local])
         finally:
             self._pending = None
+
+    def _choose(self) -> tuple[np.ndarray, np.ndarray]:
+        """The generation batch's prompts and their predicted rates. With several processes the
+        main process's selector chooses and the choice is broadcast (accelerate's collectives),
+        so every process generates its slice of one batch by construction, whatever the
+        selector's numerics on each process."""
+        if self.accelerator.num_processes == 1:
+            chosen = self.selector.select()
+            return chosen, self.selector.predict(chosen)
+        from accelerate.utils import broadcast_object_list
+
+        payload: list[Any] = [None, None]
+        if self.accelerator.is_main_process:
+            chosen = self.selector.select()
+            payload = [chosen, self.selector.predict(chosen)]
+        broadcast_object_list(payload, from_process=0)
+        return np.asarray(payload[0], dtype=np.int64), np.asarray(payload[1], dtype=np.float64)
 
     def _dynamic_sampling(self, local: int) -> dict[str, Any]:
         """DAPO's dynamic sampling: generation rounds until every process holds ``local // n``
@@ -319,7 +337,8 @@ class RollwiseGRPOTrainer(GRPOTrainer):
     def _observe(self, rewards: np.ndarray) -> None:
         chosen, predicted = self._pending
         grouped = self._successes(rewards.reshape(len(chosen), self.num_generations))
-        self.selector.observe(chosen, grouped)
+        if self.accelerator.is_main_process:  # the selector that chooses (see _choose)
+            self.selector.observe(chosen, grouped)
         self.rollouts_spent += grouped.size
         metrics = self._metrics["train"]
         metrics["rollwise/esr"].append(effective_sample_ratio(grouped))
@@ -375,7 +394,8 @@ class RollwiseGRPOTrainer(GRPOTrainer):
         """How the selector's predictions for the evaluation prompts (never trained on) compare
         with their empirical success rates: Spearman and ECE, raw and calibrated. GPS only; the
         prompts are embedded with ``embedder`` (which must be the pool's)."""
-        if not records or self._embedder is None or not hasattr(self.selector, "predict_texts"):
+        if (not records or self._embedder is None or not hasattr(self.selector, "predict_texts")
+                or not self.accelerator.is_main_process):  # only its selector is trained
             return None
         by_prompt: dict[str, list[float]] = {}
         for _, reward, _, text in records:

@@ -273,13 +273,14 @@ class RescueGRPOTrainer(RollwiseGRPOTrainer):
         for part, cols in ((~rescued, n), (rescued, bare)):
             if part.any():
                 self.bank.observe(list(ids[part]), grouped[part, :cols])
-                self.selector.observe(chosen[part], success[part, :cols])
+                if self.accelerator.is_main_process:  # the selector that chooses
+                    self.selector.observe(chosen[part], success[part, :cols])
         self._store_solutions(chosen, success)
         self.rollouts_spent += grouped.size
         self.guided_rollouts += int(guided.sum())
         metrics = self._metrics["train"]
         metrics["rollwise/esr"].append(effective_sample_ratio(success))
-        metrics["rollwise/rollouts"].append(float(self.rollouts_spent))
+        metrics["rollwise/rollouts"] = [float(self.rollouts_spent)]  # cumulative, as the base
         metrics["rollwise/predicted_rate"].append(float(np.mean(predicted)))
         metrics["rescue/guided_rows"].append(float(guided.sum()))
         self._log_selection(chosen, predicted, success)
