@@ -67,9 +67,10 @@ class TrainSettings:
                                 constraint=Interval(int, 0))
     eval_generations: int = setting(4, help="samples per held-out prompt", constraint=Interval(int, 2),
                                     cli=False)
-    gradient_checkpointing: bool = setting(False, help="recompute activations in the backward pass "
-                                                       "(TRL's default) to save memory; off is "
-                                                       "faster by a forward pass per step")
+    gradient_checkpointing: bool = setting(True, help="recompute activations in the backward pass "
+                                                      "(TRL's default); off, a CPU run of SmolLM2 at "
+                                                      "8 x 4 x 32 held up to 8.8 GB for no "
+                                                      "measurable speed-up")
     save_steps: int = setting(20, help="steps between checkpoints", constraint=POSITIVE)
     save_optimizer: bool = setting(False, help="also keep the optimizer, scheduler and RNG state in "
                                                "checkpoints (about 3x the size); without it --resume "
