@@ -138,6 +138,17 @@ def test_smollm2_checkpoint_builds_and_generates(tmp_path):
     text = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
     assert len(text.strip()) > 0
     assert smollm2(cache_dir=tmp_path) == path  # built once, then reused
+    # the converted checkpoint computes what transformers' own GGUF loading computes
+    import torch
+
+    from rollwise.llm.models import smollm2_gguf
+
+    gguf = smollm2_gguf()
+    direct = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype="float32")
+    with torch.no_grad():
+        ours, theirs = model(**ids).logits, direct(**ids).logits
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+    assert int(ours[0, -1].argmax()) == int(theirs[0, -1].argmax())
 
 
 def test_cli_train_rejects_bad_input_before_training(capsys, tmp_path):
