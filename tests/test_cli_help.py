@@ -20,14 +20,30 @@ def _parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ("rollwise
 
 
 def test_every_option_has_help_and_shows_its_default():
+    """Every option: help, then "(required)" or its default when it has a real one, never a
+    "(default: None)", an empty default or a Python tuple."""
     for path, parser in _parsers(build_parser()):
+        formatter = parser._get_formatter()
         for action in parser._actions:
-            if action.option_strings and action.dest != "help":
-                assert action.help, f"{' '.join(path)} {action.option_strings[0]} has no help"
-        text = parser.format_help()
-        if any(a.option_strings and a.default not in (None, argparse.SUPPRESS, False)
-               for a in parser._actions if a.dest not in ("help", "version")):
-            assert "(default:" in text, " ".join(path)
+            if not action.option_strings or action.dest in ("help", "version"):
+                continue
+            name = f"{' '.join(path)} {action.option_strings[0]}"
+            assert action.help, f"{name} has no help"
+            shown = formatter._get_help_string(action) % {"default": action.default}
+            if action.required:
+                assert shown.endswith("(required)"), name
+            elif action.default not in (None, "", argparse.SUPPRESS):
+                assert "(default: " in shown, name
+            assert "(default: None)" not in shown and "(default: )" not in shown, name
+            assert "(default: (" not in shown and "(default: [" not in shown, name
+
+
+def test_required_options_and_tuple_defaults_read_well(capsys):
+    with pytest.raises(SystemExit):
+        main(["allocate", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(required)" in out and "(default: None)" not in out
+    assert "(default: 0.25,0.75)" in out  # --quantiles, not a Python tuple
 
 
 def test_bench_help_lists_the_strategies(capsys):

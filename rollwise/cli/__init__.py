@@ -7,8 +7,23 @@ import logging
 import sys
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown after every option's help; descriptions kept as written."""
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Each option's help followed by its default, readable: ``(required)`` for a required
+    option, nothing for a default of None or "" (the help says what none means), a tuple or
+    list as comma-separated values; descriptions kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "%(default)" in text or not action.option_strings or action.default is argparse.SUPPRESS:
+            return text
+        if action.required:
+            return f"{text} (required)"
+        default = action.default
+        if default is None or default == "" or isinstance(action, argparse._HelpAction):
+            return text
+        if isinstance(default, (tuple, list)):
+            default = ",".join(map(str, default))
+        return f"{text} (default: {str(default).replace('%', '%%')})"
 
 
 def build_parser() -> argparse.ArgumentParser:
