@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 
 POSITIVE = Interval(int, 1)
+LOSS_TYPES = ("dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo", "luspo", "vespo")  # TRL 1.16's
 POSITIVE_RATE = Interval(float, 0, None, closed="neither")
 
 
@@ -52,9 +53,11 @@ class TrainSettings:
                                   constraint=POSITIVE)
     temperature: float = setting(1.0, help="sampling temperature", constraint=POSITIVE_RATE)
     learning_rate: float = setting(1e-5, help="policy learning rate", constraint=POSITIVE_RATE)
-    beta: float = setting(0.0, help="KL coefficient (0: no reference model, as in DAPO)",
-                          constraint=Interval(float, 0), cli=False)
-    loss_type: str = setting("dapo", help="TRL's GRPO loss type", cli=False)
+    beta: float = setting(0.0, help="KL coefficient against the starting policy (0: no reference "
+                                    "model, as in DAPO)", constraint=Interval(float, 0))
+    loss_type: str = setting("dapo", help="TRL's GRPO loss aggregation (dapo: token-level, "
+                                          "normalised over the batch's tokens, as in DAPO)",
+                             constraint=OneOf(LOSS_TYPES))
     seed: int = setting(0, help="seed of TRL and of the selector", constraint=Interval(int, 0, 2**32 - 1))
     embedder: str = setting("wordllama", help="prompt embedder: wordllama, hashing, or "
                                               "sentence-transformers:<model>")
