@@ -256,7 +256,9 @@ def plot(data: dict, path: Path) -> None:
         per = [np.mean([r["eval_levels"][-1][k]["reward"] for r in rs]) for k in lv]
         off = list(data["runs"]).index(arm) * 0.8 / len(data["runs"])
         bx.bar(np.arange(len(lv)) + off, per, width=0.8 / len(data["runs"]), color=c, label=arm)
-        mean_level = np.mean([[np.mean(batch) for batch in r["selected_levels"]] for r in rs], axis=0)
+        rounds = min(len(r["selected_levels"]) for r in rs)  # DS's rounds differ per seed
+        mean_level = np.mean([[np.mean(batch) for batch in r["selected_levels"][:rounds]]
+                              for r in rs], axis=0)
         cx.plot(np.arange(1, len(mean_level) + 1), mean_level, color=c, label=arm)
     ax.set_xlabel("training rollouts")
     ax.set_ylabel("held-out accuracy (all levels)")
@@ -266,7 +268,7 @@ def plot(data: dict, path: Path) -> None:
     bx.set_ylabel("final held-out accuracy")
     bx.set_title("final accuracy per level")
     bx.legend(fontsize=8)
-    cx.set_xlabel("step")
+    cx.set_xlabel("selection (a step; DS: a generation round)")
     cx.set_ylabel("mean level of the chosen prompts")
     cx.set_title("level mix of the selections (0 easiest, 4 hardest)")
     fig.tight_layout()
