@@ -84,6 +84,19 @@ def rollouts_to_reach(rollouts: list, accuracy: list, target: float) -> float | 
     return None
 
 
+def accuracy_at(rollouts: list, accuracy: list, budget: float) -> float | None:
+    """Held-out accuracy of an evaluation curve at ``budget`` rollouts (linear interpolation
+    between evaluations); None past the curve's last evaluation."""
+    xs = [float(x) for x in rollouts]
+    if budget > xs[-1]:
+        return None
+    j = next(i for i, x in enumerate(xs) if x >= budget)
+    if j == 0 or xs[j] == budget:
+        return float(accuracy[j])
+    a0, r0 = accuracy[j - 1], xs[j - 1]
+    return float(a0 + (accuracy[j] - a0) * (budget - r0) / (xs[j] - r0))
+
+
 def families() -> dict[int, str]:
     """Level -> family of the mixed task."""
     from rollwise.llm.tasks import MIXED_LEVELS
@@ -198,6 +211,15 @@ def markdown(data: dict) -> str:
             f"{np.mean([r['distinct_prompts'] for r in rs]):.0f} / "
             f"{np.mean([r['selections'] for r in rs]):.0f} | "
             f"{np.mean([r['max_repeats'] for r in rs]):.1f} |")
+    budget = s["rollouts_per_arm"]
+    if budget and "ds" in data["runs"]:
+        at = {arm: [accuracy_at(r["eval_rollouts"], r["eval_accuracy"], budget) for r in runs.values()]
+              for arm, runs in data["runs"].items()}
+        lines += ["", f"Held-out accuracy at the selector arms' budget ({budget:,} rollouts; DS's curve "
+                      "interpolated between its evaluations), mean ± s.e. over seeds:", "",
+                  "| " + " | ".join(at) + " |", "|" + "---|" * len(at),
+                  "| " + " | ".join("{:.3f} ± {:.3f}".format(*_mean_se([v for v in vals if v is not None]))
+                                    for vals in at.values()) + " |"]
     lines += paired_against(data, "gps")
     levels = sorted({lv for runs in data["runs"].values() for r in runs.values()
                      for lv in r["eval_levels"][-1]}, key=float)

@@ -72,3 +72,11 @@ def test_family_shares_of_the_mixed_pool():
     acc = gps_smollm2.family_accuracy(levels)
     assert acc["letter_counting"] == pytest.approx((30 * 0.2 + 10 * 0.6) / 40)
     assert acc["simple_equations"] == 0.0
+
+
+def test_accuracy_at_a_budget_interpolates():
+    at = gps_smollm2.accuracy_at
+    assert at([0, 736, 1472], [0.02, 0.13, 0.25], 640) == pytest.approx(0.02 + 0.11 * 640 / 736)
+    assert at([0, 160, 320], [0.0, 0.1, 0.2], 320) == 0.2
+    assert at([0, 160, 320], [0.0, 0.1, 0.2], 0) == 0.0
+    assert at([0, 160, 320], [0.0, 0.1, 0.2], 321) is None
