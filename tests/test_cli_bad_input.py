@@ -325,3 +325,21 @@ def test_allocate_unbounded_budget_refused_before_work(budget, tmp_path, pool_fi
     rc = main(["allocate", "--selector", str(gps_state), "--pool", str(pool_file), "--prompts",
                str(pool_file), *budget, "--embedder", "hashing", "--out", str(out)])
     assert rc == 2 and "--budget" in _error(capsys) and not out.exists()
+
+
+@pytest.mark.parametrize(("saved", "argv", "message"), [
+    ("mopps", ["--strategy", "gps"], "--strategy"),
+    ("gps", ["--strategy", "gps", "--task", "mixed"], "--task"),
+])
+def test_train_resume_mismatch_refused_before_the_model(saved, argv, message, tmp_path, capsys, no_model):
+    """A --resume onto a run of another strategy or another pool is refused before the model
+    loads, not after the first held-out evaluation."""
+    from rollwise.llm.tasks import arithmetic
+
+    out = tmp_path / "run"
+    (out / "checkpoint-5").mkdir(parents=True)
+    n = len(arithmetic().train)
+    make(saved, make_pool(n), 8).save(out / "checkpoint-5" / "rollwise_selector.pt")
+    rc = main(["train", "--output-dir", str(out), "--resume", *argv])
+    err = _error(capsys)
+    assert rc == 2 and err.startswith("rollwise train: error: --resume") and message in err

@@ -154,6 +154,28 @@ def report_backends() -> set[str]:
 RUN_FILES = ("rollwise_run.json", "rollwise_selector.pt", "rollwise_pool.jsonl")
 
 
+def check_resume(settings: TrainSettings, n_rows: int) -> None:
+    """With ``resume``, refuse a last checkpoint whose selector another strategy or another pool
+    size wrote, before the model loads (reads the small selector file only)."""
+    checkpoints = sorted(Path(settings.output_dir).glob("checkpoint-*"),
+                         key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+    if not settings.resume or not checkpoints:
+        return
+    import torch
+
+    path = checkpoints[-1] / "rollwise_selector.pt"
+    if not path.is_file():
+        raise ValueError(f"--resume: {str(checkpoints[-1])!r} has no rollwise_selector.pt")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    strategy = train_strategy(settings.strategy)[0]
+    if state.get("strategy") != strategy:
+        raise ValueError(f"--resume: the run in --output-dir selected with {state.get('strategy')!r}, "
+                         f"not {strategy!r} (--strategy)")
+    if int(state.get("pool_size", n_rows)) != n_rows:
+        raise ValueError(f"--resume: the run in --output-dir trained on {int(state['pool_size'])} "
+                         f"prompts, this task has {n_rows} (--task)")
+
+
 def remove_earlier_run(paths: Sequence[Path]) -> None:
     """Delete an earlier run's files and checkpoint folders (``check_output_dir``'s list)."""
     import shutil
@@ -212,11 +234,12 @@ def run(settings: TrainSettings, addons: Sequence[TrainerAddon] = ()) -> dict[st
 
     # a missing or unreadable task file fails before the model is converted
     task = get_task(settings.task, text_field=settings.text_field, answer_field=settings.answer_field)
-    model_path = resolve_model(settings.model)  # errors before anything heavy starts
     if any(not r["answer"] for r in task.train):
         raise ValueError(f"task {settings.task!r}: some prompts lack answers")
     columns = ("id", "prompt", "answer", "level", "question")
     train_rows = [{k: r[k] for k in columns} for r in task.train]
+    check_resume(settings, len(train_rows))  # before the model loads and the first evaluation
+    model_path = resolve_model(settings.model)  # errors before anything heavy starts
     held = [task.heldout[i] for i in spread(len(task.heldout), settings.eval_prompts)]
     eval_rows = [{k: r[k] for k in columns} for r in held]
     return run_grpo(settings, model_path, train_rows, eval_rows, reward_function(task),
