@@ -29,8 +29,8 @@ class PromptPool:
             raise ValueError("embeddings: the pool is empty (N = 0)")
         if emb.shape[1] == 0:
             raise ValueError("embeddings: dimension d must be positive")
-        if not np.issubdtype(emb.dtype, np.number):
-            raise TypeError(f"embeddings must be numeric, got dtype {emb.dtype}")
+        if not np.issubdtype(emb.dtype, np.number) or np.issubdtype(emb.dtype, np.complexfloating):
+            raise TypeError(f"embeddings must be real numbers, got dtype {emb.dtype}")
         # Normalise in float64 (float32 would overflow or underflow on extreme finite rows), and
         # leave rows that are already unit in float32 as they are: normalising is idempotent, so
         # a pool rebuilt from its own embeddings has the same fingerprint.

@@ -343,3 +343,14 @@ def test_train_resume_mismatch_refused_before_the_model(saved, argv, message, tm
     rc = main(["train", "--output-dir", str(out), "--resume", *argv])
     err = _error(capsys)
     assert rc == 2 and err.startswith("rollwise train: error: --resume") and message in err
+
+
+def test_selector_and_pool_arguments_refused_at_construction():
+    with pytest.raises(ValueError, match="candidate_ratio"):
+        make("gps", make_pool(20), 4, candidate_ratio=float("inf"))
+    with pytest.raises(ValueError, match="seed"):
+        make("uniform", make_pool(20), 4, seed=2**70)
+    with pytest.raises(ValueError, match="seed"):
+        make("uniform", make_pool(20), 4, seed=-1)
+    with pytest.raises(TypeError, match="real"):
+        rollwise.PromptPool(np.ones((4, 3)) + 1j)

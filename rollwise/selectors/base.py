@@ -61,7 +61,7 @@ class Selector(ABC):
         check_int("batch_size", batch_size, 1)
         if batch_size > len(pool):
             raise ValueError(f"batch_size={batch_size} is larger than the pool ({len(pool)} prompts)")
-        check_int("seed", seed)
+        check_int("seed", seed, 0, 2**63 - 1)  # what numpy's generators and torch.manual_seed take
         self._threads = check_threads(threads)
         self.pool = pool
         self.batch_size = int(batch_size)

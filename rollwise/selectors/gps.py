@@ -101,8 +101,8 @@ class GPSSelector(Selector):
             raise ValueError(f"target must lie in [0, 1], got {target}")
         if not (np.isfinite(diversity) and diversity >= 0):
             raise ValueError(f"diversity must be a finite number >= 0, got {diversity}")
-        if candidate_ratio is not None and not (candidate_ratio >= 1.0):
-            raise ValueError(f"candidate_ratio must be >= 1 (or None), got {candidate_ratio}")
+        if candidate_ratio is not None and not (1.0 <= candidate_ratio < float("inf")):
+            raise ValueError(f"candidate_ratio must be a finite number >= 1 (or None), got {candidate_ratio}")
         check_number("cooldown", cooldown, 0.0, 1.0)
         check_int("warmup_steps", warmup_steps, 0)
         check_int("calibration_window", calibration_window, 1)
