@@ -391,3 +391,17 @@ def test_genselect_refuses_before_sampling(argv, flag, tmp_path, capsys, monkeyp
     rc = main(["genselect", *[a.replace("{tmp}", str(tmp_path)) for a in argv]])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith(f"rollwise genselect: error: {flag}") and "\n" not in err
+
+
+def test_genselect_eval_unequal_candidate_lists_named(tmp_path, capsys):
+    import json
+
+    from rollwise.cli import main
+
+    rows = [{"id": "a", "question": "q", "candidates": ["1", "2"], "answers": ["1", "2"], "scores": [1, 0]},
+            {"id": "b", "question": "q", "candidates": ["1", "2"], "answers": ["1"], "scores": [1, 0]}]
+    path = tmp_path / "c.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    rc = main(["genselect", "eval", "--candidates", str(path)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "line 2" in err and "\n" not in err

@@ -162,6 +162,12 @@ def run(args: argparse.Namespace) -> Any:
         if missing:
             raise ValueError(f"--candidates: {str(args.candidates)!r} is not a candidate-set file "
                              f"(missing {missing})")
+        for line, row in enumerate(sets, start=1):
+            sizes = {k: len(row[k]) if isinstance(row[k], list) else None
+                     for k in ("candidates", "answers", "scores")}
+            if None in sizes.values() or len(set(sizes.values())) != 1:
+                raise ValueError(f"--candidates: line {line} of {str(args.candidates)!r} needs lists "
+                                 f"of equal length in candidates, answers and scores, got {sizes}")
     else:
         sets = synthesis.sample_candidates(_problems(args), model=args.generator, n=args.n,
                                            temperature=args.temperature,
