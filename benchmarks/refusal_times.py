@@ -38,13 +38,15 @@ def cases(tmp: Path) -> list[tuple[str, list[str]]]:
     (earlier / "checkpoint-5").mkdir(parents=True)
     (earlier / "rollwise_run.json").write_text("{}")
     null_task = tmp / "task.json"
-    null_task.write_text(json.dumps([{"problem": "1 + 1", "answer": None}, {"problem": "2 + 2", "answer": 4}]))
+    null_task.write_text(json.dumps([{"problem": "1 + 1", "answer": None},
+                                     {"problem": "2 + 2", "answer": 4}]))
     (tmp / "afile").write_text("x")
     alloc = ["allocate", "--selector", str(tmp / "sel.pt"), "--pool", str(pool_file), "--prompts",
              str(pool_file), "--embedder", "hashing"]
     return [
         ("allocate: --out is an input", [*alloc, "--per-prompt", "2", "--out", str(pool_file)]),
-        ("allocate: budget above the limit", [*alloc, "--budget", str(10**12), "--out", str(tmp / "a.jsonl")]),
+        ("allocate: budget above the limit", [*alloc, "--budget", str(10**12),
+                                              "--out", str(tmp / "a.jsonl")]),
         ("train: an earlier run's --output-dir", ["train", "--output-dir", str(earlier)]),
         ("train: --seed -1", ["train", "--seed", "-1", "--output-dir", str(tmp / "o")]),
         ("train: unknown --embedder", ["train", "--embedder", "bogus", "--output-dir", str(tmp / "o")]),
@@ -76,9 +78,11 @@ def main() -> None:
                          "message": message.replace(tmp, "TMP")})
             print(f"{seconds:5.1f} s  exit {proc.returncode}  {what}", flush=True)
     out = Path(args.out)
-    atomic_write_json(out.with_suffix(".json"), {"rows": rows, "max_seconds": max(r["seconds"] for r in rows)})
+    atomic_write_json(out.with_suffix(".json"),
+                      {"rows": rows, "max_seconds": max(r["seconds"] for r in rows)})
     table = ["| case | seconds | exit | message |", "|---|---|---|---|"]
-    table += [f"| {r['case']} | {r['seconds']:.1f} | {r['exit']} | {r['message'].replace('|', '/')} |" for r in rows]
+    table += [f"| {r['case']} | {r['seconds']:.1f} | {r['exit']} | {r['message'].replace('|', '/')} |"
+              for r in rows]
     atomic_write_report(out.with_suffix(".md"), "# Refusal times on the command line\n\nWritten by "
                         "`benchmarks/refusal_times.py`: wall time of the whole `rollwise` process "
                         "(interpreter start and imports included) for each bad input.\n\n"
