@@ -354,3 +354,21 @@ def test_selector_and_pool_arguments_refused_at_construction():
         make("uniform", make_pool(20), 4, seed=-1)
     with pytest.raises(TypeError, match="real"):
         rollwise.PromptPool(np.ones((4, 3)) + 1j)
+
+
+def test_a_folder_for_a_file_and_a_file_for_a_model_say_so(tmp_path, pool_file, capsys):
+    rc = main(["allocate", "--selector", str(tmp_path), "--pool", str(pool_file), "--prompts",
+               str(pool_file), "--per-prompt", "2", "--out", str(tmp_path / "a.jsonl")])
+    err = _error(capsys)
+    assert rc == 2 and "--selector" in err and "is a folder, not a file" in err
+    pytest.importorskip("trl")
+    from rollwise.llm.models import resolve_model
+
+    with pytest.raises(ValueError, match="is a file"):
+        resolve_model(str(pool_file))
+
+
+def test_genselect_train_names_the_flag(tmp_path, capsys):
+    pytest.importorskip("trl")
+    rc = main(["genselect", "train", "--tasks", str(tmp_path / "t.jsonl"), "--steps", "0"])
+    assert rc == 2 and _error(capsys).startswith("rollwise genselect: error: --steps")

@@ -109,7 +109,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for flag, path in (("--selector", args.selector), ("--pool", args.pool),
                        ("--prompts", args.prompts)):
         if not Path(path).is_file():
-            raise FileNotFoundError(f"{flag}: file {str(path)!r} does not exist")
+            what = "is a folder, not a file" if Path(path).is_dir() else "does not exist"
+            raise FileNotFoundError(f"{flag}: {str(path)!r} {what}")
     from rollwise._io import check_output_file
 
     check_output_file("--out", args.out, inputs={"--selector": args.selector, "--pool": args.pool,

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from rollwise._options import add_settings_options, settings_from_args
+from rollwise._options import add_settings_options, flag_error, settings_from_args
 from rollwise.genselect.train import GenSelectTrainSettings
 
 
@@ -110,6 +110,10 @@ def run(args: argparse.Namespace) -> Any:
         from rollwise.genselect.train import train
 
         settings = settings_from_args(GenSelectTrainSettings, args)
+        try:
+            settings.validate()
+        except ValueError as err:
+            raise flag_error(GenSelectTrainSettings, err) from err
         if not Path(settings.tasks).is_file():
             raise FileNotFoundError(f"--tasks: file {settings.tasks!r} does not exist")
         result = train(settings)

@@ -90,6 +90,9 @@ def resolve_model(name_or_path: str) -> str:
     if _HUB_ID.match(name_or_path) and not name_or_path.startswith((".", "/", "~")) and \
             not os.path.exists(os.path.dirname(name_or_path) or "."):
         return name_or_path
+    if os.path.isfile(name_or_path):
+        raise ValueError(f"model {name_or_path!r} is a file; give a checkpoint directory (with "
+                         "config.json), 'smollm2' or a Hugging Face hub id")
     raise ValueError(f"model path {name_or_path!r} does not exist (use 'smollm2', a local "
                      "checkpoint directory or a Hugging Face hub id)")
 
