@@ -307,7 +307,7 @@ def run_grpo(
     if not torch.cuda.is_available():  # the selector bounds its own calls (rollwise.threads)
         torch.set_num_threads(settings.threads or model_threads())
     pool = PromptPool.from_texts(texts, ids=train_ds["id"], embedder=settings.embedder)
-    name, filtered = train_strategy(settings.strategy)
+    name = train_strategy(settings.strategy)[0]
     selector = make_selector(name, pool, settings.prompts_per_step, seed=settings.seed,
                              **settings.hyper)
     per_step = settings.prompts_per_step * settings.num_generations
@@ -343,7 +343,7 @@ def run_grpo(
     config = GRPOConfig(**{**config_args, **config_overrides})
     common = dict(model=model_path, reward_funcs=reward_funcs, args=config, train_dataset=train_ds,
                   eval_dataset=eval_ds, selector=selector, embedder=settings.embedder,
-                  dynamic_sampling=settings.dynamic_sampling or filtered,
+                  dynamic_sampling=settings.uses_dynamic_sampling,
                   base_model=SMOLLM2_HUB_ID if settings.model.lower() == "smollm2" else settings.model)
     if settings.max_sampling_rounds is not None:  # else the trainer's default
         common["max_sampling_rounds"] = settings.max_sampling_rounds
