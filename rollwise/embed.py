@@ -3,6 +3,11 @@
 * ``wordllama`` (default, as in the GPS paper): WordLlama's 256-d static token embeddings; the
   weights ship inside the PyPI package (extra ``embed``), so it works offline.
 * ``sentence-transformers:<model>``: any sentence-transformers model (extra ``st``).
+* ``hf:<checkpoint>``: a causal language model's own pooled hidden states (extra ``trl``):
+  its hidden states carry a prompt's length, number sizes, operations and the model's familiarity
+  with the text, which static word vectors average away. ``hf:<checkpoint>@<layer>-<pooling>``
+  picks the layer and the pooling (``mean`` or ``last``); the default is mean pooling at two
+  thirds of the depth (see docs/embedders.md for the measurement).
 * ``hashing``: dependency-free hashed character n-grams, for tests and minimal installs.
 
 Embeddings are cached as ``.npy`` files keyed by the embedder's name and a hash of the texts, so a
@@ -104,21 +109,165 @@ class SentenceTransformerEmbedder:
         return np.asarray(self._model.encode(list(texts), normalize_embeddings=True), np.float32)
 
 
+class HFEmbedder:
+    """Pooled hidden states of a Hugging Face language model at one layer.
+
+    Only the blocks up to ``layer`` run (the rest of the model is dropped after loading), in
+    batches sorted by length so padding stays small. ``layer`` counts like ``hidden_states``:
+    0 is the token embeddings, ``n_layers`` the last block (read before the final norm);
+    ``None`` is two thirds of the depth. Each pooled vector is L2-normalised.
+    """
+
+    POOLINGS = ("mean", "last")
+
+    def __init__(self, model: str, layer: int | None = None, pooling: str = "mean",
+                 batch_size: int = 32, device: str | None = None, max_length: int = 512,
+                 show_progress: bool | None = None) -> None:
+        if pooling not in self.POOLINGS:
+            raise ValueError(f"pooling must be one of {self.POOLINGS}, got {pooling!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        try:
+            import torch
+            from transformers import AutoConfig, AutoModel, AutoTokenizer
+        except ImportError as err:
+            raise ImportError("the 'hf:' embedder needs torch and transformers: "
+                              "pip install 'rollwise[trl]'") from err
+        config = AutoConfig.from_pretrained(model)
+        n_layers = int(getattr(config, "num_hidden_layers", 0) or 0)
+        if n_layers < 1:
+            raise ValueError(f"hf embedder: {model!r} has no num_hidden_layers in its config")
+        layer = round(2 * n_layers / 3) if layer is None else int(layer)
+        if not 0 <= layer <= n_layers:
+            raise ValueError(f"layer must lie in [0, {n_layers}] for {model!r}, got {layer}")
+        self.model_path, self.layer, self.pooling = model, layer, pooling
+        self.batch_size, self.max_length = int(batch_size), int(max_length)
+        self.show_progress = show_progress
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.name = f"hf:{model}@{layer}-{pooling}#{_checkpoint_fingerprint(model)}"
+        self._tok = AutoTokenizer.from_pretrained(model)
+        if self._tok.pad_token is None:
+            self._tok.pad_token = self._tok.eos_token
+        self._tok.padding_side = "right"
+        net = _quietly(lambda: AutoModel.from_pretrained(model, dtype=torch.float32))
+        # Read the output of block ``layer`` before any final norm: it is the input of the
+        # model's final norm once the later blocks are dropped (they are never needed).
+        layers, norm = getattr(net, "layers", None), getattr(net, "norm", None)
+        self._captured: list = []
+        if isinstance(layers, torch.nn.ModuleList) and isinstance(norm, torch.nn.Module):
+            del layers[layer:]
+            norm.register_forward_pre_hook(lambda _m, args: self._captured.append(args[0]))
+            self._hooked = True
+        else:  # an architecture without the usual layout: run it whole, read hidden_states
+            self._hooked = False
+        self._net = net.to(self.device).eval()
+
+    def _hidden(self, batch: dict):
+        """Hidden states after block ``self.layer``, before any final norm: (b, t, d)."""
+        self._captured.clear()
+        out = self._net(**batch, output_hidden_states=not self._hooked)
+        return self._captured[-1] if self._hooked else out.hidden_states[self.layer]
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        texts = list(texts)
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        chunks = range(0, len(texts), self.batch_size)
+        show = self.show_progress if self.show_progress is not None else len(texts) > 2000
+        if show:
+            from tqdm.auto import tqdm
+            chunks = tqdm(chunks, desc=f"embedding with {Path(self.model_path).name}", unit="batch")
+        rows = []
+        with torch.inference_mode():
+            for lo in chunks:
+                idx = order[lo : lo + self.batch_size]
+                batch = self._tok([texts[i] for i in idx], return_tensors="pt", padding=True,
+                                  truncation=True, max_length=self.max_length).to(self.device)
+                h = self._hidden(batch).float()
+                mask = batch["attention_mask"].unsqueeze(-1).to(h.dtype)
+                if self.pooling == "mean":
+                    pooled = (h * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+                else:
+                    last = batch["attention_mask"].sum(1).clamp_min(1) - 1
+                    pooled = h[torch.arange(h.shape[0], device=h.device), last]
+                pooled = torch.nn.functional.normalize(pooled, dim=-1)
+                rows.append((idx, pooled.cpu().numpy().astype(np.float32)))
+        out = np.zeros((len(texts), rows[0][1].shape[1] if rows else 0), dtype=np.float32)
+        for idx, arr in rows:
+            out[idx] = arr
+        return out
+
+
+def _quietly(load):
+    """``load()`` without transformers' progress bar and load report (the base model is loaded
+    from a causal LM checkpoint on purpose: its unused LM head is no news to the user)."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        return load()
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _checkpoint_fingerprint(model: str) -> str:
+    """A short hash of a local checkpoint's files (names, sizes, modification times), so that a
+    changed checkpoint at the same path is embedded again instead of read from the cache."""
+    path = Path(model)
+    h = hashlib.sha256(str(path.resolve() if path.exists() else model).encode())
+    if path.is_dir():
+        for f in sorted(path.iterdir()):
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:12]
+
+
+def parse_hf_embedder(name: str) -> tuple[str, int | None, str]:
+    """``'hf:<checkpoint>[@<layer>[-<pooling>]]'`` -> ``(checkpoint, layer, pooling)``; a
+    ``ValueError`` naming the part that is wrong (nothing is loaded)."""
+    spec = name.split(":", 1)[1]
+    model, _, tail = spec.rpartition("@") if "@" in spec else (spec, "", "")
+    layer, pooling = None, "mean"
+    if tail:
+        layer_s, _, pool_s = tail.partition("-")
+        if layer_s:
+            if not layer_s.isdigit():
+                raise ValueError(f"embedder {name!r}: the layer after '@' must be a number")
+            layer = int(layer_s)
+        if pool_s:
+            if pool_s not in HFEmbedder.POOLINGS:
+                raise ValueError(f"embedder {name!r}: pooling must be one of {HFEmbedder.POOLINGS}")
+            pooling = pool_s
+    if not model:
+        raise ValueError(f"embedder {name!r}: give a checkpoint after 'hf:'")
+    return model, layer, pooling
+
+
 _LOADED: dict[str, Embedder] = {}
 
 
 def check_embedder_name(name: str) -> str:
     """``name`` if :func:`get_embedder` knows it, else a ``ValueError`` (nothing is loaded)."""
+    if isinstance(name, str) and name.startswith("hf:"):
+        parse_hf_embedder(name)
+        return name
     if name in ("wordllama", "hashing") or (
             isinstance(name, str) and name.startswith(("sentence-transformers:", "st:"))
             and name.split(":", 1)[1]):
         return name
-    raise ValueError(f"unknown embedder {name!r}; use 'wordllama', 'hashing' or "
-                     "'sentence-transformers:<model>'")
+    raise ValueError(f"unknown embedder {name!r}; use 'wordllama', 'hashing', "
+                     "'hf:<checkpoint>' or 'sentence-transformers:<model>'")
 
 
 def get_embedder(embedder: str | Embedder) -> Embedder:
-    """Resolve ``'wordllama'``, ``'hashing'``, ``'sentence-transformers:<model>'`` or an object."""
+    """Resolve ``'wordllama'``, ``'hashing'``, ``'hf:<checkpoint>'``,
+    ``'sentence-transformers:<model>'`` or an object."""
     if not isinstance(embedder, str):
         if isinstance(embedder, Embedder):
             return embedder
@@ -128,6 +277,9 @@ def get_embedder(embedder: str | Embedder) -> Embedder:
             _LOADED[embedder] = WordLlamaEmbedder()
         elif embedder == "hashing":
             _LOADED[embedder] = HashingEmbedder()
+        elif embedder.startswith("hf:"):
+            model, layer, pooling = parse_hf_embedder(embedder)
+            _LOADED[embedder] = HFEmbedder(model, layer=layer, pooling=pooling)
         else:
             _LOADED[embedder] = SentenceTransformerEmbedder(check_embedder_name(embedder).split(":", 1)[1])
     return _LOADED[embedder]

@@ -72,6 +72,9 @@ class PromptPool:
         self.texts: tuple[str, ...] | None = tuple(texts) if texts is not None else None
         self._index = {pid: i for i, pid in enumerate(self.ids)}
         self._fingerprint: str | None = None
+        # the embedder's name when the pool was embedded here (from_texts), so a saved selector
+        # can say which embedder it needs; not part of the fingerprint
+        self.embedder: str | None = None
 
     @classmethod
     def from_texts(
@@ -89,8 +92,12 @@ class PromptPool:
         texts = list(texts)
         if not texts:
             raise ValueError("texts: the pool is empty")
+        from rollwise.embed import get_embedder
+
         emb = embed_texts(texts, embedder=embedder, cache_dir=cache_dir)
-        return cls(emb, ids=ids, texts=texts)
+        pool = cls(emb, ids=ids, texts=texts)
+        pool.embedder = get_embedder(embedder).name
+        return pool
 
     def write_jsonl(self, path: str | Path) -> None:
         """Write ``{"id", "prompt"}`` per prompt (atomically): a pool file that ``rollwise

@@ -372,3 +372,30 @@ def test_genselect_train_names_the_flag(tmp_path, capsys):
     pytest.importorskip("trl")
     rc = main(["genselect", "train", "--tasks", str(tmp_path / "t.jsonl"), "--steps", "0"])
     assert rc == 2 and _error(capsys).startswith("rollwise genselect: error: --steps")
+
+
+def test_allocate_refuses_another_embedder_before_embedding(tmp_path, pool_file, gps_state, capsys,
+                                                           monkeypatch):
+    """A selector trained on hashing embeddings asked to allocate with another embedder: the
+    error names --embedder and both embedders, and the pool is never embedded."""
+    from _support import save_tiny_llama
+
+    import rollwise.pool
+
+    tiny = save_tiny_llama(tmp_path / "tiny")
+    capsys.readouterr()
+    monkeypatch.setattr(rollwise.pool.PromptPool, "from_texts",
+                        classmethod(lambda *a, **k: (_ for _ in ()).throw(AssertionError("embedded"))))
+    rc = main(["allocate", "--selector", str(gps_state), "--pool", str(pool_file), "--prompts",
+               str(pool_file), "--per-prompt", "2", "--embedder", f"hf:{tiny}",
+               "--out", str(tmp_path / "a.jsonl")])
+    err = _error(capsys)
+    assert rc == 2 and "--embedder" in err and "hashing" in err and f"hf:{tiny}" in err
+    assert not (tmp_path / "a.jsonl").exists()
+
+
+@pytest.mark.parametrize("embedder", ["hf:/no/such/checkpoint", "hf:", "bogus", "policy"])
+def test_bench_refuses_a_bad_embedder_before_work(embedder, pool_file, tmp_path, capsys, no_work):
+    rc = main([*BENCH, "--pool", str(pool_file), "--out", str(tmp_path / "o"),
+               "--embedder", embedder])
+    assert rc == 2 and "--embedder" in _error(capsys)

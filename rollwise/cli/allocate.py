@@ -60,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "of prompt, problem, question, text")
     p.add_argument("--embedder", default="wordllama",
                    help="the embedder the selector was trained with: wordllama, hashing, "
-                        "or sentence-transformers:<model>")
+                        "hf:<checkpoint> (hf:smollm2), or sentence-transformers:<model>")
 
 
 MAX_BUDGET = 1_000_000  # samples; the greedy allocation takes about 6 s for this many on a CPU
@@ -77,6 +77,21 @@ def _contamination(text: str) -> float | None:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"--contamination must be a number in [0, 1] or 'fitted', got {text!r}")
     return value
+
+
+def _selector_embedder_check(state_path: Path, embedder_name: str) -> None:
+    """Refuse an embedder other than the one the selector was trained with, before the pool is
+    embedded (selectors saved before the embedder was recorded are checked by their pool)."""
+    import torch
+
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    except Exception:  # unreadable: load_selector reports it
+        return
+    trained = state.get("embedder") if isinstance(state, dict) else None
+    if trained and trained != embedder_name:
+        raise ValueError(f"--embedder: the selector {str(state_path)!r} was trained with embedder "
+                         f"{trained!r}, --embedder gives {embedder_name!r}; pass the selector's")
 
 
 def _selector_pool_check(state_path: Path, pool) -> None:
@@ -137,7 +152,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if budget < n * args.min_per_prompt:
         raise ValueError(f"--budget {budget} is smaller than {n} prompts * --min-per-prompt "
                          f"{args.min_per_prompt} = {n * args.min_per_prompt}")
-    pool = PromptPool.from_texts(pool_set.texts, ids=pool_set.ids, embedder=args.embedder)
+    from rollwise.llm.models import resolve_embedder
+
+    try:
+        embedder = resolve_embedder(args.embedder)
+    except ValueError as err:
+        raise ValueError(f"--embedder: {err}") from err
+    from rollwise.embed import get_embedder
+
+    _selector_embedder_check(args.selector, get_embedder(embedder).name)
+    pool = PromptPool.from_texts(pool_set.texts, ids=pool_set.ids, embedder=embedder)
     _selector_pool_check(args.selector, pool)
     sel = load_selector(args.selector, pool)
     if not hasattr(sel, "predict_texts"):
@@ -145,7 +169,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                          "use a GPS selector")
     if not 0.0 <= args.uniform_share <= 1.0:
         raise ValueError(f"--uniform-share must lie in [0, 1], got {args.uniform_share}")
-    raw = sel.predict_texts(new.texts, embedder=args.embedder)
+    raw = sel.predict_texts(new.texts, embedder=embedder)
     calibration = sel.calibration()
     pred = raw if args.calibration == "none" else calibration.mean(raw)
     concentration = calibration.concentration if args.calibration == "beta" else None

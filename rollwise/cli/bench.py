@@ -39,7 +39,8 @@ def add_arguments(p: argparse.ArgumentParser, demo: bool) -> None:
     p.add_argument("--out", default="rollwise-demo" if demo else "rollwise-bench",
                    help="output directory (results.json, summary.md, curves.png)")
     p.add_argument("--embedder", default="wordllama",
-                   help="wordllama, hashing, or sentence-transformers:<model>")
+                   help="wordllama, hashing, hf:<checkpoint> (a language model's hidden states; "
+                        "hf:smollm2 ships with the project), or sentence-transformers:<model>")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     if demo:
         p.set_defaults(pool=None, heldout=None, strategies=DEMO_STRATEGIES, seeds=3, steps=150,
@@ -72,6 +73,12 @@ def check_arguments(args: argparse.Namespace) -> None:
         if path is not None and not Path(path).exists():
             raise FileNotFoundError(f"{flag}: file {str(path)!r} does not exist")
     check_output_dir("--out", args.out)
+    from rollwise.llm.models import resolve_embedder
+
+    try:
+        resolve_embedder(args.embedder)
+    except ValueError as err:
+        raise ValueError(f"--embedder: {err}") from err
     if args.target is not None and not (math.isfinite(args.target) and 0 <= args.target <= 1):
         raise ValueError(f"--target must be a held-out accuracy in [0, 1], got {args.target}")
     if args.target is None and "uniform" not in args.strategies:
@@ -89,13 +96,15 @@ def run(args: argparse.Namespace, title: str) -> dict[str, Any]:
     from tqdm import tqdm
 
     from rollwise._io import atomic_write_json, atomic_write_report, staged_folder
+    from rollwise.llm.models import resolve_embedder
     from rollwise.sim import RunSettings, WorldConfig, build_world
     from rollwise.sim.bench import run_benchmark
     from rollwise.sim.report import markdown_table, plot
 
     check_arguments(args)
     t0 = time.perf_counter()
-    pool, _, make_world = build_world(args.pool, args.heldout, embedder=args.embedder,
+    pool, _, make_world = build_world(args.pool, args.heldout,
+                                      embedder=resolve_embedder(args.embedder),
                                       config=WorldConfig(k=args.k), text_field=args.text_field)
     settings = RunSettings(steps=args.steps, batch_size=args.batch_size)
     settings.validate(len(pool))

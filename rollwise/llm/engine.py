@@ -59,8 +59,9 @@ class TrainSettings:
                                           "normalised over the batch's tokens, as in DAPO)",
                              constraint=OneOf(LOSS_TYPES))
     seed: int = setting(0, help="seed of TRL and of the selector", constraint=Interval(int, 0, 2**32 - 1))
-    embedder: str = setting("wordllama", help="prompt embedder: wordllama, hashing, or "
-                                              "sentence-transformers:<model>")
+    embedder: str = setting("wordllama", help="prompt embedder: wordllama, hashing, policy (the "
+                                              "policy's own hidden states at its start), "
+                                              "hf:<checkpoint>, or sentence-transformers:<model>")
     threads: int | None = setting(None, help="torch threads for the policy on the CPU; none: one less "
                                              "than the cores, so the process's other work and its "
                                              "neighbours keep one",
@@ -95,7 +96,8 @@ class TrainSettings:
 
         check_fields(self)
         try:
-            check_embedder_name(self.embedder)
+            if self.embedder != "policy":
+                check_embedder_name(self.embedder)
         except ValueError as err:
             raise ValueError(f"embedder: {err}") from err
         if self.max_sampling_rounds is not None and not self.uses_dynamic_sampling:
@@ -229,7 +231,7 @@ def run(settings: TrainSettings, addons: Sequence[TrainerAddon] = ()) -> dict[st
     settings.validate()
     settings.check_output_dir()  # an earlier run is refused before anything heavy
     addons = check_addons(settings, addons)
-    from rollwise.llm.models import resolve_model
+    from rollwise.llm.models import resolve_embedder, resolve_model
     from rollwise.llm.tasks import get_task, reward_function
 
     # a missing or unreadable task file fails before the model is converted
@@ -240,6 +242,10 @@ def run(settings: TrainSettings, addons: Sequence[TrainerAddon] = ()) -> dict[st
     train_rows = [{k: r[k] for k in columns} for r in task.train]
     check_resume(settings, len(train_rows))  # before the model loads and the first evaluation
     model_path = resolve_model(settings.model)  # errors before anything heavy starts
+    try:
+        resolve_embedder(settings.embedder, policy=model_path)
+    except ValueError as err:
+        raise ValueError(f"embedder: {err}") from err
     held = [task.heldout[i] for i in spread(len(task.heldout), settings.eval_prompts)]
     eval_rows = [{k: r[k] for k in columns} for r in held]
     return run_grpo(settings, model_path, train_rows, eval_rows, reward_function(task),
@@ -286,7 +292,7 @@ def run_grpo(
 
     from rollwise._io import atomic_write_json
     from rollwise.integrations.trl import RolloutBudget, RollwiseGRPOTrainer
-    from rollwise.llm.models import SMOLLM2_HUB_ID
+    from rollwise.llm.models import SMOLLM2_HUB_ID, resolve_embedder
     from rollwise.pool import PromptPool
     from rollwise.selectors import make_selector
 
@@ -306,7 +312,8 @@ def run_grpo(
         raise ValueError(f"pool_texts has {len(texts)} entries but there are {len(train_ds)} rows")
     if not torch.cuda.is_available():  # the selector bounds its own calls (rollwise.threads)
         torch.set_num_threads(settings.threads or model_threads())
-    pool = PromptPool.from_texts(texts, ids=train_ds["id"], embedder=settings.embedder)
+    embedder = resolve_embedder(settings.embedder, policy=model_path)
+    pool = PromptPool.from_texts(texts, ids=train_ds["id"], embedder=embedder)
     name = train_strategy(settings.strategy)[0]
     selector = make_selector(name, pool, settings.prompts_per_step, seed=settings.seed,
                              **settings.hyper)
@@ -342,7 +349,7 @@ def run_grpo(
     )
     config = GRPOConfig(**{**config_args, **config_overrides})
     common = dict(model=model_path, reward_funcs=reward_funcs, args=config, train_dataset=train_ds,
-                  eval_dataset=eval_ds, selector=selector, embedder=settings.embedder,
+                  eval_dataset=eval_ds, selector=selector, embedder=embedder,
                   dynamic_sampling=settings.uses_dynamic_sampling,
                   base_model=SMOLLM2_HUB_ID if settings.model.lower() == "smollm2" else settings.model)
     if settings.max_sampling_rounds is not None:  # else the trainer's default

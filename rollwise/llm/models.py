@@ -97,6 +97,27 @@ def resolve_model(name_or_path: str) -> str:
                      "checkpoint directory or a Hugging Face hub id)")
 
 
+def resolve_embedder(name: str, policy: str | None = None) -> str:
+    """An embedder name with its model resolved: ``hf:smollm2`` -> ``hf:<the local checkpoint>``,
+    ``policy`` -> the ``hf:`` embedder of ``policy`` (the run's starting checkpoint; refused
+    without one), ``hf:<dir>`` checked like a model path. Other names pass through unchanged."""
+    from rollwise.embed import check_embedder_name, parse_hf_embedder
+
+    if name == "policy":
+        if policy is None:
+            raise ValueError("embedder 'policy' needs a policy model (only 'rollwise train' has one)")
+        name = f"hf:{policy}"
+    check_embedder_name(name)
+    if not name.startswith("hf:"):
+        return name
+    model, layer, pooling = parse_hf_embedder(name)
+    path = resolve_model(model)
+    if not os.path.isdir(path):
+        raise ValueError(f"embedder {name!r}: the model must be a local checkpoint (or 'smollm2')")
+    return f"hf:{path}" + (f"@{'' if layer is None else layer}-{pooling}"
+                           if (layer is not None or pooling != "mean") else "")
+
+
 def load_for_generation(model: Any, tokenizer: Any = None, device: str | None = None):
     """``(model, tokenizer, device)`` ready for batched generation: ``model`` is a path, a name
     :func:`resolve_model` knows, or a loaded model (then ``tokenizer`` is required); the tokenizer

@@ -114,6 +114,7 @@ class Selector(ABC):
             "strategy": self.strategy,
             "pool_fingerprint": self.pool.fingerprint(),
             "pool_size": len(self.pool),
+            "embedder": self.pool.embedder or "",
             "batch_size": self.batch_size,
             "seed": self.seed,
             "hyper": json.dumps(self.hyper_params()),
