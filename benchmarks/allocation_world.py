@@ -175,7 +175,8 @@ def main() -> None:
                    help="earlier training steps to repeat the comparison at (the last step always is)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--per-prompt", default="2,4,8,16", help="average samples per prompt to compare at")
-    p.add_argument("--embedder", default="wordllama")
+    p.add_argument("--embedder", default="wordllama",
+                   help="wordllama, hf:smollm2 (SmolLM2-135M's hidden states), hf:<checkpoint>, ...")
     p.add_argument("--out", default="benchmarks/results/allocation_world")
     args = p.parse_args()
     torch.set_num_threads(1)  # the PPM is tiny: extra threads only add contention
@@ -183,6 +184,9 @@ def main() -> None:
     per_prompt = [int(x) for x in args.per_prompt.split(",")]
     checkpoints = sorted({int(x) for x in args.checkpoints.split(",") if x.strip()} | {args.steps})
     checkpoints = [c for c in checkpoints if 1 <= c <= args.steps]
+    from rollwise.llm.models import resolve_embedder
+
+    args.embedder = resolve_embedder(args.embedder)  # hf:smollm2 -> the local checkpoint
     pool, train, make_world = build_world(embedder=args.embedder, config=WorldConfig())
     _, held, _ = world_prompt_sets()
     assert list(train.ids) == list(pool.ids)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy.special import logit
 
-from rollwise import tasks
+from rollwise.llm import tasks
 from rollwise.pool import PromptPool
 from rollwise.sim import WorldConfig
 from rollwise.sim.world import PromptWorld

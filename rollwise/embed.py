@@ -6,8 +6,8 @@
 * ``hf:<checkpoint>``: a causal language model's own pooled hidden states (extra ``trl``):
   its hidden states carry a prompt's length, number sizes, operations and the model's familiarity
   with the text, which static word vectors average away. ``hf:<checkpoint>@<layer>-<pooling>``
-  picks the layer and the pooling (``mean`` or ``last``); the default is mean pooling at two
-  thirds of the depth (see docs/embedders.md for the measurement).
+  picks the layer and the pooling (``mean`` or ``last``); the default is mean pooling just past
+  the middle layer (see docs/embedders.md for the measurement).
 * ``hashing``: dependency-free hashed character n-grams, for tests and minimal installs.
 
 Embeddings are cached as ``.npy`` files keyed by the embedder's name and a hash of the texts, so a
@@ -115,7 +115,9 @@ class HFEmbedder:
     Only the blocks up to ``layer`` run (the rest of the model is dropped after loading), in
     batches sorted by length so padding stays small. ``layer`` counts like ``hidden_states``:
     0 is the token embeddings, ``n_layers`` the last block (read before the final norm);
-    ``None`` is two thirds of the depth. Each pooled vector is L2-normalised.
+    ``None`` is just past the middle, ``n_layers // 2 + 1`` (16 of SmolLM2-135M's 30), where a
+    linear probe of difficulty ranked held-out prompts best (benchmarks/embedders.py). Each
+    pooled vector is L2-normalised.
     """
 
     POOLINGS = ("mean", "last")
@@ -137,7 +139,7 @@ class HFEmbedder:
         n_layers = int(getattr(config, "num_hidden_layers", 0) or 0)
         if n_layers < 1:
             raise ValueError(f"hf embedder: {model!r} has no num_hidden_layers in its config")
-        layer = round(2 * n_layers / 3) if layer is None else int(layer)
+        layer = n_layers // 2 + 1 if layer is None else int(layer)
         if not 0 <= layer <= n_layers:
             raise ValueError(f"layer must lie in [0, {n_layers}] for {model!r}, got {layer}")
         self.model_path, self.layer, self.pooling = model, layer, pooling

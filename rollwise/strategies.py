@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-# The GPS default guards against the small-pool failure (see GPSSelector): a cooldown of a
-# quarter pass and 4 warm-up steps. Ablations switch one thing off; "gps-paper" is the paper's
-# rule (fixed diversity weight, no guards) and "gps-unguarded" the default before the guards.
-GPS_DEFAULT: dict[str, Any] = {"cooldown": 0.25, "warmup_steps": 4}
+# The GPS default: the fixed guards (4 random warm-up steps, a quarter-pass rest) and a coverage
+# floor per embedding cluster (no region falls below half its share of the recent selections
+# unless its recent groups all gave equal rewards). "gps-guarded" is the default before the
+# floor, "gps-unguarded" the rule before any guard, "gps-paper" the paper's rule (fixed
+# diversity weight). "gps-trust" replaces the warm-up by a measured trust in the predictor, and
+# "gps-adaptive-rest" sets the rest from a measured excess of repeats (rollwise.regime); both
+# were measured and not adopted (docs/gps.md). Ablations switch one part off.
+GPS_DEFAULT: dict[str, Any] = {"cooldown": 0.25, "warmup_steps": 4, "coverage_floor": 0.5}
 
 
 def _gps(**changes: Any) -> tuple[str, dict[str, Any]]:
@@ -26,8 +30,12 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "gps-unscaled": _gps(scale_diversity=False),
     "gps-nocooldown": _gps(cooldown=0.0),
     "gps-nowarmup": _gps(warmup_steps=0),
-    "gps-unguarded": _gps(cooldown=0.0, warmup_steps=0),
-    "gps-paper": _gps(cooldown=0.0, warmup_steps=0, scale_diversity=False),
+    "gps-trust": _gps(warmup_steps=0, adaptive_trust=True),
+    "gps-adaptive-rest": _gps(repeat_control=True),
+    "gps-regime": _gps(warmup_steps=0, adaptive_trust=True, repeat_control=True),
+    "gps-guarded": _gps(coverage_floor=0.0),
+    "gps-unguarded": ("gps", {}),
+    "gps-paper": ("gps", {"scale_diversity": False}),
 }
 
 # Run by the simulated benchmark only: DAPO's dynamic-sampling filter (not a selector) and the

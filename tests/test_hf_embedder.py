@@ -61,7 +61,7 @@ def test_last_layer_is_read_before_the_final_norm(tiny_llama):
     np.testing.assert_allclose(row, (want / want.norm()).numpy(), atol=1e-5)
 
 
-def test_default_layer_is_two_thirds_and_name_carries_the_choice(tiny_llama):
+def test_default_layer_is_past_the_middle_and_name_carries_the_choice(tiny_llama):
     emb = HFEmbedder(tiny_llama, device="cpu")
     assert emb.layer == 2 and emb.pooling == "mean"
     assert emb.name.startswith(f"hf:{tiny_llama}@2-mean#")

@@ -128,7 +128,7 @@ def test_gps_cooldown_falls_back_to_the_longest_rested():
 
 def test_gps_warmup_chooses_uniformly_then_acquires(monkeypatch):
     pool = make_pool(30)
-    sel = make("gps", pool, 3, warmup_steps=2, cooldown=0.0)
+    sel = make("gps-guarded", pool, 3, warmup_steps=2, cooldown=0.0)
     calls = []
     acquire = sel.acquisition.select
     monkeypatch.setattr(type(sel.acquisition), "select",

@@ -349,9 +349,16 @@ class RollwiseGRPOTrainer(GRPOTrainer):
         # and dynamic sampling scores several rounds per step)
         metrics["rollwise/rollouts"] = [float(self.rollouts_spent)]
         metrics["rollwise/predicted_rate"].append(float(np.mean(predicted)))
-        self._log_selection(chosen, predicted, grouped)
+        # what GPS read of its regime when it chose this batch (rollwise.regime)
+        regime = (getattr(self.selector, "last_regime", None)
+                  if self.accelerator.is_main_process else None) or {}
+        for key in ("trust", "predicted_share", "repeat_excess", "cooldown"):
+            if key in regime:
+                metrics[f"rollwise/{key}"].append(float(regime[key]))
+        self._log_selection(chosen, predicted, grouped, regime)
 
-    def _log_selection(self, chosen: np.ndarray, predicted: np.ndarray, success: np.ndarray) -> None:
+    def _log_selection(self, chosen: np.ndarray, predicted: np.ndarray, success: np.ndarray,
+                       regime: dict[str, float] | None = None) -> None:
         """One ``selection_log`` record for the generation batch just scored."""
         lengths = np.asarray(self._lengths, dtype=np.float64)
         rows = [self.train_dataset[int(i)] for i in chosen]
@@ -365,6 +372,8 @@ class RollwiseGRPOTrainer(GRPOTrainer):
             "completion_length": float(lengths.mean()) if lengths.size else None,
             "truncation_rate": (float(np.mean(lengths >= self.max_completion_length))
                                 if lengths.size else None),
+            **({"regime": {k: (round(float(v), 4) if v == v else None) for k, v in regime.items()}}
+               if regime else {}),
         })
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):

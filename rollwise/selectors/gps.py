@@ -20,6 +20,13 @@ from rollwise.acquisition import (
 )
 from rollwise.calibration import BetaBinomialCalibration
 from rollwise.ppm import PPMConfig, PromptPredictiveModel
+from rollwise.regime import (
+    CoverageFloor,
+    PredictorTrust,
+    Reading,
+    RepeatExcess,
+    embedding_clusters,
+)
 from rollwise.selectors.base import Selector, as_numpy, check_prepared
 from rollwise.threads import (
     DEFAULT_PREDICTION_WORKERS,
@@ -41,19 +48,30 @@ class GPSSelector(Selector):
     by the candidates' mean predicted reward variance ``4 gamma_hat (1 - gamma_hat)`` unless
     ``scale_diversity=False`` (see :class:`~rollwise.acquisition.PredictedSignalScale`).
 
-    Two guards for small pools and weak policies, where a prompt pool is passed over many times
-    and the first predictions say nothing:
+    Reading its regime (:mod:`rollwise.regime`), for predictors that know less than they claim
+    and policies that memorise:
 
+    * ``coverage`` and ``adaptive_trust``: a share of every batch is drawn at random among the
+      allowed prompts, so it follows the pool's mass and keeps every region's predictions checked
+      against fresh outcomes; the acquisition chooses the rest. With ``adaptive_trust`` that share
+      is ``max(coverage, 1 - trust)``, ``trust`` measured from how well the predictions made
+      before each of the last ``trust_window`` batches ranked its outcomes
+      (:class:`~rollwise.regime.PredictorTrust`, ``trust_z``, ``trust_min_groups``): a fresh or
+      misled predictor chooses nothing, one that earns trust chooses up to ``1 - coverage``;
     * ``cooldown``: a chosen prompt rests for ``cooldown`` of a pass, i.e. ``ceil(cooldown *
       N / B)`` steps over N candidates (the pool, or those a caller passes), before it can be
       chosen again; when fewer than a batch are rested, those rested longest are allowed. The
       few prompts predicted near the target can then no longer fill batch after batch (which
-      lets a small policy memorise their answers); ``cooldown=1`` allows each prompt about once
-      per pass-length of steps, 0 disables the rule. The candidate stream (``candidate_ratio``)
-      has its own epochs and no cooldown;
-    * ``warmup_steps``: the first steps choose uniformly at random among the allowed prompts,
-      while the PPM has too little history to rank prompts (an untrained PPM predicts the same
-      rate everywhere, and the diversity terms then pick the embedding's outliers).
+      lets a small policy memorise their answers); 0 disables the rule. With ``repeat_control``
+      the rest applied is ``cooldown`` times the measured excess of repeats
+      (:class:`~rollwise.regime.RepeatExcess` over ``repeat_window`` batches): none where
+      repeats teach what first visits teach. The candidate stream (``candidate_ratio``) has its
+      own epochs and no cooldown;
+    * ``warmup_steps``: the first steps choose uniformly at random among the allowed prompts
+      (the fixed rule that ``adaptive_trust`` replaces).
+
+    ``last_regime`` holds what the last ``select`` read and did (trust, repeat excess, the rest
+    applied and the share of the batch chosen by prediction), for logs.
 
     Parameters beyond the protocol's: ``target`` (gamma*), ``diversity`` (lambda), ``intra`` and
     ``inter`` (which diversity terms are on), ``cooldown``, ``warmup_steps``, ``candidate_ratio``
@@ -68,9 +86,9 @@ class GPSSelector(Selector):
     ``prediction_workers`` (on the CPU, the prediction over the whole pool is split into this
     many parts computed at once on threads of their own, each with ``threads`` torch threads;
     at most the usable cores; 1 with ``threads=None``; also a setting of the machine: the same
-    predictions for any value). The defaults
-    of ``make_selector("gps")`` (:data:`rollwise.strategies.GPS_DEFAULT`) turn both guards on;
-    this class's own defaults are the rule without them.
+    predictions for any value). The defaults of ``make_selector("gps")``
+    (:data:`rollwise.strategies.GPS_DEFAULT`) read the regime; this class's own defaults are the
+    paper's rule without any of it (with the diversity scaled).
     """
 
     name = "gps"
@@ -88,6 +106,15 @@ class GPSSelector(Selector):
         scale_diversity: bool = True,
         cooldown: float = 0.0,
         warmup_steps: int = 0,
+        coverage: float = 0.0,
+        coverage_floor: float = 0.0,
+        clusters: int = 8,
+        adaptive_trust: bool = False,
+        trust_window: int = 8,
+        trust_z: float = 2.0,
+        trust_min_groups: int = 16,
+        repeat_control: bool = False,
+        repeat_window: int = 16,
         ppm: PPMConfig | Mapping[str, Any] | None = None,
         calibration_window: int = 64,
         threads: int | None = DEFAULT_SELECTOR_THREADS,
@@ -106,6 +133,11 @@ class GPSSelector(Selector):
         check_number("cooldown", cooldown, 0.0, 1.0)
         check_int("warmup_steps", warmup_steps, 0)
         check_int("calibration_window", calibration_window, 1)
+        check_number("coverage", coverage, 0.0, 1.0)
+        check_number("coverage_floor", coverage_floor, 0.0, 1.0)
+        check_int("clusters", clusters, 1)
+        check_int("trust_window", trust_window, 1, calibration_window)
+        check_int("repeat_window", repeat_window, 1, calibration_window)
         self.cfg = PPMConfig.from_any(ppm)
         self.target, self.diversity = float(target), float(diversity)
         self.intra, self.inter = bool(intra), bool(inter)
@@ -113,6 +145,16 @@ class GPSSelector(Selector):
         self.scale_diversity = bool(scale_diversity)
         self.cooldown, self.warmup_steps = float(cooldown), int(warmup_steps)
         self.calibration_window = int(calibration_window)
+        self.coverage, self.adaptive_trust = float(coverage), bool(adaptive_trust)
+        self.coverage_floor, self.n_clusters = float(coverage_floor), int(clusters)
+        self.floor = (CoverageFloor(embedding_clusters(pool.embeddings, self.n_clusters, self.seed),
+                                    floor=self.coverage_floor, window=self.cfg.window)
+                      if self.coverage_floor > 0 else None)
+        self.repeat_control = bool(repeat_control)
+        self.trust = PredictorTrust(window=int(trust_window), full_z=float(trust_z),
+                                    min_groups=int(trust_min_groups))
+        self.repeats = RepeatExcess(window=int(repeat_window))
+        self.last_regime: dict[str, float] = {}  # what the last select read and did (for logs)
         self.acquisition = BatchAcquisition(
             TargetRateUtility(self.target),
             IntraBatchDispersion(self.diversity) if self.intra and self.diversity > 0 else None,
@@ -161,35 +203,70 @@ class GPSSelector(Selector):
                 "inter": self.inter, "candidate_ratio": self.candidate_ratio,
                 "scale_diversity": self.scale_diversity, "cooldown": self.cooldown,
                 "warmup_steps": self.warmup_steps, "calibration_window": self.calibration_window,
-                "ppm": self.cfg.as_dict()}
+                "coverage": self.coverage, "coverage_floor": self.coverage_floor,
+                "clusters": self.n_clusters, "adaptive_trust": self.adaptive_trust,
+                "trust_window": self.trust.window, "trust_z": self.trust.full_z,
+                "trust_min_groups": self.trust.min_groups, "repeat_control": self.repeat_control,
+                "repeat_window": self.repeats.window, "ppm": self.cfg.as_dict()}
 
     # ---- selection -------------------------------------------------------------------------
     def _select(self, candidates: np.ndarray | None) -> np.ndarray:
+        trust, repeats = self.regime()
+        # until repeats have been seen next to first visits, rest prompts as if they memorise
+        excess = repeats.value if np.isfinite(repeats.statistic) else 1.0
+        cooldown = self.cooldown * (excess if self.repeat_control else 1.0)
         if candidates is None and self.candidate_ratio is not None:
             candidates = self._next_candidates()  # epoch by epoch already: no pass record
-        elif self.cooldown > 0:
-            candidates = self._rested(candidates)
+        elif cooldown > 0:
+            candidates = self._rested(candidates, cooldown)
+        pick = candidates if candidates is not None else np.arange(len(self.pool))
         if self.step < self.warmup_steps:
-            pick = candidates if candidates is not None else np.arange(len(self.pool))
-            chosen = np.sort(self.rng.choice(pick, size=self.batch_size, replace=False))
+            n_cover = self.batch_size
         else:
-            if candidates is None:
-                pred, emb = self._predict(None), self.pool.embeddings
-            else:
-                pred, emb = self._predict(candidates), self.pool.embeddings[candidates]
+            share = max(self.coverage, 1.0 - trust.value) if self.adaptive_trust else self.coverage
+            n_cover = min(self.batch_size, int(round(share * self.batch_size)))
+        # the covering part, drawn at random so that it follows the pool's mass (never one region
+        # or the embedding's outliers) and keeps every region's predictions checked: first the
+        # draws owed to regions under their floor, then as many more as trust asks for
+        owed = (self.floor.draw([(h[0], h[1]) for h in self._history], pick, self.batch_size,
+                                self.rng) if self.floor is not None else np.empty(0, np.int64))
+        if owed.size:
+            others = np.setdiff1d(pick, owed)
+            more = min(max(0, n_cover - owed.size), others.size)
+            cover = np.concatenate([owed, np.sort(self.rng.choice(others, size=more, replace=False))
+                                    if more else np.empty(0, np.int64)])
+            n_cover = cover.size
+        else:
+            cover = (np.sort(self.rng.choice(pick, size=n_cover, replace=False)) if n_cover
+                     else np.empty(0, dtype=np.int64))
+        rest = pick if not n_cover else np.setdiff1d(pick, cover, assume_unique=True)
+        if n_cover < self.batch_size:
+            pred, emb = self._predict(rest), self.pool.embeddings[rest]
             prev = self.pool.embeddings[self._previous] if self._previous.size else None
-            local = self.acquisition.select(pred, emb, self.batch_size, prev)
-            chosen = local if candidates is None else candidates[local]
+            local = self.acquisition.select(pred, emb, self.batch_size - n_cover, prev)
+            chosen = np.concatenate([cover, rest[local]])
+        else:
+            chosen = cover
+        self.last_regime = {
+            "trust": trust.value, "trust_rho": trust.statistic, "trust_groups": trust.n,
+            "repeat_excess": repeats.value, "repeat_gap": repeats.statistic,
+            "cooldown": cooldown, "predicted_share": 1.0 - n_cover / self.batch_size,
+            "floor_draws": int(owed.size)}
         self._previous = chosen.copy()
         self._last_chosen[chosen] = self.step
         return chosen
 
-    def _rested(self, candidates: np.ndarray | None) -> np.ndarray:
+    def regime(self) -> tuple[Reading, Reading]:
+        """The predictor's trust and the repeats' excess, read from the recent observations
+        (:mod:`rollwise.regime`); a pure function of the state."""
+        return self.trust(self._outcomes), self.repeats(self._outcomes)
+
+    def _rested(self, candidates: np.ndarray | None, cooldown: float) -> np.ndarray:
         """The candidates (default: the pool) not chosen in the last ``ceil(cooldown * N / B)``
         steps; when fewer than a batch are, every candidate rested at least as long as the
         batch-th longest rested one."""
         allowed = np.arange(len(self.pool)) if candidates is None else candidates
-        rest = int(np.ceil(self.cooldown * allowed.size / self.batch_size))
+        rest = int(np.ceil(cooldown * allowed.size / self.batch_size))
         last = self._last_chosen[allowed]
         fresh = (last < 0) | (self.step - last >= rest)
         if int(fresh.sum()) >= self.batch_size:

@@ -74,6 +74,8 @@ class RunSettings:
 
 
 RELIABILITY_BINS = 10
+# what GPS read of its regime at each step (rollwise.regime; NaN for other strategies)
+REGIME_KEYS = ("trust", "predicted_share", "repeat_excess", "cooldown")
 
 
 def run_one(
@@ -84,10 +86,12 @@ def run_one(
     seed: int,
     on_step: Callable[[], None] | None = None,
     chosen: list[np.ndarray] | None = None,
+    rewards: list[np.ndarray] | None = None,
     save_selector: str | Path | None = None,
 ) -> dict[str, list[float]]:
     """Run one strategy for ``settings.steps`` steps on a fresh world; per-step logs. The batch
-    trained on at each step is appended to ``chosen`` when given; the final selector is saved
+    trained on at each step is appended to ``chosen`` when given, its rewards (prompts x k) to
+    ``rewards``; the final selector is saved
     to ``save_selector`` when given (not for ds and the oracle)."""
     if strategy not in known_strategies():
         raise ValueError(f"unknown strategy {strategy!r}; choose from {known_strategies()}")
@@ -110,7 +114,7 @@ def run_one(
     sw = Stopwatch()
     log: dict[str, list[float]] = {k: [] for k in (
         "rollouts", "accuracy", "esr", "spearman_batch", "spearman_unseen", "ece_unseen",
-        "sec_select", "sec_observe")}
+        "sec_select", "sec_observe", *REGIME_KEYS)}
     log["accuracy0"] = [world.heldout_accuracy()]
     spent = 0
     for _ in range(settings.steps):
@@ -127,9 +131,14 @@ def run_one(
             idx, r = buffer.pop()
             esr = effective_sample_ratio(np.concatenate(rolled))
             rho_batch = rho_unseen = ece_unseen = float("nan")
+            for key in REGIME_KEYS:
+                log[key].append(float("nan"))
         else:
             with sw("select"):
                 idx = selector.select(candidates)
+            regime = getattr(selector, "last_regime", None) or {}
+            for key in REGIME_KEYS:
+                log[key].append(float(regime.get(key, np.nan)))
             rho_batch = spearman(selector.predict(idx), world.gamma(idx))
             rho_unseen = ece_unseen = float("nan")
             if n_probe:
@@ -144,6 +153,8 @@ def run_one(
         world.learn(idx, r)
         if chosen is not None:
             chosen.append(np.asarray(idx).copy())
+        if rewards is not None:
+            rewards.append(np.asarray(r).copy())
         log["rollouts"].append(spent)
         log["accuracy"].append(world.heldout_accuracy())
         log["esr"].append(esr)
