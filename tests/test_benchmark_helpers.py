@@ -80,3 +80,22 @@ def test_accuracy_at_a_budget_interpolates():
     assert at([0, 160, 320], [0.0, 0.1, 0.2], 320) == 0.2
     assert at([0, 160, 320], [0.0, 0.1, 0.2], 0) == 0.0
     assert at([0, 160, 320], [0.0, 0.1, 0.2], 321) is None
+
+
+SCRIPTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py"))
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_benchmark_script_imports_and_answers_help(name):
+    """Each script's imports resolve and its command line parses ``--help``: a module moved
+    inside the package breaks the reproduce commands here, not months later."""
+    import importlib
+    import subprocess
+
+    module = importlib.import_module(name)
+    if hasattr(module, "main"):
+        script = Path(module.__file__)
+        done = subprocess.run([sys.executable, str(script), "--help"], capture_output=True,
+                              text=True, timeout=120, cwd=script.parents[1])
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "usage" in done.stdout

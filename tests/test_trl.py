@@ -75,6 +75,13 @@ def test_selector_chooses_and_observes_every_step(tiny, tmp_path):
     assert trainer.rollouts_spent == 3 * 3 * 2
     esr = [h["rollwise/esr"] for h in trainer.state.log_history if "rollwise/esr" in h]
     assert len(esr) == 3
+    # what GPS read of its regime, per step in the metrics and per batch in the selection log
+    share = [h["rollwise/predicted_share"] for h in trainer.state.log_history
+             if "rollwise/predicted_share" in h]
+    assert share == [0.0, 0.0, 0.0]  # the default's warm-up: every batch chosen at random
+    cooldown = [h["rollwise/cooldown"] for h in trainer.state.log_history if "rollwise/cooldown" in h]
+    assert cooldown == [0.25] * 3
+    assert [r["regime"]["predicted_share"] for r in trainer.selection_log] == [0.0] * 3
 
 
 def test_checkpoint_resume_restores_selector(tiny, tmp_path):
