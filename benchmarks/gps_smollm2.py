@@ -28,7 +28,7 @@ from parallel_runs import run_workers
 
 from rollwise._io import atomic_write, atomic_write_json, atomic_write_report
 
-ARMS = ["uniform", "mopps", "gps", "gps-unguarded", "ds"]
+ARMS = ["uniform", "mopps", "gps", "gps-guarded", "gps-unguarded", "ds"]
 SETTINGS_KEYS = ("task", "steps", "prompts_per_step", "num_generations", "max_new_tokens",
                  "learning_rate", "eval_steps", "eval_prompts", "threads")
 
@@ -220,7 +220,8 @@ def markdown(data: dict) -> str:
                   "| " + " | ".join(at) + " |", "|" + "---|" * len(at),
                   "| " + " | ".join("{:.3f} ± {:.3f}".format(*_mean_se([v for v in vals if v is not None]))
                                     for vals in at.values()) + " |"]
-    lines += paired_against(data, "gps")
+    for base in ("gps", "gps-guarded"):  # the default, and the default before the coverage floor
+        lines += paired_against(data, base)
     levels = sorted({lv for runs in data["runs"].values() for r in runs.values()
                      for lv in r["eval_levels"][-1]}, key=float)
     lines += ["", "Final held-out accuracy per level (mean over seeds), and the level mix of the "
