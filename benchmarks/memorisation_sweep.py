@@ -27,7 +27,8 @@ from arithmetic_world import arithmetic_world
 from rollwise._io import atomic_write, atomic_write_json, atomic_write_report
 from rollwise.sim import RunSettings, run_one
 
-ARMS = "uniform,mopps,gps,gps-guarded,gps-unguarded,gps-paper,gps-fixedcooldown,gps-norepeat,oracle"
+ARMS = ("uniform,mopps,gps,gps-guarded,gps-unguarded,gps-paper,gps-adaptive-rest,gps-trust,gps-regime,"
+        "oracle")
 STRENGTHS = (0.0, 0.25, 0.5, 1.0, 2.0)
 
 
@@ -54,7 +55,7 @@ def markdown(data: dict) -> str:
                          f"{v.mean():.3f} ± {v.std(ddof=1) / np.sqrt(v.size):.3f}")
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     lines.append("\nMean cooldown applied (share of a pass) and mean share of each batch chosen by "
-                 "prediction, for the arms that read their regime:\n")
+                 "prediction, for the GPS arms (the warm-up and the coverage floor draw at random):\n")
     lines.append("| strategy | " + " | ".join(f"memorisation {s}" for s in strengths) + " |")
     lines.append("|---|" + "---|" * len(strengths))
     for arm, per in data["runs"].items():
