@@ -48,9 +48,15 @@ class GPSSelector(Selector):
     by the candidates' mean predicted reward variance ``4 gamma_hat (1 - gamma_hat)`` unless
     ``scale_diversity=False`` (see :class:`~rollwise.acquisition.PredictedSignalScale`).
 
-    Reading its regime (:mod:`rollwise.regime`), for predictors that know less than they claim
-    and policies that memorise:
+    Guards (:mod:`rollwise.regime`), for predictors that know less than they claim and policies
+    that memorise:
 
+    * ``coverage_floor`` and ``clusters``: the pool is split into ``clusters`` k-means clusters of
+      its embeddings; over the last ``window`` batches (the PPM's) and the one being built, each
+      cluster keeps at least ``coverage_floor`` times its share of the pool in the selections,
+      the deficit drawn at random inside it, unless its recent groups all came back with equal
+      rewards (:class:`~rollwise.regime.CoverageFloor`). No region is written off on stale
+      predictions;
     * ``coverage`` and ``adaptive_trust``: a share of every batch is drawn at random among the
       allowed prompts, so it follows the pool's mass and keeps every region's predictions checked
       against fresh outcomes; the acquisition chooses the rest. With ``adaptive_trust`` that share
@@ -87,8 +93,9 @@ class GPSSelector(Selector):
     many parts computed at once on threads of their own, each with ``threads`` torch threads;
     at most the usable cores; 1 with ``threads=None``; also a setting of the machine: the same
     predictions for any value). The defaults of ``make_selector("gps")``
-    (:data:`rollwise.strategies.GPS_DEFAULT`) read the regime; this class's own defaults are the
-    paper's rule without any of it (with the diversity scaled).
+    (:data:`rollwise.strategies.GPS_DEFAULT`) turn on the cooldown, the warm-up and the coverage
+    floor; this class's own defaults are the paper's rule without any guard (with the diversity
+    scaled).
     """
 
     name = "gps"
