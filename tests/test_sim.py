@@ -116,6 +116,12 @@ def test_run_one_every_strategy(pool_file, strategy):
     assert np.all(np.diff(log["rollouts"]) >= 16 * 8)  # DS may spend more, never less
     if strategy != "ds":
         assert log["rollouts"][-1] == 4 * 16 * 8
+    # what GPS read of its regime, per step; NaN for the strategies that read nothing
+    for key in ("trust", "predicted_share", "repeat_excess", "cooldown"):
+        assert len(log[key]) == 4
+        assert np.isnan(log[key]).all() != strategy.startswith("gps")
+    if strategy == "gps":  # the warm-up's 4 steps: every batch random, the full rest
+        assert log["predicted_share"] == [0.0] * 4 and log["cooldown"] == [0.25] * 4
 
 
 def test_gps_beats_uniform_on_effective_samples(pool_file):
