@@ -186,11 +186,11 @@ def main() -> None:
     checkpoints = [c for c in checkpoints if 1 <= c <= args.steps]
     from rollwise.llm.models import resolve_embedder
 
-    args.embedder = resolve_embedder(args.embedder)  # hf:smollm2 -> the local checkpoint
-    pool, train, make_world = build_world(embedder=args.embedder, config=WorldConfig())
+    embedder = resolve_embedder(args.embedder)  # hf:smollm2 -> the local checkpoint
+    pool, train, make_world = build_world(embedder=embedder, config=WorldConfig())
     _, held, _ = world_prompt_sets()
     assert list(train.ids) == list(pool.ids)
-    held_emb = embed_texts(held.texts, args.embedder)
+    held_emb = embed_texts(held.texts, embedder)
     n = len(held.texts)
     budgets = [k * n for k in per_prompt]
     dense = np.unique(np.geomspace(n, max(budgets), 40).round().astype(int))

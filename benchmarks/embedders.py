@@ -13,14 +13,16 @@ after it. This is the choice of layer and pooling behind ``hf:``'s default.
 ``table``: the measurement table of the issue, per embedder, from runs of the other scripts:
 ``allocation_world.py --embedder E`` (the embedding-fit diagnostic's Spearman, GPS's Spearman on
 the world's held-out prompts, greedy allocation's saving at 2 / 4 / 8 samples per prompt) and
-``rollwise bench`` on MATH (GPS's Spearman on prompts it never trained on).
+``rollwise bench --embedder E`` on the default world (GPS's rollouts to uniform's final, its
+Spearman on never-offered prompts) and on MATH.
 
     python benchmarks/embedders.py probe --math-dir DIR    # DIR: train_math.json, test_math.json
     python benchmarks/embedders.py table \\
         --allocation wordllama=benchmarks/results/allocation_world.json \\
-        --allocation hf:smollm2=benchmarks/results/allocation_world_smollm2.json \\
-        --math wordllama=benchmarks/results/bench-math/results.json \\
-        --math hf:smollm2=benchmarks/results/bench-math-smollm2/results.json
+                     hf:smollm2=benchmarks/results/allocation_world_smollm2.json \\
+        --bench wordllama=benchmarks/results/bench-default/results.json \\
+                hf:smollm2=benchmarks/results/bench-default-smollm2/results.json \\
+        --math wordllama=benchmarks/results/bench-math/results.json
 
 Writes ``OUT_probe.{json,md}`` or ``OUT.{json,md}`` (``summary``: per embedder
 ``embedding_fit_spearman``, ``gps_unseen_spearman`` {default, math}, ``greedy_saving`` {2, 4, 8}).
@@ -164,11 +166,12 @@ def _pairs(values: list[str]) -> dict[str, Path]:
 
 
 def run_table(args) -> None:
-    alloc, math = _pairs(args.allocation), _pairs(args.math)
-    summary, lines = {}, []
-    for emb in dict.fromkeys(list(alloc) + list(math)):
+    alloc, math, bench = _pairs(args.allocation), _pairs(args.math), _pairs(args.bench)
+    summary, details, lines = {}, {}, []
+    for emb in dict.fromkeys(list(alloc) + list(math) + list(bench)):
         row: dict = {"embedding_fit_spearman": None, "gps_unseen_spearman": {},
                      "greedy_saving": None}
+        extra = {}
         if emb in alloc:
             d = json.loads(alloc[emb].read_text())
             pred = d["final"]["prediction"]
@@ -178,23 +181,32 @@ def run_table(args) -> None:
         if emb in math:
             d = json.loads(math[emb].read_text())
             row["gps_unseen_spearman"]["math"] = d["strategies"]["gps"]["spearman_unseen_final"]
+        if emb in bench:
+            d = json.loads(bench[emb].read_text())["strategies"]
+            extra = {"bench_gps_unseen_spearman": d["gps"]["spearman_unseen_final"],
+                     "bench_gps_ratio_to_uniform": d["gps"]["ratio_to_uniform"]}
         summary[emb] = row
+        details[emb] = extra
 
     def f(v, spec=".2f"):
         return "—" if v is None else format(v, spec)
 
     lines = ["# Embedders: what the embedding lets GPS and allocation see\n",
              "| embedder | embedding-fit Spearman (default world) | GPS unseen Spearman, default "
-             "world | GPS unseen Spearman, MATH | greedy saving at 2 / 4 / 8 per prompt |",
-             "|---|---|---|---|---|"]
+             "world (allocation run / bench run) | GPS unseen Spearman, MATH | greedy saving at "
+             "2 / 4 / 8 per prompt | GPS rollouts to uniform's final, default world |",
+             "|---|---|---|---|---|---|"]
     for emb, r in summary.items():
-        gs = r["greedy_saving"]
+        gs, x = r["greedy_saving"], details[emb]
         saving = " / ".join(f"{100 * gs[k]:.1f}%" for k in ("2", "4", "8")) if gs else "—"
         lines.append(f"| {emb} | {f(r['embedding_fit_spearman'])} | "
-                     f"{f(r['gps_unseen_spearman'].get('default'))} | "
-                     f"{f(r['gps_unseen_spearman'].get('math'))} | {saving} |")
+                     f"{f(r['gps_unseen_spearman'].get('default'))} / "
+                     f"{f(x.get('bench_gps_unseen_spearman'))} | "
+                     f"{f(r['gps_unseen_spearman'].get('math'))} | {saving} | "
+                     f"{f(x.get('bench_gps_ratio_to_uniform'))}x |")
     out = Path(args.out)
-    atomic_write_json(out.with_suffix(".json"), {"args": vars(args), "summary": summary})
+    atomic_write_json(out.with_suffix(".json"), {"args": vars(args), "summary": summary,
+                                                 "details": details})
     atomic_write_report(out.with_suffix(".md"), "\n".join(lines) + "\n")
 
 
@@ -209,7 +221,10 @@ def main() -> None:
     pr.add_argument("--out", default="benchmarks/results/embedders")
     tb = sub.add_parser("table", help="the measurement table from other scripts' results")
     tb.add_argument("--allocation", nargs="+", default=[], metavar="EMBEDDER=JSON")
-    tb.add_argument("--math", nargs="+", default=[], metavar="EMBEDDER=JSON")
+    tb.add_argument("--math", nargs="+", default=[], metavar="EMBEDDER=JSON",
+                    help="rollwise bench results.json on MATH")
+    tb.add_argument("--bench", nargs="+", default=[], metavar="EMBEDDER=JSON",
+                    help="rollwise bench results.json on the default world")
     tb.add_argument("--out", default="benchmarks/results/embedders")
     args = p.parse_args()
     run_probe(args) if args.part == "probe" else run_table(args)
