@@ -121,3 +121,19 @@ def test_resolve_embedder(tiny_llama):
         resolve_embedder("policy")
     with pytest.raises(ValueError, match="does not exist"):
         resolve_embedder("hf:/no/such/checkpoint")
+
+
+def test_train_with_the_policy_embedder(tiny_llama, tmp_path):
+    """``rollwise train --embedder policy``: the pool is embedded with the policy's own
+    checkpoint, and the saved selector says so."""
+    pytest.importorskip("trl")
+    from rollwise.llm.engine import TrainSettings, run_grpo
+
+    rows = [{"id": f"q{i}", "prompt": f"{i} + {i} =", "question": f"{i} + {i}",
+             "answer": str(2 * i), "level": 0} for i in range(12)]
+    settings = TrainSettings(model="unused", output_dir=str(tmp_path / "run"), steps=1,
+                             prompts_per_step=3, num_generations=2, max_new_tokens=4,
+                             embedder="policy", strategy="gps", eval_prompts=0, save_steps=100)
+    run_grpo(settings, tiny_llama, rows, [], lambda completions, **kw: [0.0] * len(completions))
+    state = torch.load(tmp_path / "run" / "rollwise_selector.pt", weights_only=True)
+    assert state["embedder"].startswith(f"hf:{tiny_llama}@2-mean#")
