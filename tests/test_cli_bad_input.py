@@ -399,3 +399,11 @@ def test_bench_refuses_a_bad_embedder_before_work(embedder, pool_file, tmp_path,
     rc = main([*BENCH, "--pool", str(pool_file), "--out", str(tmp_path / "o"),
                "--embedder", embedder])
     assert rc == 2 and "--embedder" in _error(capsys)
+
+
+def test_allocate_compares_embedders_by_kind_not_by_checkpoint_location():
+    from rollwise.cli.allocate import _kind
+
+    assert _kind("hf:/a/model@16-mean#0123abcd") == _kind("hf:/elsewhere/model@16-mean#ffff0000")
+    assert _kind("hf:/a/model@16-mean#0123abcd") != _kind("hf:/a/model@12-mean#0123abcd")
+    assert _kind("wordllama-l2_supercat-256") != _kind("hashing-256-3-5")

@@ -79,6 +79,16 @@ def _contamination(text: str) -> float | None:
     return value
 
 
+def _kind(embedder_name: str) -> str:
+    """An embedder's name without where its checkpoint lies (``hf:<path>@16-mean#<files>`` ->
+    ``hf@16-mean``): a selector moved to another machine keeps its embedder; a different
+    checkpoint at the same settings is caught by the pool check, whose fingerprint covers the
+    embeddings themselves."""
+    if not embedder_name.startswith("hf:"):
+        return embedder_name
+    return "hf@" + embedder_name.split("#", 1)[0].rpartition("@")[2]
+
+
 def _selector_embedder_check(state_path: Path, embedder_name: str) -> None:
     """Refuse an embedder other than the one the selector was trained with, before the pool is
     embedded (selectors saved before the embedder was recorded are checked by their pool)."""
@@ -89,7 +99,7 @@ def _selector_embedder_check(state_path: Path, embedder_name: str) -> None:
     except Exception:  # unreadable: load_selector reports it
         return
     trained = state.get("embedder") if isinstance(state, dict) else None
-    if trained and trained != embedder_name:
+    if trained and _kind(trained) != _kind(embedder_name):
         raise ValueError(f"--embedder: the selector {str(state_path)!r} was trained with embedder "
                          f"{trained!r}, --embedder gives {embedder_name!r}; pass the selector's")
 
