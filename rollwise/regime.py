@@ -1,4 +1,5 @@
-"""Readings of a run's regime from a predictor's own track record, for GPS to act on.
+"""Readings of a run's regime from a predictor's own track record, for GPS to act on, and the
+coverage floor that keeps every region of the pool checked.
 
 Both read the records a selector keeps of each observed batch: the predictions it made *before*
 the outcomes were known, the successes, the rollouts and whether each group was its prompt's
