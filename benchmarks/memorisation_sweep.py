@@ -3,10 +3,11 @@
 The small-pool world of ``small_pool_world.py`` (the arithmetic task's 400 prompts at
 SmolLM2-135M's base rates, 8 prompts x 8 rollouts x 40 steps) at memorisation strengths
 0, 0.25, 0.5, 1 and 2 (``WorldConfig.memorisation``: the n-th repeat of a prompt passes
-1 / (1 + strength * n) of its signal to the abilities, the rest to that prompt alone). A fixed
-rule suits one strength: resting prompts (``gps-guarded``'s cooldown) pays where repeats are
-memorised and costs where they transfer. GPS's default reads the strength from its own residuals
-(``rollwise.regime.RepeatExcess``). Same seeds for every arm (paired).
+1 / (1 + strength * n) of its signal to the abilities, the rest to that prompt alone). Resting
+prompts (the quarter-pass cooldown of ``gps`` and ``gps-guarded``) should pay where repeats are
+memorised and cost where they transfer; ``gps-adaptive-rest`` and ``gps-regime`` set the rest
+from a reading of the run's own residuals (``rollwise.regime.RepeatExcess``). Same seeds for
+every arm (paired).
 
     python benchmarks/memorisation_sweep.py --seeds 8
 
