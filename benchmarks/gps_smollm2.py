@@ -10,7 +10,9 @@ protocol (``--eval-prompts`` rows spread over all levels x 4 samples, at start a
 ``OUT.md`` and ``OUT.png`` are redrawn from the JSON (``--report`` redraws only).
 Selector arms spend equal rollouts (steps x prompts x rollouts); the ``ds`` arm (DAPO's dynamic
 sampling over uniform prompts, in the trainer) runs the same optimiser steps and pays for every
-round it generates, so its cost shows in ``rollouts``.
+round it generates, so its cost shows in ``rollouts``. An arm ``STRATEGY@EMBEDDER`` (e.g.
+``gps@policy``: the policy's own hidden states at its start) embeds the pool with that embedder
+instead of WordLlama.
 
     python benchmarks/gps_smollm2.py --seeds 0 1 2 --jobs 2          # CPU size (the defaults)
     python benchmarks/gps_smollm2.py --steps 40 --prompts-per-step 8 --num-generations 8 \\
@@ -33,15 +35,28 @@ SETTINGS_KEYS = ("task", "steps", "prompts_per_step", "num_generations", "max_ne
                  "learning_rate", "eval_steps", "eval_prompts", "threads")
 
 
+def arm_settings(arm: str, seed: int, args: argparse.Namespace):
+    """The run settings of one arm (``STRATEGY`` or ``STRATEGY@EMBEDDER``) and seed; validated,
+    so a bad arm is refused before any run starts."""
+    from rollwise.llm.engine import TrainSettings
+
+    strategy, _, embedder = arm.partition("@")
+    try:
+        settings = TrainSettings(
+            model="smollm2", strategy=strategy, seed=seed, embedder=embedder or "wordllama",
+            output_dir=str(Path(args.runs) / arm / f"seed{seed}"), save_steps=args.steps,
+            overwrite=True, **{k: getattr(args, k) for k in SETTINGS_KEYS})
+        settings.validate()
+    except ValueError as err:
+        raise SystemExit(f"--arms: {arm!r}: {err}") from err
+    return settings
+
+
 def run_one(arm: str, seed: int, args: argparse.Namespace) -> dict:
     """Train one arm with one seed (in this process) and return its condensed record."""
-    from rollwise.llm.engine import TrainSettings, run
+    from rollwise.llm.engine import run
 
-    settings = TrainSettings(
-        model="smollm2", strategy=arm, seed=seed,
-        output_dir=str(Path(args.runs) / arm / f"seed{seed}"), save_steps=args.steps, overwrite=True,
-        **{k: getattr(args, k) for k in SETTINGS_KEYS})
-    return condense(run(settings))
+    return condense(run(arm_settings(arm, seed, args)))
 
 
 def condense(result: dict) -> dict:
@@ -347,6 +362,8 @@ def main() -> None:
                     if k not in ("merge", "report", "one", "conclusion")}
     todo = [(arm, seed) for seed in args.seeds for arm in args.arms.split(",")
             if str(seed) not in data["runs"].get(arm, {})]
+    for arm, seed in todo:
+        arm_settings(arm, seed, args)
     forwarded = [f"--{k.replace('_', '-')}={getattr(args, k)}" for k in SETTINGS_KEYS]
 
     def merge(arm: str, seed: int, record: dict) -> None:
