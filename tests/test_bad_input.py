@@ -143,7 +143,10 @@ def _bad_observes(n, batch):
         (idx, np.ones((batch, 0)), ValueError, "rewards"),
         (idx, np.ones(batch), ValueError, "rewards"),
         (idx, np.ones((batch, 3, 1)), ValueError, "rewards"),
-        (idx, [[1.0, 0.0]] + [[1.0]] * (batch - 1), ValueError, "rewards"),  # ragged
+        (idx, [[1.0, 0.0]] + [[]] * (batch - 1), ValueError, "rewards"),  # an empty group
+        (idx, [[1.0, 0.0]] + [[[1.0]]] * (batch - 1), ValueError, "rewards"),  # a 2-D group
+        (idx, [[1.0, 0.0]] * (batch - 1), ValueError, "rewards"),  # a group missing
+        (idx, [[1.0, NAN]] + [[1.0]] * (batch - 1), ValueError, "rewards"),  # ragged with NaN
         (idx, np.full((batch, 3), "x"), TypeError, "rewards"),
     ]
 

@@ -428,3 +428,45 @@ def test_failed_load_state_dict_changes_nothing(name):
     # and the uncorrupted state does load
     a.load_state_dict(good)
     assert a.step == c.step
+
+
+# ---- groups of unequal size (per-prompt rollout budgets) -----------------------------------
+
+@pytest.mark.parametrize("name", NAMES)
+def test_rows_as_groups_observe_like_the_array(name):
+    """A rectangular batch given as a list of groups leaves exactly the state the array does."""
+    pool = make_pool(30)
+    a, b = make(name, pool, 5, seed=3), make(name, pool, 5, seed=3)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        idx = a.select()
+        assert np.array_equal(idx, b.select())
+        rew = (rng.random((5, 4)) < 0.4).astype(float)
+        a.observe(idx, rew)
+        b.observe(idx, [list(row) for row in rew])
+    assert np.array_equal(a.predict(), b.predict())
+    assert np.array_equal(a.select(), b.select())
+
+
+def test_mopps_counts_unequal_groups_rollout_by_rollout():
+    pool = make_pool(10)
+    sel = make("mopps", pool, 3, seed=0)
+    a0, b0 = sel.alpha.copy(), sel.beta.copy()
+    sel.observe([1, 4, 7], [[1.0], [0.0, 1.0, 1.0, 0.0, 0.0], [0.5, 0.5]])
+    assert np.allclose(sel.alpha[[1, 4, 7]] - a0[[1, 4, 7]] * sel.decay
+                       - (1 - sel.decay) * sel.prior_alpha, [1.0, 2.0, 1.0])
+    assert np.allclose(sel.beta[[1, 4, 7]] - b0[[1, 4, 7]] * sel.decay
+                       - (1 - sel.decay) * sel.prior_beta, [0.0, 3.0, 1.0])
+
+
+def test_gps_learns_each_groups_size():
+    """GPS's history and outcomes keep every group's own size and rate."""
+    pool = make_pool(20)
+    sel = make("gps", pool, 3, seed=0)
+    sel.observe([2, 5, 9], [[1.0, 0.0], [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0], [0.0] * 16])
+    idx, rates, k = sel._history[-1]
+    assert idx.tolist() == [2, 5, 9]
+    assert rates.tolist() == [0.5, 0.375, 0.0] and k.tolist() == [2, 8, 16]
+    _, successes, counts, first = sel._outcomes[-1]
+    assert successes.tolist() == [1.0, 3.0, 0.0] and counts.tolist() == [2, 8, 16]
+    assert first.all()

@@ -44,7 +44,8 @@ class Selector(ABC):
     """Chooses which prompts get rollouts next, learns from their rewards.
 
     ``select`` returns ``batch_size`` distinct pool indices; ``observe(indices, rewards)`` takes a
-    ``(B, k)`` reward array in [0, 1]; ``predict`` gives current success-rate estimates for any
+    ``(B, k)`` reward array in [0, 1], or one reward sequence per prompt where groups differ in
+    size (per-prompt rollout budgets); ``predict`` gives current success-rate estimates for any
     prompt. Every call validates its arguments first and changes no state when it raises.
 
     ``threads`` bounds the torch and BLAS threads of the selector's own calls (set around each
@@ -89,10 +90,11 @@ class Selector(ABC):
             return np.asarray(self._select(cand), dtype=np.int64)
 
     def observe(self, indices: Any, rewards: Any) -> None:
-        """Record rewards: ``rewards[i]`` holds the k rollout rewards of prompt ``indices[i]``."""
-        idx, rew = self._check_observation(indices, rewards)
+        """Record rewards: ``rewards[i]`` holds the rollout rewards of prompt ``indices[i]`` (a
+        ``(B, k)`` array, or B sequences of unequal length: groups of unequal size)."""
+        idx, successes, counts = self._check_observation(indices, rewards)
         with limited_threads(self.threads):
-            self._observe(idx, rew)
+            self._observe(idx, successes, counts)
         self.step += 1
 
     def predict(self, indices: Any = None) -> np.ndarray:
@@ -166,7 +168,9 @@ class Selector(ABC):
     def _select(self, candidates: np.ndarray | None) -> np.ndarray: ...
 
     @abstractmethod
-    def _observe(self, indices: np.ndarray, rewards: np.ndarray) -> None: ...
+    def _observe(self, indices: np.ndarray, successes: np.ndarray, counts: np.ndarray) -> None:
+        """``successes[i]``: the sum of prompt ``indices[i]``'s rewards over its ``counts[i]``
+        rollouts (both float64)."""
 
     @abstractmethod
     def _predict(self, indices: np.ndarray | None) -> np.ndarray: ...
@@ -203,25 +207,46 @@ class Selector(ABC):
             )
         return cand
 
-    def _check_observation(self, indices: Any, rewards: Any) -> tuple[np.ndarray, np.ndarray]:
+    def _check_observation(self, indices: Any, rewards: Any
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         idx = self._check_indices(indices, "indices", allow_repeats=False)
         if idx is None or idx.size == 0:
             raise ValueError("indices must name at least one prompt")
-        rew = _as_array(rewards, "rewards")
-        if rew.dtype == bool:
-            rew = rew.astype(np.float64)
-        if rew.size and not np.issubdtype(rew.dtype, np.number):
-            raise TypeError(f"rewards must be numeric, got dtype {rew.dtype}")
-        rew = rew.astype(np.float64)
-        if rew.ndim != 2 or rew.shape[0] != idx.size or rew.shape[1] < 1:
-            raise ValueError(
-                f"rewards must have shape (len(indices), k) = ({idx.size}, k>=1), got {rew.shape}"
-            )
-        if not np.all(np.isfinite(rew)):
+        groups = _reward_groups(rewards)
+        if len(groups) != idx.size:
+            raise ValueError(f"rewards must hold one group per index: {idx.size} indices, "
+                             f"{len(groups)} groups")
+        for rew in groups:
+            if rew.size and not np.issubdtype(rew.dtype, np.number) and rew.dtype != bool:
+                raise TypeError(f"rewards must be numeric, got dtype {rew.dtype}")
+        groups = [rew.astype(np.float64) for rew in groups]
+        if any(rew.ndim != 1 or rew.size < 1 for rew in groups):
+            raise ValueError("rewards must have shape (len(indices), k) with k >= 1, or hold one "
+                             "1-D group of at least one reward per index")
+        flat = np.concatenate(groups)
+        if not np.all(np.isfinite(flat)):
             raise ValueError("rewards contain NaN or inf")
-        if rew.min() < 0.0 or rew.max() > 1.0:
+        if flat.min() < 0.0 or flat.max() > 1.0:
             raise ValueError("rewards must lie in [0, 1]")
-        return idx, rew
+        successes = np.array([rew.sum() for rew in groups], dtype=np.float64)
+        counts = np.array([rew.size for rew in groups], dtype=np.float64)
+        return idx, successes, counts
+
+
+def _reward_groups(rewards: Any) -> list[np.ndarray]:
+    """The rewards as one array per prompt: the rows of a 2-D array, or the items of a sequence
+    of groups of unequal size."""
+    try:
+        arr = np.asarray(rewards)
+    except (ValueError, TypeError):  # ragged nested lists
+        arr = None
+    if arr is not None and arr.dtype != object:
+        if arr.ndim != 2:
+            raise ValueError(f"rewards must have shape (len(indices), k), got {arr.shape}")
+        return list(arr)
+    if isinstance(rewards, np.ndarray | list | tuple):
+        return [_as_array(rew, "rewards") for rew in rewards]
+    raise ValueError("rewards must be a rectangular array or a sequence of reward groups")
 
 
 def _as_array(x: Any, arg: str) -> np.ndarray:

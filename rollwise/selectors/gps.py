@@ -386,15 +386,14 @@ class GPSSelector(Selector):
         return full
 
     # ---- learning --------------------------------------------------------------------------
-    def _observe(self, indices: np.ndarray, rewards: np.ndarray) -> None:
-        k = np.full(indices.size, rewards.shape[1], dtype=np.float32)
+    def _observe(self, indices: np.ndarray, successes: np.ndarray, counts: np.ndarray) -> None:
+        k = counts.astype(np.float32)
         # the predictions these outcomes answer, made before the PPM trains on them
         before = np.clip(np.asarray(self._predict(indices), dtype=np.float64), 0.0, 1.0)
-        self._outcomes.append((before, rewards.sum(axis=1), k.astype(np.float64),
-                               ~self._observed[indices]))
+        self._outcomes.append((before, successes.copy(), counts.copy(), ~self._observed[indices]))
         self._observed[indices] = True
         self._calibration = None
-        self._history.append((indices.copy(), rewards.mean(axis=1), k))
+        self._history.append((indices.copy(), successes / counts, k))
         self._cache = None
         if self.cfg.grad_steps == 0:
             return

@@ -56,9 +56,8 @@ class MoPPSSelector(Selector):
         order = np.argsort(np.abs(theta - self.target), kind="stable")
         return cand[order[: self.batch_size]]
 
-    def _observe(self, indices: np.ndarray, rewards: np.ndarray) -> None:
-        k = rewards.shape[1]
-        s = rewards.sum(axis=1)
+    def _observe(self, indices: np.ndarray, successes: np.ndarray, counts: np.ndarray) -> None:
+        k, s = counts, successes
         d = self.decay
         self.alpha[indices] = d * self.alpha[indices] + (1 - d) * self.prior_alpha + s
         self.beta[indices] = d * self.beta[indices] + (1 - d) * self.prior_beta + (k - s)

@@ -40,9 +40,9 @@ class UniformSelector(Selector):
             self._order, self._cursor = fresh, need
         return taken
 
-    def _observe(self, indices: np.ndarray, rewards: np.ndarray) -> None:
-        self._sum += float(rewards.sum())
-        self._count += rewards.size
+    def _observe(self, indices: np.ndarray, successes: np.ndarray, counts: np.ndarray) -> None:
+        self._sum += float(successes.sum())
+        self._count += int(counts.sum())
 
     def _predict(self, indices: np.ndarray | None) -> np.ndarray:
         n = len(self.pool) if indices is None else indices.size

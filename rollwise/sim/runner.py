@@ -46,7 +46,7 @@ class OracleSelector(Selector):
         order = np.argsort(np.abs(self.world.gamma(cand) - self.target), kind="stable")
         return cand[order[: self.batch_size]]
 
-    def _observe(self, indices, rewards) -> None:
+    def _observe(self, indices, successes, counts) -> None:
         pass
 
     def _predict(self, indices):
