@@ -106,6 +106,13 @@ class Selector(ABC):
         with limited_threads(self.threads):
             return np.clip(np.asarray(self._predict(idx), dtype=np.float64), 0.0, 1.0)
 
+    def predictive(self, indices: Any) -> tuple[np.ndarray, np.ndarray, float]:
+        """Each prompt's predictive distribution of its current success rate, as ``(mean,
+        concentration, contamination)`` of a Beta (what :class:`rollwise.budgets.RolloutBudget`
+        splits rollouts by). Only selectors with a model of each prompt's rate have one."""
+        raise TypeError(f"the {self.strategy!r} selector has no per-prompt predictive "
+                        "distribution; per-prompt budgets need gps or mopps predictions")
+
     def hyper_params(self) -> dict[str, Any]:
         """The constructor's keyword arguments, enough to rebuild an identical selector."""
         return {}

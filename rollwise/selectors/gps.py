@@ -330,6 +330,13 @@ class GPSSelector(Selector):
         self._calibration = (self.step, fitted)
         return fitted
 
+    def predictive(self, indices: Any) -> tuple[np.ndarray, np.ndarray, float]:
+        """The PPM's predictions through :meth:`calibration`: calibrated mean, the calibration's
+        concentration (one for every prompt) and contamination."""
+        cal = self.calibration()
+        mean = cal.mean(self.predict(indices))
+        return mean, np.full(mean.shape, cal.concentration), float(cal.contamination)
+
     def predict_embeddings(self, embeddings: np.ndarray, calibrated: bool = False) -> np.ndarray:
         """Predicted success rates of prompts outside the pool, from their raw embeddings;
         ``calibrated``: mapped through :meth:`calibration` (what allocation should use)."""

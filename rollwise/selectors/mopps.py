@@ -67,6 +67,13 @@ class MoPPSSelector(Selector):
         b = self.beta if indices is None else self.beta[indices]
         return a / (a + b)
 
+    def predictive(self, indices: Any) -> tuple[np.ndarray, np.ndarray, float]:
+        """The Beta posteriors themselves: mean ``alpha / (alpha + beta)``, concentration
+        ``alpha + beta``, no contamination."""
+        idx = self._check_indices(indices, "indices", allow_repeats=True)
+        a, b = self.alpha[idx], self.beta[idx]
+        return a / (a + b), a + b, 0.0
+
     def _model_state(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "beta": self.beta}
 
