@@ -124,7 +124,8 @@ def test_selectors_give_their_predictive_distributions():
     mopps = make("mopps", pool, 4, seed=0)
     mopps.observe([1, 2], [[1.0, 1.0], [0.0, 1.0, 0.0]])
     mean, conc, cont = mopps.predictive([1, 2, 3])
-    assert np.allclose(mean, mopps.predict([1, 2, 3])) and np.allclose(conc, (mopps.alpha + mopps.beta)[[1, 2, 3]])
+    assert np.allclose(mean, mopps.predict([1, 2, 3]))
+    assert np.allclose(conc, (mopps.alpha + mopps.beta)[[1, 2, 3]])
     assert cont == 0.0
     gps = make("gps", pool, 4, seed=0)
     gps.observe(gps.select(), np.ones((4, 4)) * [[1], [0], [1], [0]])
