@@ -38,9 +38,18 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "gps-paper": ("gps", {"scale_diversity": False}),
 }
 
-# Run by the simulated benchmark only: DAPO's dynamic-sampling filter (not a selector) and the
-# oracle that knows the true success rates.
-BENCH_ONLY = ("ds", "oracle")
+# Run by the simulated benchmark only: DAPO's dynamic-sampling filter (not a selector), the
+# oracle that knows the true success rates, and the oracle splitting rollouts by them.
+BENCH_ONLY = ("ds", "oracle", "oracle-budget")
+
+# Per-prompt rollout budgets (rollwise.budgets) in the simulated benchmark: name -> (the selector
+# that chooses the prompts, whose predictions split the rollouts: "selector" its own, "mopps"
+# MoPPS-like Beta posteriors kept beside it, as the budget papers' baseline does).
+BUDGETED: dict[str, tuple[str, str]] = {
+    "gps-budget": ("gps", "selector"),
+    "mopps-budget": ("mopps", "selector"),
+    "uniform-budget": ("uniform", "mopps"),
+}
 
 
 def selector_names() -> list[str]:
@@ -67,4 +76,4 @@ def train_strategy(name: str) -> tuple[str, bool]:
 
 def bench_names() -> list[str]:
     """Every strategy the simulated benchmark runs."""
-    return selector_names() + list(BENCH_ONLY)
+    return selector_names() + list(BUDGETED) + list(BENCH_ONLY)

@@ -134,3 +134,14 @@ def test_selectors_give_their_predictive_distributions():
     assert np.allclose(mean, cal.mean(gps.predict([0, 5]))) and np.all(conc == cal.concentration)
     with pytest.raises(TypeError, match="uniform"):
         make("uniform", pool, 4).predictive([0])
+
+
+def test_bench_flag_offers_every_objective():
+    import argparse
+
+    from rollwise.cli.bench import add_arguments
+
+    p = argparse.ArgumentParser()
+    add_arguments(p, demo=False)
+    action = next(a for a in p._actions if a.dest == "budget_objective")
+    assert sorted(action.choices) == sorted(OBJECTIVES)

@@ -59,6 +59,38 @@ def test_world_learns_only_from_informative_groups():
     assert w.heldout_accuracy() > acc0
 
 
+def test_world_groups_of_unequal_size():
+    """Rollouts of given sizes; equal groups given as a list learn as the array does, and a bigger
+    group weighs more in the batch, as every rollout does in a token-level GRPO loss."""
+    w = _world()
+    groups = w.rollout(np.arange(3), np.random.default_rng(0), sizes=np.array([2, 5, 9]))
+    assert [g.size for g in groups] == [2, 5, 9] and all(set(g) <= {0.0, 1.0} for g in groups)
+    a, b = _world(), _world()
+    half = np.tile([1.0, 0.0], (4, 4))
+    a.learn(np.arange(4), half)
+    b.learn(np.arange(4), [row for row in half])
+    np.testing.assert_allclose(a.ability, b.ability, rtol=1e-12)
+    # prompt 0 has skill a, prompt 1 skill b; the same rate, the bigger group moves its skill more
+    c = _world(transfer_group=0.0, transfer_other=0.0)
+    start = c.ability.copy()
+    c.learn(np.array([0, 1]), [np.array([1.0, 0.0] * 6), np.array([1.0, 0.0])])
+    gain = c.ability - start
+    assert gain[0] == pytest.approx(6 * gain[1])
+
+
+def test_budgeted_runs_spend_the_fixed_rollouts_split_unequally(pool_file):
+    pool, _, make_world = build_world(pool_file, embedder="hashing")
+    settings = RunSettings(steps=6, batch_size=8, budget_objective="variance",
+                           hyper={"gps-budget": {"grad_steps": 1, "warmup_steps": 0}})
+    for strategy in ("gps-budget", "uniform-budget", "oracle-budget"):
+        log = run_one(strategy, pool, make_world, settings, seed=1)
+        assert np.all(np.diff([0, *log["rollouts"]]) == 8 * 8)
+        assert np.nanmax(log["group_size_cv"]) > 0, strategy
+    assert np.isnan(run_one("gps", pool, make_world, settings, seed=1)["group_size_cv"]).all()
+    with pytest.raises(ValueError, match="objective"):
+        RunSettings(budget_objective="nope").validate(len(pool))
+
+
 def test_world_memorisation_repeats_transfer_less():
     """With memorisation, training the same prompts again raises held-out accuracy less than
     training fresh prompts, and raises the repeated prompts' own rates more."""

@@ -44,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser, demo: bool) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     if demo:
         p.set_defaults(pool=None, heldout=None, strategies=DEMO_STRATEGIES, seeds=3, steps=150,
-                       batch_size=32, k=8, target=None, text_field=None)
+                       batch_size=32, k=8, target=None, text_field=None, budget_objective="groups")
         return
     from rollwise.strategies import bench_names
 
@@ -63,6 +63,10 @@ def add_arguments(p: argparse.ArgumentParser, demo: bool) -> None:
                         "prompt, problem, question, text")
     p.add_argument("--target", type=float, default=None,
                    help="target held-out accuracy; none: uniform's final accuracy")
+    p.add_argument("--budget-objective", default="groups", choices=["groups", "rollouts", "variance"],
+                   help="what the *-budget strategies' per-prompt rollout budgets maximise "
+                        "(rollwise.budgets): expected informative groups, expected rollouts in "
+                        "informative groups, or expected squared advantages (docs/budgets.md)")
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -106,7 +110,8 @@ def run(args: argparse.Namespace, title: str) -> dict[str, Any]:
     pool, _, make_world = build_world(args.pool, args.heldout,
                                       embedder=resolve_embedder(args.embedder),
                                       config=WorldConfig(k=args.k), text_field=args.text_field)
-    settings = RunSettings(steps=args.steps, batch_size=args.batch_size)
+    settings = RunSettings(steps=args.steps, batch_size=args.batch_size,
+                           budget_objective=args.budget_objective)
     settings.validate(len(pool))
     seeds = list(range(args.seeds))
     out = Path(args.out)
@@ -127,6 +132,7 @@ def run(args: argparse.Namespace, title: str) -> dict[str, Any]:
             "heldout": str(args.heldout) if args.heldout else None,
             "pool_size": len(pool), "embedder": args.embedder, "steps": args.steps,
             "batch_size": args.batch_size, "k": args.k, "seeds": seeds,
+            "budget_objective": args.budget_objective,
             "strategies": args.strategies, "world": WorldConfig(k=args.k).as_dict(),
             "wall_seconds": round(time.perf_counter() - t0, 1),
         }

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from rollwise.budgets import RolloutBudget
 from rollwise.dynamic_sampling import DynamicSamplingBuffer
 from rollwise.metrics import (
     Stopwatch,
@@ -21,7 +22,7 @@ from rollwise.metrics import (
 from rollwise.pool import PromptPool
 from rollwise.selectors import Selector, make_selector
 from rollwise.sim.world import PromptWorld
-from rollwise.strategies import BENCH_ONLY, bench_names
+from rollwise.strategies import BENCH_ONLY, BUDGETED, bench_names
 
 
 def known_strategies() -> list[str]:
@@ -60,6 +61,10 @@ class RunSettings:
     probe_fraction: float = 0.1  # prompts never offered for selection: Spearman on unseen prompts
     ds_max_rounds: int = 30
     hyper: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-strategy overrides
+    # per-prompt budgets (the *-budget strategies): the step's rollouts stay batch_size x k
+    budget_objective: str = "groups"
+    budget_k_min: int = 2
+    budget_k_max: int | None = None
 
     def validate(self, pool_size: int) -> None:
         if self.steps < 1:
@@ -71,11 +76,20 @@ class RunSettings:
             raise ValueError(
                 f"batch_size must lie in [1, {selectable}] (selectable prompts), got {self.batch_size}"
             )
+        RolloutBudget(max(self.batch_size * self.budget_k_min, 1), k_min=self.budget_k_min,
+                      k_max=self.budget_k_max, objective=self.budget_objective)
 
 
 RELIABILITY_BINS = 10
 # what GPS read of its regime at each step (rollwise.regime; NaN for other strategies)
 REGIME_KEYS = ("trust", "predicted_share", "repeat_excess", "cooldown")
+
+
+def _esr(rewards: np.ndarray | list[np.ndarray]) -> float:
+    """ESR of a batch whose groups may differ in size."""
+    if isinstance(rewards, list):
+        return float(np.mean([r.max() > r.min() for r in rewards])) if rewards else float("nan")
+    return effective_sample_ratio(rewards)
 
 
 def run_one(
@@ -103,22 +117,31 @@ def run_one(
     probe, candidates = np.sort(perm[:n_probe]), np.sort(perm[n_probe:])
     roll_rng = np.random.default_rng([seed, 11])  # same rollout stream for every strategy
     hyper = settings.hyper.get(strategy, {})
-    buffer = None
+    buffer = budget = posterior = None
+    base, source = BUDGETED.get(strategy, (strategy, None))
+    if strategy == "oracle-budget":
+        base, source = "oracle", "truth"
+    if source is not None:
+        budget = RolloutBudget(b * world.config.k, k_min=settings.budget_k_min,
+                               k_max=settings.budget_k_max, objective=settings.budget_objective)
+    if source == "mopps":
+        posterior = make_selector("mopps", pool, b, seed=seed)
     if strategy == "ds":
         selector: Selector = make_selector("uniform", pool, b, seed=seed)
         buffer = DynamicSamplingBuffer(b, max_rounds=settings.ds_max_rounds)
-    elif strategy == "oracle":
+    elif base == "oracle":
         selector = OracleSelector(pool, b, world, seed=seed, **hyper)
     else:
-        selector = make_selector(strategy, pool, b, seed=seed, **hyper)
+        selector = make_selector(base, pool, b, seed=seed, **hyper)
     sw = Stopwatch()
     log: dict[str, list[float]] = {k: [] for k in (
         "rollouts", "accuracy", "esr", "spearman_batch", "spearman_unseen", "ece_unseen",
-        "sec_select", "sec_observe", *REGIME_KEYS)}
+        "sec_select", "sec_observe", "group_size_cv", *REGIME_KEYS)}
     log["accuracy0"] = [world.heldout_accuracy()]
     spent = 0
     for _ in range(settings.steps):
         sel0, obs0 = sw.seconds.get("select", 0.0), sw.seconds.get("observe", 0.0)
+        sizes = None  # per-prompt rollouts, for the budgeted strategies
         if buffer is not None:
             rolled = []
             while buffer.needed:
@@ -145,11 +168,22 @@ def run_one(
                 unseen, truth = selector.predict(probe), world.gamma(probe)
                 rho_unseen = spearman(unseen, truth)
                 ece_unseen = expected_calibration_error(unseen, truth)
-            r = world.rollout(idx, roll_rng)
-            spent += r.size
-            esr = effective_sample_ratio(r)
+            if budget is not None:
+                with sw("select"):
+                    if source == "truth":
+                        mean, conc, cont = world.gamma(idx), np.inf, 0.0
+                    else:
+                        mean, conc, cont = (posterior or selector).predictive(idx)
+                    sizes = budget.split(mean, conc, cont)
+            r = world.rollout(idx, roll_rng, sizes)
+            spent += int(sizes.sum()) if sizes is not None else r.size
+            esr = _esr(r)
             with sw("observe"):
                 selector.observe(idx, r)
+                if posterior is not None:
+                    posterior.observe(idx, r)
+        log["group_size_cv"].append(float(np.std(sizes) / np.mean(sizes)) if sizes is not None
+                                    else float("nan"))
         world.learn(idx, r)
         if chosen is not None:
             chosen.append(np.asarray(idx).copy())

@@ -16,6 +16,9 @@ Prompt tau of skill s has true success rate ``gamma_t(tau) = sigmoid(a_t[s] - b(
   held-out prompt shares. A selector that keeps choosing the same few prompts then sees their
   rates climb while held-out accuracy stalls, as a small policy that memorises answers does.
 * Rollouts are k Bernoulli(gamma) draws; held-out accuracy is the mean gamma over a held-out set.
+* Groups of unequal size (per-prompt rollout budgets, :mod:`rollwise.budgets`) weigh in the
+  batch mean by their size, as a token-level GRPO loss (DAPO's, TRL's default here) weighs every
+  rollout alike; with equal groups this is the plain batch mean.
 
 Every parameter lives in :class:`WorldConfig`; the defaults were set from the pools' structure
 (starting rates spanning ~0.9 on the easiest level to ~0.03 on the hardest, so that a naive pool
@@ -117,20 +120,32 @@ class PromptWorld:
     def heldout_accuracy(self) -> float:
         return float(self.heldout_gamma().mean())
 
-    def rollout(self, indices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """(B, k) binary rewards: k Bernoulli(gamma) draws per prompt."""
+    def rollout(self, indices: np.ndarray, rng: np.random.Generator,
+                sizes: np.ndarray | None = None) -> np.ndarray | list[np.ndarray]:
+        """(B, k) binary rewards: k Bernoulli(gamma) draws per prompt; with ``sizes``, a list of
+        groups, ``sizes[i]`` draws for prompt i."""
         g = self.gamma(indices)
-        return (rng.random((len(indices), self.config.k)) < g[:, None]).astype(np.float64)
+        if sizes is None:
+            return (rng.random((len(indices), self.config.k)) < g[:, None]).astype(np.float64)
+        return [(rng.random(int(k)) < gi).astype(np.float64) for gi, k in zip(g, sizes, strict=True)]
 
-    def learn(self, indices: np.ndarray, rewards: np.ndarray) -> None:
+    def learn(self, indices: np.ndarray, rewards: np.ndarray | list[np.ndarray]) -> None:
         """One policy-gradient step on the batch: abilities rise with its reward variance."""
         cfg = self.config
         if cfg.forgetting:
             self.ability -= cfg.forgetting * (self.ability - self.ability0)
         if len(indices) == 0:
             return
-        p = np.asarray(rewards, dtype=np.float64).mean(axis=1)
+        if isinstance(rewards, list):  # groups of unequal size: each weighs by its size
+            sizes = np.array([len(r) for r in rewards], dtype=np.float64)
+            p = np.array([np.mean(r) for r in rewards], dtype=np.float64)
+            weight = sizes * len(sizes) / sizes.sum()
+        else:
+            p = np.asarray(rewards, dtype=np.float64).mean(axis=1)
+            weight = None
         signal = 4.0 * p * (1.0 - p)
+        if weight is not None:
+            signal = signal * weight
         if cfg.memorisation:
             idx = np.asarray(indices)
             general = 1.0 / (1.0 + cfg.memorisation * self.times_trained[idx])
