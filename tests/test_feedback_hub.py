@@ -21,19 +21,53 @@ def hub_over(n: int = N, batch: int = B, **config) -> SelectionHub:
     return hub
 
 
-def test_observation_batches_split_by_k_and_repeats():
+def test_observation_batches_split_by_repeats_only():
     calls = observation_batches([(3, r(1, 0, 1, 1)), (5, r(0, 0, 0)), (3, r(0, 0, 0, 0)),
                                  (7, r(1, 1, 1, 1)), (5, r(1, 1, 0))])
-    assert [(c[0].tolist(), c[1].shape) for c in calls] == [
-        ([3, 7], (2, 4)), ([3], (1, 4)), ([5], (1, 3)), ([5], (1, 3))]
-    np.testing.assert_array_equal(calls[0][1], [[0, 0, 0, 0], [1, 1, 1, 1]])
-    np.testing.assert_array_equal(calls[1][1], [[1, 0, 1, 1]])
+    assert [(c[0].tolist(), [g.size for g in c[1]]) for c in calls] == [
+        ([3, 5, 7], [4, 3, 4]), ([3, 5], [4, 3])]
+    assert [g.tolist() for g in calls[0][1]] == [[0, 0, 0, 0], [0, 0, 0], [1, 1, 1, 1]]
+    assert [g.tolist() for g in calls[1][1]] == [[1, 0, 1, 1], [1, 1, 0]]
     # arrival order (random uids in a distributed store) does not change the calls
     again = observation_batches([(5, r(1, 1, 0)), (7, r(1, 1, 1, 1)), (3, r(1, 0, 1, 1)),
                                  (5, r(0, 0, 0)), (3, r(0, 0, 0, 0))])
     for (i1, r1), (i2, r2) in zip(calls, again, strict=True):
         np.testing.assert_array_equal(i1, i2)
-        np.testing.assert_array_equal(r1, r2)
+        assert [g.tolist() for g in r1] == [g.tolist() for g in r2]
+
+
+def test_budgets_split_each_selection_and_survive_checkpoints():
+    hub = hub_over(budget_objective="groups", rollout_n=4, budget_k_max=8)
+    taken = hub.take_with_rollouts(B)
+    assert len(taken) == B and sum(k for _, k in taken) == B * 4
+    assert all(2 <= k <= 8 for _, k in taken)
+    # the served prompts' groups, unequal in size, are observed in one call
+    for j, (i, k) in enumerate(taken):
+        hub.record(f"u{j}", hub.pool.ids[i], [1.0, 0.0] * (k // 2) + [0.0] * (k % 2))
+    half = hub.take_with_rollouts(B // 2)  # a fresh selection; the rest stays queued
+    assert hub.counters["observe_calls"] == 1 and hub.counters["rollouts"] == B * 4
+    twin = hub_over(budget_objective="groups", rollout_n=4, budget_k_max=8)
+    twin.load_state_dict(hub.state_dict())
+    assert twin.take_with_rollouts(B // 2) == hub.take_with_rollouts(B // 2)
+    assert all(k is not None for _, k in half)
+    assert all(k is None for _, k in hub_over().take_with_rollouts(B))
+
+
+@pytest.mark.parametrize("config, match", [
+    ({"budget_objective": "x", "rollout_n": 4}, "budget_objective"),
+    ({"budget_objective": "groups"}, "rollout_n"),
+    ({"budget_objective": "groups", "rollout_n": 1}, "k_min"),
+])
+def test_bad_budget_settings_are_refused(config, match):
+    with pytest.raises(ValueError, match=match):
+        HubConfig.from_kwargs(config)
+
+
+def test_budgets_need_a_selector_with_predictions():
+    hub = SelectionHub(HubConfig(strategy="uniform", budget_objective="groups", rollout_n=4))
+    with pytest.raises(ValueError, match="budget_objective.*uniform"):
+        hub.bind(make_pool(N, d=6), B)
+    assert not hub.bound
 
 
 def test_served_prompts_are_not_chosen_again_while_in_flight():

@@ -26,7 +26,7 @@ pytest.importorskip("verl")
 import torch  # noqa: E402
 import transfer_queue  # noqa: E402
 from _support import TINY_GPS  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
+from omegaconf import OmegaConf, open_dict  # noqa: E402
 from tensordict import NonTensorData, NonTensorStack, TensorDict  # noqa: E402
 from verl.experimental.agent_loop.agent_loop import AgentLoopMetrics, AgentLoopOutput  # noqa: E402
 from verl.trainer.ppo.v1 import PPOTrainerSync  # noqa: E402
@@ -215,10 +215,11 @@ class FakeRollout:
         keys, fields, tags, statuses = [], [], [], []
         for prompt in done:
             uid, pid, step = prompt["uid"], prompt[rv.ID_FIELD], int(prompt["global_steps"])
+            n = int(prompt.pop(rv.ROLLOUT_N_FIELD, self.n))  # as verl's _run_prompt reads it
             failing = self.fail_rollouts.get(self.finished, set())
             self.finished += 1
             rewards = []
-            for s in range(self.n):
+            for s in range(n):
                 if s in failing:
                     continue
                 r = self.reward(pid, s, step)  # None: not scored during rollout
@@ -281,9 +282,10 @@ class Recorder:
             return out
 
         def observe(indices, rewards):
-            idx, rew = np.asarray(indices), np.asarray(rewards)
+            idx = np.asarray(indices)
             assert len(set(idx.tolist())) == idx.size, "observe got repeated prompts"
-            self.events.append(("observe", [(ids[i], tuple(r)) for i, r in zip(idx, rew, strict=True)]))
+            self.events.append(("observe", [(ids[i], tuple(np.asarray(r).tolist()))
+                                            for i, r in zip(idx, rewards, strict=True)]))
             return orig_observe(indices, rewards)
 
         sel.select, sel.observe = select, observe
@@ -395,9 +397,9 @@ def test_dapo_evicted_and_failed_groups_are_observed_once(config, tq_fake):
     # already queued need not: rewards are applied in batches, before the next selection)
     buf.hub.take(len(buf.hub._queue) + 1)
 
-    for e in rec.events:
-        if e[0] == "observe":
-            assert len({len(r) for _, r in e[1]}) == 1  # equal k within a call
+    # the group that lost a rollout shares its observe call with whole groups
+    calls = [{len(r) for _, r in e[1]} for e in rec.events if e[0] == "observe"]
+    assert any(sizes == {N, N - 1} for sizes in calls)
     observed = Counter(rec.observed())
     expected = Counter((pid, tuple(r)) for pid, r in rollout.truth.values() if r)
     assert observed == expected  # every group with a reward, whatever verl did with it
@@ -484,6 +486,51 @@ def test_checkpoint_round_trip_makes_the_same_selections(config, tq_fake, monkey
     step(run_c)
     step(run_c)
     assert [served_ids(b) for b in rollout_c.submitted] != picks_a[2:]
+
+
+def _budgeted(config):
+    cfg = copy.deepcopy(config)
+    kw = cfg.trainer.v1.sampler.sampler_kwargs
+    with open_dict(kw):  # what +trainer.v1.sampler.sampler_kwargs.budget_objective=... adds
+        kw.budget_objective, kw.budget_k_max = "variance", 8
+        kw.rollout_n = "${actor_rollout_ref.rollout.n}"
+        kw.hyper = {**dict(kw.hyper), "warmup_steps": 0}
+    return cfg
+
+
+def test_budgets_give_each_prompt_its_rollouts_through_verl(config, tq_fake, monkeypatch):
+    """Per-prompt budgets: verl's dataloader carries __rollout_n__ per row, the agent loop (the
+    fake, reading it as verl's does) rolls out that many, the buffer samples the unequal groups
+    whole and the selector observes each exactly once; a resume repeats the counts."""
+    cfg = _budgeted(config)
+    cfg.trainer.save_freq = 2
+    rollout = FakeRollout()
+    trainer = make_trainer(cfg, rollout)
+    assert trainer.replay_buffer.rollwise_config.rollout_n == N
+    rec = Recorder(trainer.replay_buffer.hub)
+    batches = []
+    for t in range(1, 5):
+        batches.append(step(trainer))
+        if t == 2:
+            trainer._save_checkpoint()
+    sizes = [[int(k) for k in b[rv.ROLLOUT_N_FIELD]] for b in rollout.submitted]
+    assert all(sum(k) == B * N and min(k) >= 2 and max(k) <= 8 for k in sizes)
+    assert any(len(set(k)) > 1 for k in sizes), "the budgets never differed between prompts"
+    for batch, k in zip(batches, sizes, strict=True):
+        assert len(batch.keys) == sum(k)  # every group sampled whole
+    truth = Counter((pid, tuple(r)) for pid, r in rollout.truth.values())
+    assert sorted(len(r) for _, r in rollout.truth.values()) == sorted(x for k in sizes for x in k)
+    observed = Counter(rec.observed())
+    assert observed <= truth and sum(observed.values()) == 3 * B  # steps 1-3 seen before step 4
+
+    FakeTQ().install(monkeypatch)
+    resumed = FakeRollout()
+    run_b = make_trainer(cfg, resumed)
+    run_b._load_checkpoint()
+    step(run_b)
+    step(run_b)
+    assert [[int(k) for k in b[rv.ROLLOUT_N_FIELD]] for b in resumed.submitted] == sizes[2:]
+    assert [served_ids(b) for b in resumed.submitted] == [served_ids(b) for b in rollout.submitted[2:]]
 
 
 def test_rewards_outside_unit_interval_need_a_threshold(config, tq_fake, monkeypatch):

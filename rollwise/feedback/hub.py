@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from rollwise.budgets import OBJECTIVES, RolloutBudget
 from rollwise.metrics import spearman
 from rollwise.pool import PromptPool
 from rollwise.selectors import STRATEGIES, Selector, make_selector
@@ -45,11 +46,14 @@ class HubConfig:
     ``exclude_in_flight`` and ``in_flight_ttl`` (selection rounds after which an unscored prompt is
     a candidate again), ``min_observe_groups`` (queued groups that trigger an early update and a
     fresh selection; default ``batch_size``; a selection that is due anyway applies whatever is
-    queued).
+    queued), ``budget_objective`` (per-prompt rollout budgets, :mod:`rollwise.budgets`: each
+    selection's ``batch_size x rollout_n`` rollouts split among its prompts by the selector's
+    predictions; none: every prompt gets ``rollout_n``), ``budget_k_min`` and ``budget_k_max``.
 
     verl (a custom sampler receives none of these from verl; pass them by interpolation, e.g.
     ``'${algorithm.filter_groups}'``): ``filter_groups`` (DAPO), ``train_batch_size``,
-    ``gen_batch_size``, ``sync_refill_failed_groups``, ``poll_interval``.
+    ``gen_batch_size``, ``sync_refill_failed_groups``, ``poll_interval``, ``rollout_n``
+    (``actor_rollout_ref.rollout.n``; needed for budgets).
     """
 
     strategy: str = "gps"
@@ -66,12 +70,16 @@ class HubConfig:
     exclude_in_flight: bool = True
     in_flight_ttl: int = 16
     min_observe_groups: int | None = None
+    budget_objective: str | None = None
+    budget_k_min: int = 2
+    budget_k_max: int | None = None
     # verl pass-throughs
     filter_groups: dict[str, Any] | None = None
     train_batch_size: int | None = None
     gen_batch_size: int | None = None
     sync_refill_failed_groups: bool = False
     poll_interval: float = 2.0
+    rollout_n: int | None = None
 
     @classmethod
     def from_kwargs(cls, kwargs: Any) -> HubConfig:
@@ -112,6 +120,22 @@ class HubConfig:
             raise ValueError("give text_column or embedding_column, not both")
         if self.filter_groups is not None and not isinstance(self.filter_groups, Mapping):
             raise TypeError("filter_groups must be a mapping like algorithm.filter_groups")
+        if self.budget_objective is not None:
+            if self.budget_objective not in OBJECTIVES:
+                raise ValueError(f"budget_objective must be one of {list(OBJECTIVES)}, got "
+                                 f"{self.budget_objective!r}")
+            if self.rollout_n is None or int(self.rollout_n) < 1:
+                raise ValueError("budget_objective needs rollout_n (pass "
+                                 "'${actor_rollout_ref.rollout.n}'), got "
+                                 f"{self.rollout_n!r}")
+            self.budget(1).bounds(1)  # rollout_n per prompt on average fits the bounds
+
+    def budget(self, batch_size: int) -> RolloutBudget | None:
+        """The per-selection rollout budget (None: every prompt gets ``rollout_n``)."""
+        if self.budget_objective is None:
+            return None
+        return RolloutBudget(batch_size * int(self.rollout_n), k_min=int(self.budget_k_min),
+                             k_max=self.budget_k_max, objective=self.budget_objective)
 
     def dapo_metric(self) -> str | None:
         fg = self.filter_groups or {}
@@ -138,6 +162,8 @@ class SelectionHub:
         self.harvester: Any = None  # set by the replay buffer: reads finished groups from TQ
         self._lock = threading.RLock()
         self._queue: list[int] = []  # chosen, not yet served
+        self._queue_n: list[int | None] = []  # their rollouts (per-prompt budgets; None: rollout.n)
+        self.budget: RolloutBudget | None = None
         self._pending: list[tuple[int, np.ndarray]] = []  # observed, not yet applied
         self._in_flight: dict[int, list[tuple[int, float]]] = {}  # pool idx -> [(round, predicted)]
         self._harvested: dict[str, tuple[float, float, bool] | None] = {}  # uid -> batch stats
@@ -158,9 +184,16 @@ class SelectionHub:
             if b > len(pool):
                 raise ValueError(f"batch_size={b} prompts per selection but the dataset has only "
                                  f"{len(pool)} prompts")
-            self.selector = make_selector(self.config.strategy, pool, b, seed=int(self.config.seed),
-                                          **self.config.hyper)
-            self.pool = pool
+            selector = make_selector(self.config.strategy, pool, b, seed=int(self.config.seed),
+                                     **self.config.hyper)
+            budget = self.config.budget(b)
+            if budget is not None:
+                try:
+                    budget.bounds(b)  # the budget fits the batch
+                    selector.predictive(np.arange(min(b, len(pool))))  # it has predictions
+                except (TypeError, ValueError) as err:
+                    raise ValueError(f"budget_objective: {err}") from err
+            self.selector, self.budget, self.pool = selector, budget, pool
             log.info("rollwise: %s over %d prompts, %d per selection", self.config.strategy,
                      len(pool), b)
 
@@ -173,6 +206,11 @@ class SelectionHub:
     # -- 1. choose -----------------------------------------------------------------------------
     def take(self, count: int) -> list[int]:
         """Pool indices of the next ``count`` prompts to roll out (served in selection order)."""
+        return [i for i, _ in self.take_with_rollouts(count)]
+
+    def take_with_rollouts(self, count: int) -> list[tuple[int, int | None]]:
+        """The next ``count`` prompts to roll out, each with its rollouts (None: the trainer's
+        own n; set by per-prompt budgets when the selection was made)."""
         with self._lock:
             sel = self._require_bound()
             enough = int(self.config.min_observe_groups or sel.batch_size)
@@ -182,14 +220,21 @@ class SelectionHub:
             if self._pending and (due or len(self._pending) >= enough):
                 self._flush()
                 self._queue.clear()  # chosen before these rewards were known
+                self._queue_n.clear()
             while len(self._queue) < count:
-                self._queue.extend(int(i) for i in self._select(sel))
+                chosen = self._select(sel)
+                self._queue.extend(int(i) for i in chosen)
+                if self.budget is None:
+                    self._queue_n.extend([None] * len(chosen))
+                else:
+                    self._queue_n.extend(int(k) for k in self.budget.split(*sel.predictive(chosen)))
             out, self._queue = self._queue[:count], self._queue[count:]
+            sizes, self._queue_n = self._queue_n[:count], self._queue_n[count:]
             predicted = sel.predict(np.asarray(out, dtype=np.int64))
             for i, p in zip(out, predicted, strict=True):
                 self._in_flight.setdefault(i, []).append((self._round, float(p)))
             self.counters["served"] += len(out)
-            return out
+            return list(zip(out, sizes, strict=True))
 
     def _select(self, sel: Selector) -> np.ndarray:
         self._round += 1
@@ -306,6 +351,7 @@ class SelectionHub:
                 "pool_fingerprint": sel.pool.fingerprint(),
                 "selector": sel.state_dict(),
                 "queue": list(self._queue),
+                "queue_n": list(self._queue_n),
                 "pending": [(int(i), r.tolist()) for i, r in self._pending],
                 "in_flight": {int(i): [list(e) for e in v] for i, v in self._in_flight.items()},
                 "harvested": {u: (list(s) if s is not None else None) for u, s in self._harvested.items()},
@@ -331,8 +377,12 @@ class SelectionHub:
             pending = [(int(i), np.asarray(r, dtype=np.float64)) for i, r in state["pending"]]
             if any(not 0 <= i < n for i in queue) or any(not 0 <= i < n for i, _ in pending):
                 raise ValueError("checkpoint state names prompts outside the pool")
+            queue_n = [None if k is None else int(k)
+                        for k in state.get("queue_n", [None] * len(queue))]
+            if len(queue_n) != len(queue) or any(k is not None and k < 1 for k in queue_n):
+                raise ValueError("checkpoint state: queue_n must give each queued prompt's rollouts")
             sel.load_state_dict(dict(state["selector"]))  # checks everything before changing anything
-            self._queue = queue
+            self._queue, self._queue_n = queue, queue_n
             self._pending = pending + self._pending
             in_flight = {int(i): [(int(e[0]), float(e[1])) for e in v] for i, v in state["in_flight"].items()}
             for i, v in self._in_flight.items():
@@ -345,16 +395,17 @@ class SelectionHub:
             self.counters.update({k: int(v) for k, v in state["counters"].items() if k in self.counters})
 
 
-def observation_batches(pending: list[tuple[int, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Split ``(pool index, rewards)`` pairs into ``observe`` calls: equal k, distinct indices.
+def observation_batches(pending: list[tuple[int, np.ndarray]]) -> list[tuple[np.ndarray, list[np.ndarray]]]:
+    """Split ``(pool index, rewards)`` pairs into ``observe`` calls with distinct indices.
 
-    The split depends on the pairs only, not on the order TransferQueue returned them in (uids
-    are random): calls go by decreasing k, a prompt seen again within one k starts another call,
-    and every call lists its prompts by pool index. So a resumed run observes bit for bit alike.
+    Groups of any size share a call (a failed group with 3 of 4 rollouts, per-prompt budgets); a
+    prompt seen again starts another call. The split depends on the pairs only, not on the order
+    TransferQueue returned them in (uids are random): every call lists its prompts by pool index,
+    a prompt's groups go to calls in order of (size, rewards). So a resumed run observes bit for
+    bit alike.
     """
-    by_k: dict[int, list[tuple[set[int], list[tuple[int, np.ndarray]]]]] = {}
+    rounds: list[tuple[set[int], list[tuple[int, np.ndarray]]]] = []
     for idx, rew in sorted(pending, key=lambda p: (p[0], p[1].size, p[1].tolist())):
-        rounds = by_k.setdefault(int(rew.size), [])
         for seen, items in rounds:
             if idx not in seen:
                 seen.add(idx)
@@ -362,8 +413,5 @@ def observation_batches(pending: list[tuple[int, np.ndarray]]) -> list[tuple[np.
                 break
         else:
             rounds.append(({idx}, [(idx, rew)]))
-    calls = []
-    for k in sorted(by_k, reverse=True):
-        for _, items in by_k[k]:
-            calls.append((np.array([i for i, _ in items], dtype=np.int64), np.stack([r for _, r in items])))
-    return calls
+    return [(np.array([i for i, _ in items], dtype=np.int64), [r for _, r in items])
+            for _, items in rounds]

@@ -40,11 +40,17 @@ Data flow of one step:
    Rewards are grouped per uid (one reward per rollout: the last output of each ``session_id``),
    mapped to the pool by ``rollwise_id`` (never by position) and queued; the queue is applied with
    ``selector.observe`` right before the next selection, so one call carries about a batch of
-   groups (GPS's window counts calls) even when verl refills one prompt at a time. ``observe``
-   needs the same k in one call, so the queue is split into one call per k (a failed group with
-   3 of 4 rollouts goes in a k=3 call; nothing is padded) and a prompt seen twice goes in two
-   calls. Calls and their rows are ordered by k and pool index, not by arrival, so a resumed run
-   repeats them exactly.
+   groups (GPS's window counts calls) even when verl refills one prompt at a time. Groups of any
+   size share a call (a failed group with 3 of 4 rollouts, per-prompt budgets; nothing is
+   padded); a prompt seen twice goes in two calls. Calls and their rows are ordered by pool
+   index, not by arrival, so a resumed run repeats them exactly.
+
+Per-prompt rollout budgets (``sampler_kwargs.budget_objective``, with ``rollout_n``): each
+selection's ``batch_size x rollout.n`` rollouts are split among its prompts by the selector's
+predictions (:mod:`rollwise.budgets`), and each served row carries its count in
+``__rollout_n__``, which verl 0.9.1's v1 agent loop reads per prompt
+(``AgentLoopManagerTQ._run_prompt``); GRPO's advantages group by uid, so groups of unequal size
+are normalised within themselves.
 
 What the selector sees: in the sync trainer, every group of step t before it chooses step t+1
 (no lag). Under DAPO, refills within a step come from the step's selection while it lasts; a
@@ -90,6 +96,7 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
 log = logging.getLogger(__name__)
 
 ID_FIELD = "rollwise_id"
+ROLLOUT_N_FIELD = "__rollout_n__"  # read by verl's AgentLoopManagerTQ._run_prompt
 TRAIN = "train"
 _CANONICAL = "rollwise.integrations.verl"
 
@@ -233,7 +240,13 @@ class RollwiseDataset(RLHFDataset):
         if torch.utils.data.get_worker_info() is not None:
             raise RuntimeError("RollwiseDataset runs in a dataloader worker; "
                                "set data.dataloader_num_workers=0")
-        return [self[i] for i in self._hub.take(len(indices))]
+        rows = []
+        for i, n in self._hub.take_with_rollouts(len(indices)):
+            row = self[i]
+            if n is not None:  # a per-prompt budget: verl's v1 agent loop reads it per prompt
+                row[ROLLOUT_N_FIELD] = n
+            rows.append(row)
+        return rows
 
     # StatefulDataLoader (num_workers=0) saves and restores these with verl's data.pt
     def state_dict(self) -> dict[str, Any]:
