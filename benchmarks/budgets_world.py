@@ -1,7 +1,7 @@
 """Per-prompt rollout budgets in the simulated world: which objective, and what they buy.
 
 Every budgeted arm spends exactly the fixed-k arms' rollouts per step (batch x k), split among
-the chosen prompts by :class:`rollwise.budgets.RolloutBudget` (k from 2 to four times k) under
+the chosen prompts by :class:`rollwise.budgets.PromptBudgets` (k from 2 to four times k) under
 one objective: ``gps-budget`` (GPS's calibrated predictions), ``mopps-budget`` (MoPPS's
 posteriors), ``uniform-budget`` (uniform prompts, MoPPS-like posteriors kept beside it: the
 budget papers' baseline) and ``oracle-budget`` (the true rates: the limit). Arms named

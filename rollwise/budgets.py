@@ -3,7 +3,7 @@
 GRPO learns only from groups whose rewards differ. A prompt predicted near 0.5 gives a mixed
 group with a few rollouts; one predicted at 0.05 needs many before a success shows. Given each
 chosen prompt's predictive distribution of its success rate, ``p ~ Beta(m c, (1 - m) c)`` (mean
-``m``, concentration ``c``; ``c = inf``: the rate is known), :class:`RolloutBudget` splits a fixed
+``m``, concentration ``c``; ``c = inf``: the rate is known), :class:`PromptBudgets` splits a fixed
 number of rollouts per step among the prompts to maximise the expected value of the step's
 groups under one of three objectives (``k`` rollouts for one prompt):
 
@@ -12,15 +12,18 @@ groups under one of three objectives (``k`` rollouts for one prompt):
   advantage of unit scale and one of an all-equal group none: this counts the rollouts that
   carry gradient. It ignores what a prompt's diversity is worth: a big group wastes a smaller
   share than a small one, so even equal predictions get unequal groups.
-* ``"groups"``: expected informative groups, ``1 - E[p^k] - E[(1 - p)^k]`` (Knapsack-RL's and
-  the budget papers' simplest value).
+* ``"groups"``: expected informative groups, ``1 - E[p^k] - E[(1 - p)^k]``: a prompt counts
+  once whatever its group's size; concave in k, so rollouts spread.
 * ``"variance"``: expected sum of squared advantages without std scaling (Dr. GRPO),
   ``E[sum_i (r_i - mean)^2] = (k - 1) E[p (1 - p)]``: linear in k, so rollouts pile on the prompts
   nearest 0.5 up to ``k_max``.
 
-``E[p^k] = B(a + k, b) / B(a, b)``. With ``contamination=e`` a prompt's value is
-``(1 - e) own + e * mean over the batch``: the prediction for a never-seen prompt is sometimes no
-better than a random prompt's (:meth:`rollwise.calibration.BetaBinomialCalibration.fit_contamination`).
+``E[p^k] = B(a + k, b) / B(a, b)``. A prompt given no rollouts (``k_min=0``: it is dropped from
+the step) is worth nothing. With ``step=s`` every count is a multiple of s: TRL's GRPOTrainer
+normalises advantages in blocks of ``num_generations`` rows, so a prompt there gets whole groups.
+With ``contamination=e`` a prompt's value is ``(1 - e) own + e * mean over the batch``: the
+prediction for a never-seen prompt is sometimes no better than a random prompt's
+(:meth:`rollwise.calibration.BetaBinomialCalibration.fit_contamination`).
 
 The values are not concave in k (``k P(mixed)`` is convex at small p), so a greedy split is not
 optimal; the split is an exact dynamic program over prompts and rollouts (a knapsack with one
@@ -56,7 +59,7 @@ def group_values(mean: Any, concentration: Any, ks: np.ndarray, objective: str) 
     a, b = np.where(point, 1.0, m * c), np.where(point, 1.0, (1.0 - m) * c)
     if objective == "variance":
         var = np.where(point, m * (1.0 - m), a * b / ((a + b) * (a + b + 1.0)))
-        return (k - 1.0) * var
+        return np.maximum(k - 1.0, 0.0) * var
     with np.errstate(over="ignore", under="ignore"):
         all_right = np.where(point, m ** k, np.exp(betaln(a + k, b) - betaln(a, b)))
         all_wrong = np.where(point, (1.0 - m) ** k, np.exp(betaln(a, b + k) - betaln(a, b)))
@@ -65,23 +68,30 @@ def group_values(mean: Any, concentration: Any, ks: np.ndarray, objective: str) 
 
 
 @dataclass(frozen=True)
-class RolloutBudget:
+class PromptBudgets:
     """Split ``rollouts`` per step among the chosen prompts (see the module docstring).
 
-    ``k_max`` defaults to four times the even share (rounded up), capped by what the budget
-    leaves after every other prompt's ``k_min``.
+    ``k_max`` defaults to four times the even share (rounded up to a multiple of ``step``),
+    capped by what the budget leaves after every other prompt's ``k_min``. ``k_min=0`` lets the
+    split drop prompts (fewer prompts, more rollouts each).
     """
 
     rollouts: int
     k_min: int = 2
     k_max: int | None = None
-    objective: str = "rollouts"
+    objective: str = "groups"
+    step: int = 1
 
     def __post_init__(self) -> None:
         check_int("rollouts", self.rollouts, 1)
-        check_int("k_min", self.k_min, 1)
+        check_int("k_min", self.k_min, 0)
+        check_int("step", self.step, 1)
         if self.k_max is not None:
-            check_int("k_max", self.k_max, self.k_min)
+            check_int("k_max", self.k_max, max(self.k_min, 1))
+        for name in ("rollouts", "k_min", "k_max"):
+            value = getattr(self, name)
+            if value is not None and value % self.step:
+                raise ValueError(f"{name}={value} must be a multiple of step={self.step}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {self.objective!r}")
 
@@ -91,7 +101,7 @@ class RolloutBudget:
             raise ValueError(f"rollouts={self.rollouts} is smaller than {n} prompts x k_min="
                              f"{self.k_min}")
         even = -(-self.rollouts // n)
-        k_max = 4 * even if self.k_max is None else self.k_max
+        k_max = 4 * -(-even // self.step) * self.step if self.k_max is None else self.k_max
         k_max = min(k_max, self.rollouts - (n - 1) * self.k_min)
         if n * k_max < self.rollouts:
             raise ValueError(f"rollouts={self.rollouts} is larger than {n} prompts x k_max={k_max}")
@@ -111,17 +121,18 @@ class RolloutBudget:
             raise ValueError("concentration must be > 0, a scalar or one per prompt")
         check_number("contamination", contamination, 0.0, 1.0)
         k_min, k_max = self.bounds(m.size)
-        ks = np.arange(k_min, k_max + 1)
+        ks = np.arange(k_min, k_max + 1, self.step)
         values = group_values(m, c, ks, self.objective)
         if contamination:
             values = (1.0 - contamination) * values + contamination * values.mean(axis=0)
         scale = max(float(np.abs(values).max()), 1.0)
         values = values - _EVEN * scale * (ks / k_max) ** 2  # ties go to even groups
-        return _knapsack(values, ks, self.rollouts)
+        return _knapsack(values, ks // self.step, self.rollouts // self.step) * self.step
 
 
 def _knapsack(values: np.ndarray, ks: np.ndarray, total: int) -> np.ndarray:
-    """One k per row, summing to ``total``, maximising the sum of ``values[i, j]`` (exact)."""
+    """One ``ks[j]`` per row, summing to ``total``, maximising the sum of ``values[i, j]``
+    (exact)."""
     n = values.shape[0]
     best = np.full(total + 1, -np.inf)
     best[0] = 0.0

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from rollwise.budgets import OBJECTIVES, RolloutBudget
+from rollwise.budgets import OBJECTIVES, PromptBudgets
 from rollwise.metrics import spearman
 from rollwise.pool import PromptPool
 from rollwise.selectors import STRATEGIES, Selector, make_selector
@@ -130,11 +130,11 @@ class HubConfig:
                                  f"{self.rollout_n!r}")
             self.budget(1).bounds(1)  # rollout_n per prompt on average fits the bounds
 
-    def budget(self, batch_size: int) -> RolloutBudget | None:
+    def budget(self, batch_size: int) -> PromptBudgets | None:
         """The per-selection rollout budget (None: every prompt gets ``rollout_n``)."""
         if self.budget_objective is None:
             return None
-        return RolloutBudget(batch_size * int(self.rollout_n), k_min=int(self.budget_k_min),
+        return PromptBudgets(batch_size * int(self.rollout_n), k_min=int(self.budget_k_min),
                              k_max=self.budget_k_max, objective=self.budget_objective)
 
     def dapo_metric(self) -> str | None:
@@ -163,7 +163,7 @@ class SelectionHub:
         self._lock = threading.RLock()
         self._queue: list[int] = []  # chosen, not yet served
         self._queue_n: list[int | None] = []  # their rollouts (per-prompt budgets; None: rollout.n)
-        self.budget: RolloutBudget | None = None
+        self.budget: PromptBudgets | None = None
         self._pending: list[tuple[int, np.ndarray]] = []  # observed, not yet applied
         self._in_flight: dict[int, list[tuple[int, float]]] = {}  # pool idx -> [(round, predicted)]
         self._harvested: dict[str, tuple[float, float, bool] | None] = {}  # uid -> batch stats

@@ -108,7 +108,7 @@ class Selector(ABC):
 
     def predictive(self, indices: Any) -> tuple[np.ndarray, np.ndarray, float]:
         """Each prompt's predictive distribution of its current success rate, as ``(mean,
-        concentration, contamination)`` of a Beta (what :class:`rollwise.budgets.RolloutBudget`
+        concentration, contamination)`` of a Beta (what :class:`rollwise.budgets.PromptBudgets`
         splits rollouts by). Only selectors with a model of each prompt's rate have one."""
         raise TypeError(f"the {self.strategy!r} selector has no per-prompt predictive "
                         "distribution; per-prompt budgets need gps or mopps predictions")

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from rollwise.budgets import RolloutBudget
+from rollwise.budgets import PromptBudgets
 from rollwise.dynamic_sampling import DynamicSamplingBuffer
 from rollwise.metrics import (
     Stopwatch,
@@ -76,7 +76,7 @@ class RunSettings:
             raise ValueError(
                 f"batch_size must lie in [1, {selectable}] (selectable prompts), got {self.batch_size}"
             )
-        RolloutBudget(max(self.batch_size * self.budget_k_min, 1), k_min=self.budget_k_min,
+        PromptBudgets(max(self.batch_size * self.budget_k_min, 1), k_min=self.budget_k_min,
                       k_max=self.budget_k_max, objective=self.budget_objective)
 
 
@@ -122,7 +122,7 @@ def run_one(
     if strategy == "oracle-budget":
         base, source = "oracle", "truth"
     if source is not None:
-        budget = RolloutBudget(b * world.config.k, k_min=settings.budget_k_min,
+        budget = PromptBudgets(b * world.config.k, k_min=settings.budget_k_min,
                                k_max=settings.budget_k_max, objective=settings.budget_objective)
     if source == "mopps":
         posterior = make_selector("mopps", pool, b, seed=seed)
