@@ -306,6 +306,9 @@ def test_os_errors_end_as_one_line(tmp_path, capsys, monkeypatch):
     (["--max-sampling-rounds", "3"], "--max-sampling-rounds"),  # without dynamic sampling: no effect
     (["--strategy", "ds", "--prompts-per-step", "0"], "--prompts-per-step"),
     (["--rescue-prefix", "restate"], "--rescue-prefix"),  # without --rescue p2o: no effect
+    (["--budgets", "bogus"], "argument --budgets"),  # argparse's choices
+    (["--budgets", "groups", "--strategy", "uniform"], "--budgets"),  # no per-prompt predictions
+    (["--budgets", "groups", "--strategy", "ds"], "--budgets"),
 ])
 def test_train_settings_refused_before_the_model_naming_the_flag(extra, flag, tmp_path, capsys, no_model):
     rc = main(["train", "--output-dir", str(tmp_path / "o"), *extra])

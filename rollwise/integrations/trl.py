@@ -29,6 +29,13 @@ Data flow (one process or several, same code):
    is counted. Every process sees every round's gathered rewards, so each decides the same
    rounds without extra communication; each keeps the informative groups of its own slice.
 
+5. With ``budget_objective`` (per-prompt rollout budgets, :mod:`rollwise.budgets`) the
+   generation batch's ``B x num_generations`` rows are split among the B chosen prompts in whole
+   groups of ``num_generations`` (TRL normalises advantages per block of that many rows): a
+   prompt gets 0 to ``budget_max_groups`` groups, the batch keeps its size, prompts given none
+   are dropped from the step. The selector observes each prompt's groups merged into one group
+   of unequal size. Not combined with dynamic sampling.
+
 Rewards must lie in [0, 1] (binary verifiers do) or ``success_threshold`` maps them to {0, 1}.
 Checkpoints include the selector (``rollwise_selector.pt``), restored on resume the way TRL
 restores its own extra state.
@@ -110,7 +117,9 @@ class RollwiseGRPOTrainer(GRPOTrainer):
                  success_threshold: float | None = None, selector_kwargs: dict[str, Any] | None = None,
                  prompt_column: str = "prompt", embedder: Any = None, base_model: str | None = None,
                  dynamic_sampling: bool = False, max_sampling_rounds: int = 10,
+                 budget_objective: str | None = None, budget_max_groups: int = 4,
                  eval_loss: bool = False, share_prefill: bool = True, **kwargs: Any) -> None:
+        from rollwise.budgets import OBJECTIVES, PromptBudgets
         from rollwise.strategies import train_names, train_strategy
 
         if isinstance(selector, str):
@@ -125,6 +134,14 @@ class RollwiseGRPOTrainer(GRPOTrainer):
         if not isinstance(dynamic_sampling, bool):
             raise TypeError(f"dynamic_sampling must be True or False, got {dynamic_sampling!r}")
         check_int("max_sampling_rounds", max_sampling_rounds, 1)
+        check_int("budget_max_groups", budget_max_groups, 1)
+        if budget_objective is not None:
+            if budget_objective not in OBJECTIVES:
+                raise ValueError(f"budget_objective must be one of {list(OBJECTIVES)} or None, "
+                                 f"got {budget_objective!r}")
+            if dynamic_sampling:
+                raise ValueError("budget_objective: per-prompt budgets and dynamic_sampling do "
+                                 "not combine; choose one")
         super().__init__(*args, **kwargs)
         if isinstance(selector, str):
             embedder = embedder if embedder is not None else "wordllama"
@@ -148,13 +165,22 @@ class RollwiseGRPOTrainer(GRPOTrainer):
                     f"dynamic_sampling: each process's generation batch ({local} rows: "
                     f"per_device_train_batch_size x steps_per_generation) must hold whole groups "
                     f"of num_generations={self.num_generations}")
+        self.budgets: PromptBudgets | None = None
+        if budget_objective is not None:
+            try:
+                selector.predictive(np.arange(1))
+            except TypeError as err:
+                raise ValueError(f"budget_objective: {err}") from err
+            n = self.num_generations
+            self.budgets = PromptBudgets(per_generation * n, k_min=0, k_max=budget_max_groups * n,
+                                         step=n, objective=budget_objective)
         self.selector = selector
         self.dynamic_sampling, self.max_sampling_rounds = dynamic_sampling, max_sampling_rounds
         self.eval_loss, self.share_prefill = bool(eval_loss), bool(share_prefill)
         self._round_rewards: np.ndarray | None = None
         self.success_threshold = success_threshold
         self.rollouts_spent = 0
-        self._pending: tuple[np.ndarray, np.ndarray] | None = None
+        self._pending: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
         self.selection_log: list[dict[str, Any]] = []
         self.evaluation_log: list[dict[str, Any]] = []
         self._eval_records: list[tuple[Any, float, bool, str]] | None = None
@@ -193,37 +219,47 @@ class RollwiseGRPOTrainer(GRPOTrainer):
     def _generation_round(self, local: int) -> dict[str, Any]:
         """Select a generation batch, generate and score this process's slice of it (the
         selector observes the gathered rewards inside)."""
-        chosen, predicted = self._choose()
+        chosen, predicted, groups = self._choose()
         n = self.num_generations
-        rows = [self.train_dataset[int(i)] for i in chosen for _ in range(n)]
+        blocks = chosen if groups is None else np.repeat(chosen, groups)  # one per TRL group
+        rows = [self.train_dataset[int(i)] for i in blocks for _ in range(n)]
         rank = self.accelerator.process_index
         if len(rows) != local * self.accelerator.num_processes:
             raise RuntimeError(
                 f"generation batch mismatch: selected {len(rows)} rows for "
                 f"{self.accelerator.num_processes} processes x {local} local rows"
             )
-        self._pending = (chosen, predicted)
+        self._pending = (chosen, predicted, groups)
         try:
             return super()._generate_and_score_completions(rows[rank * local : (rank + 1) * local])
         finally:
             self._pending = None
 
-    def _choose(self) -> tuple[np.ndarray, np.ndarray]:
-        """The generation batch's prompts and their predicted rates. With several processes the
-        main process's selector chooses and the choice is broadcast (accelerate's collectives),
-        so every process generates its slice of one batch by construction, whatever the
-        selector's numerics on each process."""
-        if self.accelerator.num_processes == 1:
+    def _choose(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The generation batch's prompts, their predicted rates and, with per-prompt budgets,
+        their groups. With several processes the main process's selector chooses and the choice
+        is broadcast (accelerate's collectives), so every process generates its slice of one
+        batch by construction, whatever the selector's numerics on each process."""
+
+        def pick() -> list[Any]:
             chosen = self.selector.select()
-            return chosen, self.selector.predict(chosen)
+            groups = None
+            if self.budgets is not None:
+                sizes = self.budgets.split(*self.selector.predictive(chosen))
+                groups = sizes // self.num_generations
+            return [chosen, self.selector.predict(chosen), groups]
+
+        if self.accelerator.num_processes == 1:
+            return tuple(pick())
         from accelerate.utils import broadcast_object_list
 
-        payload: list[Any] = [None, None]
+        payload: list[Any] = [None, None, None]
         if self.accelerator.is_main_process:
-            chosen = self.selector.select()
-            payload = [chosen, self.selector.predict(chosen)]
+            payload = pick()
         broadcast_object_list(payload, from_process=0)
-        return np.asarray(payload[0], dtype=np.int64), np.asarray(payload[1], dtype=np.float64)
+        groups = None if payload[2] is None else np.asarray(payload[2], dtype=np.int64)
+        return (np.asarray(payload[0], dtype=np.int64), np.asarray(payload[1], dtype=np.float64),
+                groups)
 
     def _dynamic_sampling(self, local: int) -> dict[str, Any]:
         """DAPO's dynamic sampling: generation rounds until every process holds ``local // n``
@@ -335,14 +371,26 @@ class RollwiseGRPOTrainer(GRPOTrainer):
         return rewards
 
     def _observe(self, rewards: np.ndarray) -> None:
-        chosen, predicted = self._pending
-        grouped = self._successes(rewards.reshape(len(chosen), self.num_generations))
+        chosen, predicted, groups = self._pending
+        n = self.num_generations
+        grouped = self._successes(rewards.reshape(-1, n))  # TRL's groups
+        if groups is None:
+            per_prompt: Any = grouped
+        else:  # a prompt's groups merged: one group of its whole budget
+            keep = groups > 0
+            starts = np.cumsum(groups) - groups
+            per_prompt = [grouped[s : s + g].ravel() for s, g in zip(starts[keep], groups[keep],
+                                                                     strict=True)]
+            chosen, predicted = chosen[keep], predicted[keep]
         if self.accelerator.is_main_process:  # the selector that chooses (see _choose)
-            self.selector.observe(chosen, grouped)
+            self.selector.observe(chosen, per_prompt)
         self.rollouts_spent += grouped.size
+        rates = np.array([np.mean(r) for r in per_prompt])
         metrics = self._metrics["train"]
         metrics["rollwise/esr"].append(effective_sample_ratio(grouped))
-        rho = spearman(predicted, grouped.mean(axis=1))
+        if groups is not None:
+            metrics["rollwise/prompts"].append(float(chosen.size))
+        rho = spearman(predicted, rates)
         if rho == rho:
             metrics["rollwise/spearman"].append(rho)
         # cumulative: the step's figure is the latest (TRL averages a metric's values per step,
@@ -355,10 +403,12 @@ class RollwiseGRPOTrainer(GRPOTrainer):
         for key in ("trust", "predicted_share", "repeat_excess", "cooldown"):
             if key in regime:
                 metrics[f"rollwise/{key}"].append(float(regime[key]))
-        self._log_selection(chosen, predicted, grouped, regime)
+        self._log_selection(chosen, predicted, rates, regime,
+                            None if groups is None else groups[groups > 0])
 
-    def _log_selection(self, chosen: np.ndarray, predicted: np.ndarray, success: np.ndarray,
-                       regime: dict[str, float] | None = None) -> None:
+    def _log_selection(self, chosen: np.ndarray, predicted: np.ndarray, rates: np.ndarray,
+                       regime: dict[str, float] | None = None,
+                       groups: np.ndarray | None = None) -> None:
         """One ``selection_log`` record for the generation batch just scored."""
         lengths = np.asarray(self._lengths, dtype=np.float64)
         rows = [self.train_dataset[int(i)] for i in chosen]
@@ -368,7 +418,8 @@ class RollwiseGRPOTrainer(GRPOTrainer):
             "ids": [row.get("id") for row in rows],
             "level": [row.get("level") for row in rows],
             "predicted": np.round(predicted, 4).tolist(),
-            "success_rate": np.round(success.mean(axis=1), 4).tolist(),
+            "success_rate": np.round(rates, 4).tolist(),
+            **({"groups": groups.tolist()} if groups is not None else {}),
             "completion_length": float(lengths.mean()) if lengths.size else None,
             "truncation_rate": (float(np.mean(lengths >= self.max_completion_length))
                                 if lengths.size else None),

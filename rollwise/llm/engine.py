@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from rollwise.strategies import train_names, train_strategy
+from rollwise.strategies import PRESETS, train_names, train_strategy
 from rollwise.threads import model_threads
 from rollwise.validation import Interval, OneOf, check_fields, setting
 
@@ -43,6 +43,12 @@ class TrainSettings:
                                                          "generation rounds per step (DAPO's "
                                                          "max_num_gen_batches); none: 10",
                                               constraint=Interval(int, 1, optional=True))
+    budgets: str | None = setting(None, help="per-prompt rollout budgets (whole groups of "
+                                             "--num-generations, up to 4 per prompt, the step's "
+                                             "rollouts unchanged) maximising groups, rollouts or "
+                                             "variance (docs/budgets.md); needs gps or mopps; none: "
+                                             "every prompt one group",
+                                  constraint=OneOf(("groups", "rollouts", "variance"), optional=True))
     output_dir: str = setting("runs/train", help="checkpoints, the selector and rollwise_run.json "
                                                  "(the run's log)")
     steps: int = setting(40, help="optimiser steps", constraint=POSITIVE)
@@ -100,6 +106,13 @@ class TrainSettings:
                 check_embedder_name(self.embedder)
         except ValueError as err:
             raise ValueError(f"embedder: {err}") from err
+        if self.budgets is not None and self.uses_dynamic_sampling:
+            raise ValueError("budgets: per-prompt budgets and dynamic sampling do not combine "
+                             "(--budgets with --dynamic-sampling or --strategy ds)")
+        if self.budgets is not None and PRESETS[train_strategy(self.strategy)[0]][0] not in ("gps",
+                                                                                      "mopps"):
+            raise ValueError(f"budgets: need a strategy with per-prompt predictions (gps or mopps), "
+                             f"got {self.strategy!r}")
         if self.max_sampling_rounds is not None and not self.uses_dynamic_sampling:
             raise ValueError("max_sampling_rounds applies only with dynamic sampling "
                              "(--dynamic-sampling or --strategy ds)")
@@ -351,6 +364,7 @@ def run_grpo(
     common = dict(model=model_path, reward_funcs=reward_funcs, args=config, train_dataset=train_ds,
                   eval_dataset=eval_ds, selector=selector, embedder=embedder,
                   dynamic_sampling=settings.uses_dynamic_sampling,
+                  budget_objective=settings.budgets,
                   base_model=SMOLLM2_HUB_ID if settings.model.lower() == "smollm2" else settings.model)
     if settings.max_sampling_rounds is not None:  # else the trainer's default
         common["max_sampling_rounds"] = settings.max_sampling_rounds

@@ -104,6 +104,9 @@ class RescueGRPOTrainer(RollwiseGRPOTrainer):
                  response_prefix: PrefixRule | None = None, **kwargs: Any) -> None:
         if not isinstance(bank, HardPromptBank):
             raise TypeError(f"bank must be a HardPromptBank, got {type(bank).__name__}")
+        if kwargs.get("budget_objective") is not None:
+            raise ValueError("budget_objective: per-prompt budgets are not supported with the "
+                             "rescue's guided groups")
         if examples is not None and not isinstance(examples, SolvedExampleStore):
             raise TypeError(f"examples must be a SolvedExampleStore or None, got {type(examples).__name__}")
         if response_prefix is not None and not callable(response_prefix):
@@ -264,7 +267,7 @@ class RescueGRPOTrainer(RollwiseGRPOTrainer):
     def _observe(self, rewards: np.ndarray) -> None:
         """Bank and selector see bare-prompt rewards: full groups in one call, the unguided part
         of guided groups in a second (their groups are smaller); the batch metrics count all."""
-        chosen, predicted = self._pending
+        chosen, predicted, _ = self._pending  # no per-prompt budgets here (refused at start)
         n, bare = self.num_generations, self.num_generations - self.guided_per_group
         guided = self.guided_rows if self.guided_rows is not None else np.zeros(rewards.size, dtype=bool)
         grouped, rescued = rewards.reshape(len(chosen), n), guided.reshape(len(chosen), n).any(axis=1)
@@ -283,7 +286,7 @@ class RescueGRPOTrainer(RollwiseGRPOTrainer):
         metrics["rollwise/rollouts"] = [float(self.rollouts_spent)]  # cumulative, as the base
         metrics["rollwise/predicted_rate"].append(float(np.mean(predicted)))
         metrics["rescue/guided_rows"].append(float(guided.sum()))
-        self._log_selection(chosen, predicted, success)
+        self._log_selection(chosen, predicted, success.mean(axis=1))
         metrics["rescue/hard"].append(float(rescued.sum()))
         if guided.any():  # the same groups' template-guided and bare rollouts, side by side
             metrics["rescue/guided_success"].append(float(success.ravel()[guided].mean()))
