@@ -296,6 +296,13 @@ def test_os_errors_end_as_one_line(tmp_path, capsys, monkeypatch):
     assert rc == 2 and _error(capsys) == f"rollwise bench: error: [Errno 13] Permission denied: '{tmp_path}'"
 
 
+def test_train_unknown_budget_objective_is_argparses_error(tmp_path, capsys, no_model):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--output-dir", str(tmp_path / "o"), "--budgets", "bogus"])
+    assert exc.value.code == 2 and "argument --budgets: invalid choice: 'bogus'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize(("extra", "flag"), [
     (["--seed", "-1"], "--seed"),
     (["--embedder", "bogus"], "--embedder"),
@@ -306,7 +313,6 @@ def test_os_errors_end_as_one_line(tmp_path, capsys, monkeypatch):
     (["--max-sampling-rounds", "3"], "--max-sampling-rounds"),  # without dynamic sampling: no effect
     (["--strategy", "ds", "--prompts-per-step", "0"], "--prompts-per-step"),
     (["--rescue-prefix", "restate"], "--rescue-prefix"),  # without --rescue p2o: no effect
-    (["--budgets", "bogus"], "argument --budgets"),  # argparse's choices
     (["--budgets", "groups", "--strategy", "uniform"], "--budgets"),  # no per-prompt predictions
     (["--budgets", "groups", "--strategy", "ds"], "--budgets"),
 ])
