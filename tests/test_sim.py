@@ -143,8 +143,18 @@ def test_load_prompt_file_formats(tmp_path):
 def test_run_one_every_strategy(pool_file, strategy):
     pool, _, make_world = build_world(pool_file, embedder="hashing")
     settings = RunSettings(steps=4, batch_size=16, hyper={"gps": {"grad_steps": 1}})
-    log = run_one(strategy, pool, make_world, settings, seed=0)
+    chosen, rewards = [], []
+    log = run_one(strategy, pool, make_world, settings, seed=0, chosen=chosen, rewards=rewards)
     assert len(log["accuracy"]) == 4
+    # every trained batch: 16 prompts (distinct, but for DS, whose rounds may cross an epoch of
+    # the uniform order), none of the probes kept unseen for the Spearman
+    n = len(pool)
+    probe = set(np.random.default_rng([0, 7]).permutation(n)[: round(0.1 * n)].tolist())
+    for idx, r in zip(chosen, rewards, strict=True):
+        assert len(idx) == len(r) == 16 and not probe & set(idx.tolist())
+        assert strategy == "ds" or len(set(idx.tolist())) == 16
+    if strategy == "ds":  # DAPO's filter trains on informative groups only (30 rounds allow it)
+        assert all((np.ptp(np.asarray(r), axis=1) > 0).all() for r in rewards)
     assert np.all(np.diff(log["rollouts"]) >= 16 * 8)  # DS may spend more, never less
     if strategy != "ds":
         assert log["rollouts"][-1] == 4 * 16 * 8
@@ -223,7 +233,16 @@ def test_heldout_spread_covers_every_level():
 
 
 def test_strategy_colours_are_fixed():
-    from rollwise.sim.report import strategy_color
+    """Known strategies keep their colour; an unknown one gets the same spare colour in every
+    process (Python's own str hash would change with PYTHONHASHSEED)."""
+    import subprocess
+    import sys
 
-    assert strategy_color("gps") == strategy_color("gps") != strategy_color("uniform")
-    assert strategy_color("some-new-arm") == strategy_color("some-new-arm")
+    from rollwise.sim.report import _SPARE, strategy_color
+
+    assert strategy_color("gps") == "#d62728" and strategy_color("uniform") == "#4d4d4d"
+    code = "from rollwise.sim.report import strategy_color; print(strategy_color('some-new-arm'))"
+    seen = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**__import__("os").environ, "PYTHONHASHSEED": str(seed)}
+                           ).stdout.strip() for seed in (1, 2, 3)}
+    assert seen == {strategy_color("some-new-arm")} and seen <= set(_SPARE)

@@ -187,8 +187,8 @@ def run_one(
         world.learn(idx, r)
         if chosen is not None:
             chosen.append(np.asarray(idx).copy())
-        if rewards is not None:
-            rewards.append(np.asarray(r).copy())
+        if rewards is not None:  # (prompts, k), or a list of groups of unequal size
+            rewards.append([g.copy() for g in r] if isinstance(r, list) else np.asarray(r).copy())
         log["rollouts"].append(spent)
         log["accuracy"].append(world.heldout_accuracy())
         log["esr"].append(esr)
