@@ -13,6 +13,7 @@ from trl import GRPOConfig  # noqa: E402
 
 from rollwise import PromptPool, make_selector  # noqa: E402
 from rollwise.integrations.trl import SELECTOR_FILE, RollwiseGRPOTrainer  # noqa: E402
+from rollwise.metrics import expected_calibration_error  # noqa: E402
 
 
 class Recorder:
@@ -205,7 +206,20 @@ def test_selection_and_evaluation_logs(tiny, tmp_path):
     trainer.evaluate()
     cal = trainer.evaluation_log[-1]["calibration"]
     assert cal["prompts"] == len({pid for pid, _ in scored})
-    assert 0 <= cal["ece_raw"] <= 1 and 0 <= cal["ece_calibrated"] <= 1 and 0 <= cal["mean_rate"] <= 1
+    # recomputed from the rewards the reward function returned and the selector's own predictions
+    scored = [(pid, r) for ids, rewards in recorder.calls[-len(recorder.calls) // 2:]
+              for pid, r in zip(ids, rewards, strict=True)]
+    by_id: dict[str, list[float]] = {}
+    for pid, r in scored:
+        by_id.setdefault(pid, []).append(r)
+    text_of = dict(zip(ds["id"], ds["prompt"], strict=True))
+    rates = np.array([np.mean(v) for v in by_id.values()])
+    raw = trainer.selector.predict_texts([text_of[p] for p in by_id], embedder="hashing")
+    assert cal["mean_rate"] == pytest.approx(rates.mean())
+    assert cal["mean_predicted"] == pytest.approx(raw.mean())
+    assert cal["ece_raw"] == pytest.approx(expected_calibration_error(raw, rates))
+    assert cal["ece_calibrated"] == pytest.approx(
+        expected_calibration_error(trainer.selector.calibration().mean(raw), rates))
 
 
 @pytest.fixture(scope="module")

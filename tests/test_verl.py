@@ -370,7 +370,11 @@ def test_sync_steps_choose_before_rollout_and_observe_exact_groups(config, tq_fa
     for batch in batches:
         assert len(batch.keys) == B * N
     assert metrics[-1]["rollwise/observed_groups"] == 3 * B
-    assert 0.0 <= metrics[-1]["rollwise/batch_success_rate"] <= 1.0
+    # the trained batch's figures, recomputed from the rewards the fake agent loop wrote
+    last = [rollout.truth[u][1] for u in {k.split("_")[0] for k in batches[-1].keys}]
+    assert metrics[-1]["rollwise/batch_success_rate"] == pytest.approx(np.mean([np.mean(r) for r in last]))
+    assert metrics[-1]["rollwise/batch_effective_ratio"] == pytest.approx(
+        np.mean([min(r) < max(r) for r in last]))
 
 
 def test_dapo_evicted_and_failed_groups_are_observed_once(config, tq_fake):
