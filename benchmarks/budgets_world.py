@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 from arithmetic_world import arithmetic_world
+from provenance import provenance
 
 from rollwise._io import atomic_write_json, atomic_write_report
 from rollwise.budgets import OBJECTIVES
@@ -120,11 +121,12 @@ def main() -> None:
     if not wanted:
         p.error(f"--worlds: none of {args.worlds!r} can run; available: {list(known)}")
     out = Path(args.out)
+    run = provenance()
     md = ["# Per-prompt rollout budgets in the simulated world", "",
-          f"{args.seeds} seeds; written by `benchmarks/budgets_world.py`. Budgeted arms spend the "
-          "fixed-k arms' rollouts, split per prompt (k from 2 to 4x k) under the objective after "
-          "the slash. Ratios: rollouts at which the seed-mean curve reaches uniform's mean final "
-          "held-out accuracy, over uniform's.", ""]
+          f"{args.seeds} seeds; written by `{run['command']}` at commit {run['commit']}. "
+          "Budgeted arms spend the fixed-k arms' rollouts, split per prompt (k from 2 to 4x k) "
+          "under the objective after the slash. Ratios: rollouts at which the seed-mean curve "
+          "reaches uniform's mean final held-out accuracy, over uniform's.", ""]
     for name in wanted:
         t0 = time.perf_counter()
         print(f"world {name}", flush=True)
@@ -133,7 +135,7 @@ def main() -> None:
         summary = summarise(runs)
         seconds = time.perf_counter() - t0
         atomic_write_json(out.parent / f"{out.name}_{name}.json", {
-            "args": vars(args), "world": name, "seconds": seconds,
+            "args": vars(args), **provenance(), "world": name, "seconds": seconds,
             "settings": {"steps": settings.steps, "batch_size": settings.batch_size,
                          "k": make_world(0).config.k},
             "summary": summary,

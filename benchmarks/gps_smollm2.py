@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from parallel_runs import run_workers
+from provenance import provenance
 
 from rollwise._io import atomic_write, atomic_write_json, atomic_write_report
 
@@ -360,6 +361,7 @@ def main() -> None:
         return
     data["args"] = {k: v for k, v in vars(args).items()
                     if k not in ("merge", "report", "one", "conclusion")}
+    data.setdefault("provenance", []).append(provenance())  # one entry per call that added runs
     todo = [(arm, seed) for seed in args.seeds for arm in args.arms.split(",")
             if str(seed) not in data["runs"].get(arm, {})]
     for arm, seed in todo:

@@ -98,3 +98,52 @@ def test_every_benchmark_script_imports_and_answers_help(name, monkeypatch, caps
             module.main()
         assert done.value.code == 0
         assert "usage" in capsys.readouterr().out
+
+
+class _Parsed(Exception):
+    """Raised right after a benchmark's arguments parsed: the run itself is not wanted."""
+
+
+def _readme_commands() -> list[str]:
+    """Every command in benchmarks/README.md's code blocks, continuation lines joined, comments
+    dropped."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "benchmarks" / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"```(?:bash)?\n(.*?)```", text, flags=re.S):
+        joined = re.sub(r"\\\n\s*", " ", block)
+        for line in joined.splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line.startswith(("python benchmarks/", "rollwise ")):
+                commands.append(line)
+    return commands
+
+
+@pytest.mark.parametrize("command", _readme_commands())
+def test_every_reproduce_command_parses(command, monkeypatch):
+    """Each reproduce command in benchmarks/README.md parses with today's scripts (the run is
+    stopped right after parsing): a renamed flag or arm breaks it here."""
+    import argparse
+    import importlib
+    import shlex
+
+    words = shlex.split(command)
+    real_parse = argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(self, args=None, namespace=None):
+        real_parse(self, args, namespace)
+        raise _Parsed
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    if words[0] == "rollwise":
+        from rollwise.cli import build_parser
+
+        with pytest.raises(_Parsed):
+            build_parser().parse_args(words[1:])
+        return
+    name = Path(words[1]).stem
+    module = importlib.import_module(name)
+    monkeypatch.setattr(sys, "argv", [words[1], *words[2:]])
+    with pytest.raises(_Parsed):
+        module.main()
