@@ -79,7 +79,7 @@ class PromptBudgets:
     rollouts: int
     k_min: int = 2
     k_max: int | None = None
-    objective: str = "groups"
+    objective: str = "variance"  # measured best across the worlds (docs/budgets.md)
     step: int = 1
 
     def __post_init__(self) -> None:

@@ -125,15 +125,20 @@ class CoverageFloor:
 
     Over the last ``window`` observed batches and the one being built, each embedding cluster
     should hold at least ``floor`` times its share of the pool; the deficit is drawn at random
-    inside the cluster. A cluster whose recent groups (at least ``min_groups`` of them) all came
-    back with equal rewards is exempt: recent observations, not predictions, say it gives no
-    signal (an easy region the policy always solves, a hard one it never does).
+    inside the cluster. A cluster whose recent groups all came back with equal rewards is exempt
+    when that is itself evidence: at least ``min_groups`` of them, and so many that all-equal
+    rewards would be unlikely (probability below ``exempt_p``) had the cluster given informative
+    groups at half the rate of all the recent groups. Then recent observations, not predictions,
+    say it gives no signal (an easy region the policy always solves, a hard one it never does).
+    Where every region is sparse (a small model: a few informative groups in ten), a handful of
+    all-wrong groups is what an informative region also gives, and the floor stays.
     """
 
     clusters: np.ndarray
     floor: float = 0.5
     window: int = 8
     min_groups: int = 4
+    exempt_p: float = 0.05
 
     def deficits(self, recent: Sequence[tuple[np.ndarray, np.ndarray]], batch_size: int
                  ) -> np.ndarray:
@@ -150,7 +155,13 @@ class CoverageFloor:
                                   minlength=n_c)
         target = self.floor * share * (len(batches) + 1) * batch_size
         owed = np.maximum(0, np.floor(target - counts)).astype(np.int64)
-        owed[(counts >= self.min_groups) & (informative == 0)] = 0
+        rate = informative.sum() / counts.sum() if counts.sum() else 0.0
+        silent = (counts >= self.min_groups) & (informative == 0)
+        if rate > 0:  # all-equal groups unlikely at half the recent rate: the cluster is silent
+            silent &= (1.0 - rate / 2.0) ** counts < self.exempt_p
+        else:  # nothing anywhere gave signal: no cluster is known to be worse than the rest
+            silent[:] = False
+        owed[silent] = 0
         return owed
 
     def draw(self, recent, allowed: np.ndarray, batch_size: int, rng: np.random.Generator

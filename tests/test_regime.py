@@ -131,11 +131,21 @@ def test_coverage_floor_owes_draws_to_neglected_clusters_unless_they_give_no_sig
     assert floor.deficits(only_a, 8).tolist() == [0, 10]
     draws = floor.draw(only_a, np.arange(100), 8, rng)  # at most a batch
     assert draws.size == 8 and (clusters[draws] == 1).all()
-    # region 1 was sampled lately and every group came back all wrong: no signal, no floor
-    b_silent = [(np.arange(50, 54), np.zeros(4))]
+    # region 1 was sampled lately and every group came back all wrong while 24 of 24 groups in
+    # region 0 were mixed: at half that rate (0.43), 6 all-wrong groups in a row have probability
+    # 0.57^6 = 0.034 < 0.05: no signal, no floor; 4 (0.105) are not yet evidence
+    b_silent = [(np.arange(50, 56), np.zeros(6))]
     assert floor.deficits(only_a[:3] + b_silent, 8)[1] == 0
-    b_mixed = [(np.arange(50, 54), np.array([0.0, 0.25, 0.0, 0.0]))]
+    assert floor.deficits(only_a[:3] + [(np.arange(50, 54), np.zeros(4))], 8)[1] > 0
+    b_mixed = [(np.arange(50, 56), np.array([0.0, 0.25, 0.0, 0.0, 0.0, 0.0]))]
     assert floor.deficits(only_a[:3] + b_mixed, 8)[1] > 0
+    # sparse signal everywhere (3 mixed groups of 24 in region 0): 8 all-wrong groups in region 1
+    # are what an informative region also gives (0.94^8 = 0.61): the floor stays
+    sparse_a = [(rng.choice(50, 8, replace=False), np.r_[0.25, np.zeros(7)]) for _ in range(3)]
+    assert floor.deficits(sparse_a + [(np.arange(50, 58), np.zeros(8))], 8)[1] > 0
+    # nothing anywhere gave signal: no region is exempt
+    silent_a = [(rng.choice(50, 8, replace=False), np.zeros(8)) for _ in range(3)]
+    assert floor.deficits(silent_a + [(np.arange(50, 58), np.zeros(8))], 8)[1] > 0
 
 
 def test_gps_default_keeps_every_region_in_its_batches(pool):

@@ -44,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser, demo: bool) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     if demo:
         p.set_defaults(pool=None, heldout=None, strategies=DEMO_STRATEGIES, seeds=3, steps=150,
-                       batch_size=32, k=8, target=None, text_field=None, budget_objective="groups")
+                       batch_size=32, k=8, target=None, text_field=None, budget_objective="variance")
         return
     from rollwise.strategies import bench_names
 
@@ -63,7 +63,7 @@ def add_arguments(p: argparse.ArgumentParser, demo: bool) -> None:
                         "prompt, problem, question, text")
     p.add_argument("--target", type=float, default=None,
                    help="target held-out accuracy; none: uniform's final accuracy")
-    p.add_argument("--budget-objective", default="groups", choices=["groups", "rollouts", "variance"],
+    p.add_argument("--budget-objective", default="variance", choices=["groups", "rollouts", "variance"],
                    help="what the *-budget strategies' per-prompt rollout budgets maximise "
                         "(rollwise.budgets): expected informative groups, expected rollouts in "
                         "informative groups, or expected squared advantages (docs/budgets.md)")

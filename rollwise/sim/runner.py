@@ -62,7 +62,7 @@ class RunSettings:
     ds_max_rounds: int = 30
     hyper: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-strategy overrides
     # per-prompt budgets (the *-budget strategies): the step's rollouts stay batch_size x k
-    budget_objective: str = "groups"
+    budget_objective: str = "variance"
     budget_k_min: int = 2
     budget_k_max: int | None = None
 
