@@ -1,8 +1,9 @@
 """One process of a multi-process GRPO run (started by torchrun from a test).
 
 argv: MODEL_DIR OUT_DIR STRATEGY (uniform+ds: dynamic sampling over uniform prompts; gps: GPS
-without the filter). Every process writes OUT_DIR/rank<R>.json: the selections, the prompts of
-the groups it trained on per step, and its selector's step count and observations."""
+without the filter; mopps+budget: MoPPS with per-prompt budgets in whole groups). Every process
+writes OUT_DIR/rank<R>.json: the selections (and groups), the prompts of the groups it trained
+on per step, and its selector's step count and observations."""
 
 from __future__ import annotations
 
@@ -33,10 +34,12 @@ def main() -> None:
                       max_completion_length=6, max_steps=2, logging_steps=1, save_strategy="no",
                       report_to="none", use_cpu=True, seed=0, learning_rate=1e-3)
     ds_on = strategy == "uniform+ds"
-    selector = make_selector(strategy.split("+")[0], pool, 4, seed=0,
-                             **({} if ds_on else {"grad_steps": 1}))
+    name = strategy.split("+")[0]
+    selector = make_selector(name, pool, 4, seed=0, **({"grad_steps": 1} if name == "gps" else {}))
+    budgets = {"budget_objective": "rollouts", "budget_max_groups": 3} if "budget" in strategy else {}
     trainer = RollwiseGRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=ds,
-                                  selector=selector, dynamic_sampling=ds_on, max_sampling_rounds=8)
+                                  selector=selector, dynamic_sampling=ds_on, max_sampling_rounds=8,
+                                  **budgets)
     trained: list[list[str]] = []
     inner = trainer._merge_groups
 
@@ -65,6 +68,7 @@ def main() -> None:
     with open(f"{out}/rank{rank}.json", "w") as f:
         json.dump({"processes": trainer.accelerator.num_processes,
                    "selections": [r["indices"] for r in trainer.selection_log],
+                   "groups": [r.get("groups") for r in trainer.selection_log],
                    "rollouts": trainer.rollouts_spent, "trained": trained,
                    "selector_observations": int(trainer.selector.step)}, f)
 

@@ -216,6 +216,19 @@ def test_two_processes_gps_one_selection_per_step(tmp_path):
     assert ranks[0]["selector_observations"] == 2 and ranks[1]["selector_observations"] == 0
 
 
+def test_two_processes_share_one_budget_split_per_step(tmp_path):
+    """Per-prompt budgets on two processes: the main process splits and broadcasts, so both
+    generate slices of one batch in which each kept prompt fills its groups back to back."""
+    ranks = _two_processes(tmp_path, "mopps+budget")
+    assert ranks[0]["selections"] == ranks[1]["selections"] and ranks[0]["groups"] == ranks[1]["groups"]
+    for step, (kept, groups) in enumerate(zip(ranks[0]["selections"], ranks[0]["groups"], strict=True)):
+        assert sum(groups) == 4 and min(groups) >= 1 and len(kept) == len(groups)
+        rows = ranks[0]["trained"][step] + ranks[1]["trained"][step]
+        assert rows == [f"{i} + {i} =" for i, g in zip(kept, groups, strict=True) for _ in range(2 * g)]
+    assert any(max(g) > 1 for g in ranks[0]["groups"])  # some prompt got more than one group
+    assert ranks[0]["selector_observations"] == 2 and ranks[1]["selector_observations"] == 0
+
+
 def test_two_processes_select_alike_and_train_on_their_own_informative_groups(tmp_path):
     """torchrun, two CPU processes over gloo: every process makes the same selections and rounds;
     each trains on informative groups of its own slice of each round only."""
