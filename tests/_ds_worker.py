@@ -1,7 +1,8 @@
 """One process of a multi-process GRPO run (started by torchrun from a test).
 
-argv: MODEL_DIR OUT_DIR STRATEGY (uniform+ds: dynamic sampling over uniform prompts; gps: GPS
-without the filter; mopps+budget: MoPPS with per-prompt budgets in whole groups). Every process
+argv: MODEL_DIR OUT_DIR STRATEGY [CHECKPOINT] (uniform+ds: dynamic sampling over uniform prompts;
+gps: GPS without the filter; gps+save: GPS saving a checkpoint every step; mopps+budget: MoPPS
+with per-prompt budgets in whole groups; CHECKPOINT: resume from it). Every process
 writes OUT_DIR/rank<R>.json: the selections (and groups), the prompts of the groups it trained
 on per step, and its selector's step count and observations."""
 
@@ -31,7 +32,9 @@ def main() -> None:
     ds = Dataset.from_list([{"id": f"q{i}", "prompt": f"{i} + {i} ="} for i in range(16)])
     pool = PromptPool.from_texts(ds["prompt"], ids=ds["id"], embedder="hashing")
     args = GRPOConfig(output_dir=out, per_device_train_batch_size=4, num_generations=2,
-                      max_completion_length=6, max_steps=2, logging_steps=1, save_strategy="no",
+                      max_completion_length=6, max_steps=2, logging_steps=1,
+                      save_strategy="steps" if "save" in strategy else "no", save_steps=1,
+                      save_only_model=True,  # as rollwise train by default (see docs/trl.md)
                       report_to="none", use_cpu=True, seed=0, learning_rate=1e-3)
     ds_on = strategy == "uniform+ds"
     name = strategy.split("+")[0]
@@ -63,7 +66,7 @@ def main() -> None:
 
     trainer._merge_groups = spy
     trainer._generate_and_score_completions = record
-    trainer.train()
+    trainer.train(resume_from_checkpoint=sys.argv[4] if len(sys.argv) > 4 else None)
     rank = trainer.accelerator.process_index
     with open(f"{out}/rank{rank}.json", "w") as f:
         json.dump({"processes": trainer.accelerator.num_processes,

@@ -182,7 +182,8 @@ def test_train_settings_strategy_ds(tmp_path):
     assert s.strategy == "gps" and s.dynamic_sampling and s.max_sampling_rounds == 3
 
 
-def _two_processes(tmp_path, strategy: str) -> list[dict]:
+def _two_processes(tmp_path, strategy: str, resume: str | None = None, run: str = "out"
+                   ) -> list[dict]:
     """Run tests/_ds_worker.py on two CPU processes (torchrun, gloo); each rank's record."""
     import json
     import os
@@ -192,12 +193,15 @@ def _two_processes(tmp_path, strategy: str) -> list[dict]:
 
     from _support import save_tiny_llama
 
-    model = save_tiny_llama(tmp_path / "tiny")
-    out = tmp_path / "out"
+    model = tmp_path / "tiny"
+    if not model.exists():
+        save_tiny_llama(model)
+    out = tmp_path / run
     out.mkdir()
     worker = Path(__file__).with_name("_ds_worker.py")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           str(worker), str(model), str(out), strategy], capture_output=True,
+                           str(worker), str(model), str(out), strategy, *([resume] if resume else [])],
+                          capture_output=True,
                           text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -214,6 +218,18 @@ def test_two_processes_gps_one_selection_per_step(tmp_path):
         assert sorted(rows) == sorted(f"{i} + {i} =" for i in chosen for _ in range(2))
         assert ranks[0]["trained"][step] == [f"{i} + {i} =" for i in chosen[:2] for _ in range(2)]
     assert ranks[0]["selector_observations"] == 2 and ranks[1]["selector_observations"] == 0
+
+
+def test_two_processes_resume_makes_the_uninterrupted_selections(tmp_path):
+    """GPS on two processes, checkpoint after step 1; a new two-process run resumed from it
+    (every process loads the main process's selector) chooses step 2 as the first run did."""
+    full = _two_processes(tmp_path, "gps+save")
+    assert (tmp_path / "out" / "checkpoint-1" / "rollwise_selector.pt").exists()
+    resumed = _two_processes(tmp_path, "gps+save", resume=str(tmp_path / "out" / "checkpoint-1"),
+                             run="resumed")
+    assert resumed[0]["selections"][-1] == resumed[1]["selections"][-1] == full[0]["selections"][1]
+    assert resumed[0]["trained"][-1] + resumed[1]["trained"][-1] == \
+        full[0]["trained"][1] + full[1]["trained"][1]
 
 
 def test_two_processes_share_one_budget_split_per_step(tmp_path):
