@@ -273,7 +273,9 @@ def test_cli_allocate_end_to_end(tmp_path, monkeypatch, capsys):
     assert [r["id"] for r in rows] == [f"n{i}" for i in range(10)]
     counts = np.array([r["samples"] for r in rows])
     assert counts.sum() <= 40 and counts.min() >= 1
-    # by default: greedy under the selector's calibrated Beta rates
+    # by default: greedy under the selector's calibrated Beta rates. The expected counts come from
+    # allocate(), itself checked against brute force above: this test checks the command's
+    # plumbing (which predictions, calibration and options reach it), not the optimiser
     cal = sel.calibration()
     pred = sel.predict_texts(new_texts, embedder="hashing", calibrated=True)
     np.testing.assert_array_equal(counts, allocate(pred, 40, "greedy", concentration=cal.concentration))
