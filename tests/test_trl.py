@@ -184,6 +184,13 @@ def test_selection_and_evaluation_logs(tiny, tmp_path):
         np.testing.assert_allclose(record["success_rate"], rewards.mean(axis=1), atol=1e-4)
         assert len(record["predicted"]) == 3 and 0 <= record["truncation_rate"] <= 1
         assert 0 < record["completion_length"] <= 6
+    # lengths as TRL itself logged them for the same batches (mean length; its clipped ratio
+    # counts completions without a final EOS, ours those at the length limit, EOS or not)
+    logged = [h for h in trainer.state.log_history if "completions/mean_length" in h]
+    assert len(logged) == len(trainer.selection_log)
+    for record, h in zip(trainer.selection_log, logged, strict=True):
+        assert record["completion_length"] == pytest.approx(h["completions/mean_length"])
+        assert record["truncation_rate"] >= h["completions/clipped_ratio"] - 1e-9
     recorder.calls.clear()
     trainer.evaluate()
     scored = [(pid, r) for ids, rewards in recorder.calls for pid, r in zip(ids, rewards, strict=True)]
