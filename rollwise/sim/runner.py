@@ -173,7 +173,8 @@ def run_one(
                     if source == "truth":
                         mean, conc, cont = world.gamma(idx), np.inf, 0.0
                     else:
-                        mean, conc, cont = (posterior or selector).predictive(idx)
+                        source_sel = posterior if posterior is not None else selector
+                        mean, conc, cont = source_sel.predictive(idx)
                     sizes = budget.split(mean, conc, cont)
             r = world.rollout(idx, roll_rng, sizes)
             spent += int(sizes.sum()) if sizes is not None else r.size
