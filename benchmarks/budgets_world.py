@@ -12,6 +12,9 @@ budget papers' baseline) and ``oracle-budget`` (the true rates: the limit). Arms
   where most groups come back all-wrong, as on the real model;
 * ``math``: the MATH pool (``--math-pool`` and ``--math-heldout``, JSON files; skipped without).
 
+``--whole-groups`` splits as the TRL trainer does: whole groups of k rollouts, 0 to 4 of them per
+prompt (a prompt given none is dropped from the step).
+
 Each world's results go to ``OUT_<world>.json`` (with a top-level ``summary``: per arm
 ``final_heldout`` and ``rollouts_to_uniform_final``, one per seed, null where never reached, and
 ``rollouts_per_arm``) and one table for all worlds to ``OUT.md``; each world is written as soon
@@ -110,6 +113,8 @@ def main() -> None:
     p.add_argument("--sparse-steps", type=int, default=40)
     p.add_argument("--math-pool", default=None, help="MATH training problems (JSON)")
     p.add_argument("--math-heldout", default=None, help="MATH-500 (JSON)")
+    p.add_argument("--whole-groups", action="store_true",
+                   help="budgets in whole groups of k, 0 to 4 per prompt (the TRL trainer's way)")
     p.add_argument("--out", default="benchmarks/results/budgets_world")
     args = p.parse_args()
     objectives = args.objectives.split(",")
@@ -131,6 +136,9 @@ def main() -> None:
         t0 = time.perf_counter()
         print(f"world {name}", flush=True)
         pool, make_world, settings = known[name]()
+        if args.whole_groups:
+            k = make_world(0).config.k
+            settings.budget_k_min, settings.budget_step, settings.budget_k_max = 0, k, 4 * k
         runs = run_world(pool, make_world, settings, list(range(args.seeds)), objectives)
         summary = summarise(runs)
         seconds = time.perf_counter() - t0

@@ -89,6 +89,13 @@ def test_budgeted_runs_spend_the_fixed_rollouts_split_unequally(pool_file):
     assert np.isnan(run_one("gps", pool, make_world, settings, seed=1)["group_size_cv"]).all()
     with pytest.raises(ValueError, match="objective"):
         RunSettings(budget_objective="nope").validate(len(pool))
+    # whole groups (TRL's way): counts in multiples of k, a prompt given none dropped from the step
+    whole = RunSettings(steps=6, batch_size=8, budget_objective="rollouts", budget_k_min=0,
+                        budget_step=8, budget_k_max=32)
+    chosen: list = []
+    log = run_one("oracle-budget", pool, make_world, whole, seed=1, chosen=chosen)
+    assert np.all(np.diff([0, *log["rollouts"]]) == 8 * 8)
+    assert any(len(idx) < 8 for idx in chosen)
 
 
 def test_world_memorisation_repeats_transfer_less():

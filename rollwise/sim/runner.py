@@ -65,6 +65,7 @@ class RunSettings:
     budget_objective: str = "variance"
     budget_k_min: int = 2
     budget_k_max: int | None = None
+    budget_step: int = 1  # k: whole groups, as TRL gives them (with budget_k_min=0: prompts dropped)
 
     def validate(self, pool_size: int) -> None:
         if self.steps < 1:
@@ -76,8 +77,9 @@ class RunSettings:
             raise ValueError(
                 f"batch_size must lie in [1, {selectable}] (selectable prompts), got {self.batch_size}"
             )
-        PromptBudgets(max(self.batch_size * self.budget_k_min, 1), k_min=self.budget_k_min,
-                      k_max=self.budget_k_max, objective=self.budget_objective)
+        PromptBudgets(max(self.batch_size * self.budget_k_min, self.budget_step),
+                      k_min=self.budget_k_min, k_max=self.budget_k_max,
+                      objective=self.budget_objective, step=self.budget_step)
 
 
 RELIABILITY_BINS = 10
@@ -123,7 +125,8 @@ def run_one(
         base, source = "oracle", "truth"
     if source is not None:
         budget = PromptBudgets(b * world.config.k, k_min=settings.budget_k_min,
-                               k_max=settings.budget_k_max, objective=settings.budget_objective)
+                               k_max=settings.budget_k_max, objective=settings.budget_objective,
+                               step=settings.budget_step)
     if source == "mopps":
         posterior = make_selector("mopps", pool, b, seed=seed)
     if strategy == "ds":
@@ -176,6 +179,8 @@ def run_one(
                         source_sel = posterior if posterior is not None else selector
                         mean, conc, cont = source_sel.predictive(idx)
                     sizes = budget.split(mean, conc, cont)
+                    if not sizes.all():  # prompts given no rollouts are dropped from the step
+                        idx, sizes = idx[sizes > 0], sizes[sizes > 0]
             r = world.rollout(idx, roll_rng, sizes)
             spent += int(sizes.sum()) if sizes is not None else r.size
             esr = _esr(r)
