@@ -132,13 +132,14 @@ class CoverageFloor:
     say it gives no signal (an easy region the policy always solves, a hard one it never does).
     Where every region is sparse (a small model: a few informative groups in ten), a handful of
     all-wrong groups is what an informative region also gives, and the floor stays.
+    ``exempt_p=None`` is the first rule: any ``min_groups`` all-equal groups exempt a cluster.
     """
 
     clusters: np.ndarray
     floor: float = 0.5
     window: int = 8
     min_groups: int = 4
-    exempt_p: float = 0.05
+    exempt_p: float | None = 0.05
 
     def deficits(self, recent: Sequence[tuple[np.ndarray, np.ndarray]], batch_size: int
                  ) -> np.ndarray:
@@ -157,7 +158,9 @@ class CoverageFloor:
         owed = np.maximum(0, np.floor(target - counts)).astype(np.int64)
         rate = informative.sum() / counts.sum() if counts.sum() else 0.0
         silent = (counts >= self.min_groups) & (informative == 0)
-        if rate > 0:  # all-equal groups unlikely at half the recent rate: the cluster is silent
+        if self.exempt_p is None:  # the first rule: no evidence asked for
+            pass
+        elif rate > 0:  # all-equal groups unlikely at half the recent rate: the cluster is silent
             silent &= (1.0 - rate / 2.0) ** counts < self.exempt_p
         else:  # nothing anywhere gave signal: no cluster is known to be worse than the rest
             silent[:] = False

@@ -11,7 +11,8 @@ from typing import Any
 # floor, "gps-unguarded" the rule before any guard, "gps-paper" the paper's rule (fixed
 # diversity weight). "gps-trust" replaces the warm-up by a measured trust in the predictor, and
 # "gps-adaptive-rest" sets the rest from a measured excess of repeats (rollwise.regime); both
-# were measured and not adopted (docs/gps.md). Ablations switch one part off.
+# were measured and not adopted (docs/gps.md). "gps-eager-exempt" is the floor as first shipped
+# (any 4 all-equal groups exempt a cluster). Ablations switch one part off.
 GPS_DEFAULT: dict[str, Any] = {"cooldown": 0.25, "warmup_steps": 4, "coverage_floor": 0.5}
 
 
@@ -34,6 +35,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "gps-adaptive-rest": _gps(repeat_control=True),
     "gps-regime": _gps(warmup_steps=0, adaptive_trust=True, repeat_control=True),
     "gps-guarded": _gps(coverage_floor=0.0),
+    "gps-eager-exempt": _gps(floor_exempt_p=None),
     "gps-unguarded": ("gps", {}),
     "gps-paper": ("gps", {"scale_diversity": False}),
 }

@@ -146,6 +146,10 @@ def test_coverage_floor_owes_draws_to_neglected_clusters_unless_they_give_no_sig
     # nothing anywhere gave signal: no region is exempt
     silent_a = [(rng.choice(50, 8, replace=False), np.zeros(8)) for _ in range(3)]
     assert floor.deficits(silent_a + [(np.arange(50, 58), np.zeros(8))], 8)[1] > 0
+    # the first rule (gps-eager-exempt): any 4 all-equal groups exempt, evidence or not
+    eager = CoverageFloor(clusters, floor=0.5, window=4, exempt_p=None)
+    assert eager.deficits(sparse_a + [(np.arange(50, 58), np.zeros(8))], 8)[1] == 0
+    assert eager.deficits(only_a[:3] + [(np.arange(50, 54), np.zeros(4))], 8)[1] == 0
 
 
 def test_gps_default_keeps_every_region_in_its_batches(pool):

@@ -55,8 +55,8 @@ class GPSSelector(Selector):
       its embeddings; over the last ``window`` batches (the PPM's) and the one being built, each
       cluster keeps at least ``coverage_floor`` times its share of the pool in the selections,
       the deficit drawn at random inside it, unless its recent groups all came back with equal
-      rewards (:class:`~rollwise.regime.CoverageFloor`). No region is written off on stale
-      predictions;
+      rewards and so many that this is evidence (``floor_exempt_p``; None: any 4;
+      :class:`~rollwise.regime.CoverageFloor`). No region is written off on stale predictions;
     * ``coverage`` and ``adaptive_trust``: a share of every batch is drawn at random among the
       allowed prompts, so it follows the pool's mass and keeps every region's predictions checked
       against fresh outcomes; the acquisition chooses the rest. With ``adaptive_trust`` that share
@@ -116,6 +116,7 @@ class GPSSelector(Selector):
         coverage: float = 0.0,
         coverage_floor: float = 0.0,
         clusters: int = 8,
+        floor_exempt_p: float | None = 0.05,
         adaptive_trust: bool = False,
         trust_window: int = 8,
         trust_z: float = 2.0,
@@ -142,6 +143,8 @@ class GPSSelector(Selector):
         check_int("calibration_window", calibration_window, 1)
         check_number("coverage", coverage, 0.0, 1.0)
         check_number("coverage_floor", coverage_floor, 0.0, 1.0)
+        if floor_exempt_p is not None:
+            check_number("floor_exempt_p", floor_exempt_p, 0.0, 1.0)
         check_int("clusters", clusters, 1)
         check_int("trust_window", trust_window, 1, calibration_window)
         check_int("repeat_window", repeat_window, 1, calibration_window)
@@ -154,8 +157,10 @@ class GPSSelector(Selector):
         self.calibration_window = int(calibration_window)
         self.coverage, self.adaptive_trust = float(coverage), bool(adaptive_trust)
         self.coverage_floor, self.n_clusters = float(coverage_floor), int(clusters)
+        self.floor_exempt_p = None if floor_exempt_p is None else float(floor_exempt_p)
         self.floor = (CoverageFloor(embedding_clusters(pool.embeddings, self.n_clusters, self.seed),
-                                    floor=self.coverage_floor, window=self.cfg.window)
+                                    floor=self.coverage_floor, window=self.cfg.window,
+                                    exempt_p=self.floor_exempt_p)
                       if self.coverage_floor > 0 else None)
         self.repeat_control = bool(repeat_control)
         self.trust = PredictorTrust(window=int(trust_window), full_z=float(trust_z),
@@ -211,7 +216,8 @@ class GPSSelector(Selector):
                 "scale_diversity": self.scale_diversity, "cooldown": self.cooldown,
                 "warmup_steps": self.warmup_steps, "calibration_window": self.calibration_window,
                 "coverage": self.coverage, "coverage_floor": self.coverage_floor,
-                "clusters": self.n_clusters, "adaptive_trust": self.adaptive_trust,
+                "clusters": self.n_clusters, "floor_exempt_p": self.floor_exempt_p,
+                "adaptive_trust": self.adaptive_trust,
                 "trust_window": self.trust.window, "trust_z": self.trust.full_z,
                 "trust_min_groups": self.trust.min_groups, "repeat_control": self.repeat_control,
                 "repeat_window": self.repeats.window, "ppm": self.cfg.as_dict()}
