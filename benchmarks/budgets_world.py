@@ -129,8 +129,10 @@ def main() -> None:
     run = provenance()
     md = ["# Per-prompt rollout budgets in the simulated world", "",
           f"{args.seeds} seeds; written by `{run['command']}` at commit {run['commit']}. "
-          "Budgeted arms spend the fixed-k arms' rollouts, split per prompt (k from 2 to 4x k) "
-          "under the objective after the slash. Ratios: rollouts at which the seed-mean curve "
+          "Budgeted arms spend the fixed-k arms' rollouts, split per prompt "
+          + ("in whole groups of k (0 to 4 groups; a prompt given none dropped) " if args.whole_groups
+             else "(k from 2 to 4x k) ")
+          + "under the objective after the slash. Ratios: rollouts at which the seed-mean curve "
           "reaches uniform's mean final held-out accuracy, over uniform's.", ""]
     for name in wanted:
         t0 = time.perf_counter()
