@@ -12,7 +12,8 @@ Selector arms spend equal rollouts (steps x prompts x rollouts); the ``ds`` arm 
 sampling over uniform prompts, in the trainer) runs the same optimiser steps and pays for every
 round it generates, so its cost shows in ``rollouts``. An arm ``STRATEGY@EMBEDDER`` (e.g.
 ``gps@policy``: the policy's own hidden states at its start) embeds the pool with that embedder
-instead of WordLlama.
+instead of WordLlama; ``STRATEGY/OBJECTIVE`` (e.g. ``gps/variance``) gives per-prompt rollout
+budgets (``rollwise train --budgets``); both combine as ``gps@policy/variance``.
 
     python benchmarks/gps_smollm2.py --seeds 0 1 2 --jobs 2          # CPU size (the defaults)
     python benchmarks/gps_smollm2.py --steps 40 --prompts-per-step 8 --num-generations 8 \\
@@ -37,15 +38,18 @@ SETTINGS_KEYS = ("task", "steps", "prompts_per_step", "num_generations", "max_ne
 
 
 def arm_settings(arm: str, seed: int, args: argparse.Namespace):
-    """The run settings of one arm (``STRATEGY`` or ``STRATEGY@EMBEDDER``) and seed; validated,
-    so a bad arm is refused before any run starts."""
+    """The run settings of one arm (``STRATEGY[@EMBEDDER][/BUDGET_OBJECTIVE]``) and seed;
+    validated, so a bad arm is refused before any run starts."""
     from rollwise.llm.engine import TrainSettings
 
-    strategy, _, embedder = arm.partition("@")
+    rest, _, budgets = arm.partition("/")
+    strategy, _, embedder = rest.partition("@")
     try:
         settings = TrainSettings(
             model="smollm2", strategy=strategy, seed=seed, embedder=embedder or "wordllama",
-            output_dir=str(Path(args.runs) / arm / f"seed{seed}"), save_steps=args.steps,
+            budgets=budgets or None,
+            output_dir=str(Path(args.runs) / arm.replace("/", "+") / f"seed{seed}"),
+            save_steps=args.steps,
             overwrite=True, **{k: getattr(args, k) for k in SETTINGS_KEYS})
         settings.validate()
     except ValueError as err:

@@ -23,7 +23,7 @@ def run_workers(script: str, todo: Sequence[tuple[str, int]], forwarded: Sequenc
 
     def work(job: tuple[str, int]) -> tuple[str, int, dict]:
         arm, seed = job
-        log_path = Path(runs) / f"{arm}-seed{seed}.log"
+        log_path = Path(runs) / f"{arm.replace('/', '+')}-seed{seed}.log"
         t0 = time.perf_counter()
         with open(log_path, "w") as log:
             proc = subprocess.run([sys.executable, script, "--one", arm, str(seed), f"--runs={runs}",
