@@ -147,3 +147,22 @@ def test_every_reproduce_command_parses(command, monkeypatch):
     monkeypatch.setattr(sys, "argv", [words[1], *words[2:]])
     with pytest.raises(_Parsed):
         module.main()
+
+
+def test_arm_names_carry_embedder_and_budgets():
+    """``STRATEGY[@EMBEDDER][/BUDGET_OBJECTIVE]`` arms become run settings; a combination that
+    cannot run is refused by name before any run."""
+    import argparse
+
+    args = argparse.Namespace(runs="runs/x", steps=20, task="mixed", prompts_per_step=8,
+                              num_generations=4, max_new_tokens=32, learning_rate=2e-5,
+                              eval_steps=5, eval_prompts=100, threads=1)
+    s = gps_smollm2.arm_settings("gps@policy/variance", 3, args)
+    assert (s.strategy, s.embedder, s.budgets, s.seed) == ("gps", "policy", "variance", 3)
+    assert Path(s.output_dir) == Path("runs/x/gps@policy+variance/seed3")
+    plain = gps_smollm2.arm_settings("uniform", 0, args)
+    assert (plain.embedder, plain.budgets) == ("wordllama", None)
+    for bad, words in (("gps/nope", "budgets"), ("uniform/variance", "per-prompt predictions"),
+                       ("gps@nope", "embedder"), ("gpz", "strategy")):
+        with pytest.raises(SystemExit, match=words):
+            gps_smollm2.arm_settings(bad, 0, args)
