@@ -325,3 +325,30 @@ def test_example_proposer_skips_while_nothing_is_solved(tiny_path, tmp_path):
     result = run_grpo(_settings(tmp_path, steps=2), tiny_path, ROWS, [], never, addons=_rescue())
     (evo,) = result["rescue"]["evolutions"]
     assert evo["skipped"] == "no solved examples yet" and result["rescue"]["gepa_rollouts"] == 0
+
+
+def test_every_process_adopts_the_main_processs_evolution(monkeypatch):
+    """Several processes: a non-main process replaces its own evolution's outcome (record,
+    template, GEPA rollouts) by the main process's, broadcast; one process keeps its own."""
+    import accelerate.utils
+
+    from rollwise.rescue.loop import RescueCallback
+
+    main_payload = [{"step": 8, "template": "MAIN {problem}"}, "MAIN {problem}", 40]
+
+    def fake_broadcast(payload, from_process=0):
+        assert from_process == 0 and payload == [None, None, None]  # a non-main process sends nothing
+        payload[:] = main_payload
+        return payload
+
+    monkeypatch.setattr(accelerate.utils, "broadcast_object_list", fake_broadcast)
+    trainer = type("T", (), {})()
+    trainer.template, trainer.gepa_rollouts = "OWN {problem}", 36
+    trainer.accelerator = type("A", (), {"num_processes": 2, "is_main_process": False})()
+    callback = object.__new__(RescueCallback)
+    callback.trainer = trainer
+    assert callback._agree({"step": 8, "template": "OWN {problem}"}) == main_payload[0]
+    assert (trainer.template, trainer.gepa_rollouts) == ("MAIN {problem}", 40)
+    trainer.accelerator.num_processes = 1  # alone: its own outcome stands, nothing is sent
+    monkeypatch.setattr(accelerate.utils, "broadcast_object_list", None)
+    assert callback._agree({"step": 16}) == {"step": 16}

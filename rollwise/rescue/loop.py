@@ -110,8 +110,26 @@ class RescueCallback(TrainerCallback):
                 self.trainer.template = result.best_template
                 record["template"] = result.best_template
         record["rescued"] = len(self.trainer.bank.rescued)
+        record = self._agree(record)
         self.evolutions.append(record)
         self._log(record)
+        return record
+
+    def _agree(self, record: dict[str, Any]) -> dict[str, Any]:
+        """With several processes each evolves (generation may need every process), but the main
+        process's outcome is the run's: its record, template and GEPA rollouts are broadcast, so
+        every process guides the same rows with the same template (sampling on several devices
+        need not agree bit for bit)."""
+        acc = self.trainer.accelerator
+        if acc.num_processes == 1:
+            return record
+        from accelerate.utils import broadcast_object_list
+
+        payload: list[Any] = [None, None, None]
+        if acc.is_main_process:
+            payload = [record, self.trainer.template, self.trainer.gepa_rollouts]
+        broadcast_object_list(payload, from_process=0)
+        record, self.trainer.template, self.trainer.gepa_rollouts = payload
         return record
 
     def _run_gepa(self, rows: list[Mapping[str, Any]], step: int) -> EvolutionResult:
