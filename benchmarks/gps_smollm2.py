@@ -164,9 +164,6 @@ def summarise(data: dict) -> dict:
                 None if target is None else rollouts_to_reach(
                     runs[s]["eval_rollouts"], runs[s]["eval_accuracy"], target) for s in seeds]
         summary[arm]["rollouts"] = [runs[s]["rollouts"] for s in seeds]
-        if summary["task"] == "mixed":
-            summary[arm]["min_family_share_ratio"] = [min(family_shares(runs[s]).values())
-                                                      for s in seeds]
         if arm != "ds":
             summary["rollouts_per_arm"] = max(r["rollouts"] for r in runs.values())
     return summary
@@ -322,6 +319,10 @@ def plot(data: dict, path: Path) -> None:
 
 def write(data: dict, out: Path) -> None:
     data["summary"] = summarise(data)
+    if data["summary"]["task"] == "mixed":  # beside the summary, whose keys are fixed
+        data["min_family_share_ratio"] = {
+            arm: [min(family_shares(runs[k]).values()) for k in sorted(runs, key=int)]
+            for arm, runs in data["runs"].items()}
     uniform = data["runs"].get("uniform", {})
     data["uniform_final_mean"] = (float(np.mean([r["eval_accuracy"][-1] for r in uniform.values()]))
                                   if uniform else None)
