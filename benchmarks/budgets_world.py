@@ -74,8 +74,7 @@ def run_world(pool, make_world, settings: RunSettings, seeds: list[int], objecti
 
 def summarise(runs: dict) -> dict:
     target = float(np.mean([r["accuracy"][-1] for r in runs["uniform"]]))
-    summary: dict = {"rollouts_per_arm": int(runs["uniform"][0]["rollouts"][-1]),
-                     "uniform_final_mean": target}
+    summary: dict = {"rollouts_per_arm": int(runs["uniform"][0]["rollouts"][-1])}
     for arm, logs in runs.items():
         reach = [rollouts_to_reach(np.asarray(r["rollouts"]), np.asarray(r["accuracy"]), target)
                  for r in logs]
@@ -148,7 +147,8 @@ def main() -> None:
             "args": vars(args), **provenance(), "world": name, "seconds": seconds,
             "settings": {"steps": settings.steps, "batch_size": settings.batch_size,
                          "k": make_world(0).config.k},
-            "summary": summary,
+            "summary": summary, "uniform_final_mean": float(np.mean(
+                [r["accuracy"][-1] for r in runs["uniform"]])),
             "per_seed": {arm: [{k: np.asarray(v).tolist() for k, v in r.items()} for r in logs]
                          for arm, logs in runs.items()}})
         md += table(f"{name} ({settings.steps} steps x {settings.batch_size} prompts x "
