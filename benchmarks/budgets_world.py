@@ -95,8 +95,8 @@ def table(name: str, runs: dict, summary: dict) -> list[str]:
         fin = np.array(summary[arm]["final_heldout"])
         se = fin.std(ddof=1) / np.sqrt(fin.size) if fin.size > 1 else float("nan")
         hit = sum(x is not None for x in summary[arm]["rollouts_to_uniform_final"])
-        cv = np.nanmean([np.nanmean(r["group_size_cv"]) if np.isfinite(r["group_size_cv"]).any()
-                         else np.nan for r in logs])
+        cvs = [np.nanmean(r["group_size_cv"]) for r in logs if np.isfinite(r["group_size_cv"]).any()]
+        cv = float(np.mean(cvs)) if cvs else float("nan")  # n/a: fixed-k arms
         lines.append(f"| {arm} | {fin.mean():.3f} ± {se:.3f} | {s[arm]['ratio_to_uniform']:.3f} | "
                      f"{hit}/{fin.size} | {s[arm]['mean_esr']:.2f} | "
                      f"{'n/a' if cv != cv else f'{cv:.2f}'} |")
