@@ -20,7 +20,9 @@ groups under one of three objectives (``k`` rollouts for one prompt):
 
 ``E[p^k] = B(a + k, b) / B(a, b)``. A prompt given no rollouts (``k_min=0``: it is dropped from
 the step) is worth nothing. With ``step=s`` every count is a multiple of s: TRL's GRPOTrainer
-normalises advantages in blocks of ``num_generations`` rows, so a prompt there gets whole groups.
+normalises advantages in blocks of ``num_generations`` rows, so a prompt there gets whole groups;
+with ``separate_groups=True`` each block is valued as a group of its own (``g`` groups of ``s``
+are worth ``g`` times one), as TRL trains them, instead of as one group of ``g s``.
 With ``contamination=e`` a prompt's value is ``(1 - e) own + e * mean over the batch``: the
 prediction for a never-seen prompt is sometimes no better than a random prompt's
 (:meth:`rollwise.calibration.BetaBinomialCalibration.fit_contamination`).
@@ -81,6 +83,7 @@ class PromptBudgets:
     k_max: int | None = None
     objective: str = "variance"  # measured best across the worlds (docs/budgets.md)
     step: int = 1
+    separate_groups: bool = False
 
     def __post_init__(self) -> None:
         check_int("rollouts", self.rollouts, 1)
@@ -122,7 +125,10 @@ class PromptBudgets:
         check_number("contamination", contamination, 0.0, 1.0)
         k_min, k_max = self.bounds(m.size)
         ks = np.arange(k_min, k_max + 1, self.step)
-        values = group_values(m, c, ks, self.objective)
+        if self.separate_groups:  # g blocks of `step`, each its own group: g times one block
+            values = group_values(m, c, np.array([self.step]), self.objective) * (ks // self.step)
+        else:
+            values = group_values(m, c, ks, self.objective)
         if contamination:
             values = (1.0 - contamination) * values + contamination * values.mean(axis=0)
         scale = max(float(np.abs(values).max()), 1.0)

@@ -101,6 +101,21 @@ def test_whole_groups_and_dropped_prompts():
         assert group_values([0.3], [5.0], np.array([0]), objective)[0, 0] == 0.0
 
 
+def test_separate_groups_are_valued_group_by_group():
+    """TRL normalises each block of num_generations rows on its own: g groups of 4 are worth g
+    times one. Equal predictions then keep one group per prompt (merged, `variance` would pile
+    all on two prompts: (16 - 1) x 2 > (4 - 1) x 8 groups' worth); unequal ones go to the prompts
+    whose one group is worth most."""
+    kw = dict(rollouts=32, k_min=0, k_max=16, step=4, objective="variance")
+    assert PromptBudgets(**kw, separate_groups=True).split(np.full(8, 0.3), 5.0).tolist() == [4] * 8
+    assert PromptBudgets(**kw).split(np.full(8, 0.3), 5.0).tolist().count(0) == 6
+    mean = [0.5, 0.45, 0.1, 0.1, 0.05, 0.05, 0.02, 0.02]
+    ks = PromptBudgets(**kw, separate_groups=True).split(mean, 20.0)
+    assert ks.tolist() == [16, 16, 0, 0, 0, 0, 0, 0]
+    values = group_values(np.asarray(mean), 20.0, np.array([4]), "variance")[:, 0]
+    assert values[0] > values[1] > values[2]  # the two prompts nearest 0.5 are worth most
+
+
 def test_default_k_max_is_four_even_shares_within_the_budget():
     assert PromptBudgets(32).bounds(8) == (2, 16)
     assert PromptBudgets(8).bounds(4) == (2, 2)

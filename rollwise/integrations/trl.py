@@ -31,9 +31,10 @@ Data flow (one process or several, same code):
 
 5. With ``budget_objective`` (per-prompt rollout budgets, :mod:`rollwise.budgets`) the
    generation batch's ``B x num_generations`` rows are split among the B chosen prompts in whole
-   groups of ``num_generations`` (TRL normalises advantages per block of that many rows): a
-   prompt gets 0 to ``budget_max_groups`` groups, the batch keeps its size, prompts given none
-   are dropped from the step. The selector observes each prompt's groups merged into one group
+   groups of ``num_generations`` (TRL normalises advantages per block of that many rows, so each
+   group is valued on its own): a prompt gets 0 to ``budget_max_groups`` groups, the batch keeps
+   its size, prompts given none are dropped from the step; equal predictions give every prompt
+   one group. The selector observes each prompt's groups merged into one group
    of unequal size. Not combined with dynamic sampling.
 
 Rewards must lie in [0, 1] (binary verifiers do) or ``success_threshold`` maps them to {0, 1}.
@@ -173,7 +174,7 @@ class RollwiseGRPOTrainer(GRPOTrainer):
                 raise ValueError(f"budget_objective: {err}") from err
             n = self.num_generations
             self.budgets = PromptBudgets(per_generation * n, k_min=0, k_max=budget_max_groups * n,
-                                         step=n, objective=budget_objective)
+                                         step=n, objective=budget_objective, separate_groups=True)
         self.selector = selector
         self.dynamic_sampling, self.max_sampling_rounds = dynamic_sampling, max_sampling_rounds
         self.eval_loss, self.share_prefill = bool(eval_loss), bool(share_prefill)
