@@ -12,8 +12,9 @@ budget papers' baseline) and ``oracle-budget`` (the true rates: the limit). Arms
   where most groups come back all-wrong, as on the real model;
 * ``math``: the MATH pool (``--math-pool`` and ``--math-heldout``, JSON files; skipped without).
 
-``--whole-groups`` splits as the TRL trainer does: whole groups of k rollouts, 0 to 4 of them per
-prompt (a prompt given none is dropped from the step).
+``--whole-groups`` splits in whole groups of k rollouts, 0 to 4 of them per prompt (a prompt
+given none is dropped from the step); with ``--separate-groups`` each group is valued and learned
+from on its own, as the TRL trainer does (TRL normalises advantages per group).
 
 Each world's results go to ``OUT_<world>.json`` (with a top-level ``summary``: per arm
 ``final_heldout`` and ``rollouts_to_uniform_final``, one per seed, null where never reached, and
@@ -114,6 +115,9 @@ def main() -> None:
     p.add_argument("--math-heldout", default=None, help="MATH-500 (JSON)")
     p.add_argument("--whole-groups", action="store_true",
                    help="budgets in whole groups of k, 0 to 4 per prompt (the TRL trainer's way)")
+    p.add_argument("--separate-groups", action="store_true",
+                   help="with --whole-groups: each group valued and learned from on its own, as "
+                        "TRL normalises advantages per group (else a prompt's groups merged)")
     p.add_argument("--out", default="benchmarks/results/budgets_world")
     args = p.parse_args()
     objectives = args.objectives.split(",")
@@ -129,7 +133,9 @@ def main() -> None:
     md = ["# Per-prompt rollout budgets in the simulated world", "",
           f"{args.seeds} seeds; written by `{run['command']}` at commit {run['commit']}. "
           "Budgeted arms spend the fixed-k arms' rollouts, split per prompt "
-          + ("in whole groups of k (0 to 4 groups; a prompt given none dropped) " if args.whole_groups
+          + ("in whole groups of k (0 to 4 groups; a prompt given none dropped"
+             + ("; each group valued and learned from on its own) " if args.separate_groups
+                else "; a prompt's groups merged) ") if args.whole_groups
              else "(k from 2 to 4x k) ")
           + "under the objective after the slash. Ratios: rollouts at which the seed-mean curve "
           "reaches uniform's mean final held-out accuracy, over uniform's.", ""]
@@ -140,6 +146,7 @@ def main() -> None:
         if args.whole_groups:
             k = make_world(0).config.k
             settings.budget_k_min, settings.budget_step, settings.budget_k_max = 0, k, 4 * k
+            settings.budget_separate_groups = args.separate_groups
         runs = run_world(pool, make_world, settings, list(range(args.seeds)), objectives)
         summary = summarise(runs)
         seconds = time.perf_counter() - t0

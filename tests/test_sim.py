@@ -96,6 +96,10 @@ def test_budgeted_runs_spend_the_fixed_rollouts_split_unequally(pool_file):
     log = run_one("oracle-budget", pool, make_world, whole, seed=1, chosen=chosen)
     assert np.all(np.diff([0, *log["rollouts"]]) == 8 * 8)
     assert any(len(idx) < 8 for idx in chosen)
+    # valued and learned group by group (TRL's way): same rollouts; the world learns from blocks
+    whole.budget_separate_groups = True
+    log = run_one("oracle-budget", pool, make_world, whole, seed=1)
+    assert np.all(np.diff([0, *log["rollouts"]]) == 8 * 8) and log["accuracy"][-1] > log["accuracy0"][0]
 
 
 def test_world_memorisation_repeats_transfer_less():

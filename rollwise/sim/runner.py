@@ -66,6 +66,8 @@ class RunSettings:
     budget_k_min: int = 2
     budget_k_max: int | None = None
     budget_step: int = 1  # k: whole groups, as TRL gives them (with budget_k_min=0: prompts dropped)
+    # whole groups valued and learned from group by group, as TRL normalises them (else merged)
+    budget_separate_groups: bool = False
 
     def validate(self, pool_size: int) -> None:
         if self.steps < 1:
@@ -126,7 +128,8 @@ def run_one(
     if source is not None:
         budget = PromptBudgets(b * world.config.k, k_min=settings.budget_k_min,
                                k_max=settings.budget_k_max, objective=settings.budget_objective,
-                               step=settings.budget_step)
+                               step=settings.budget_step,
+                               separate_groups=settings.budget_separate_groups)
     if source == "mopps":
         posterior = make_selector("mopps", pool, b, seed=seed)
     if strategy == "ds":
@@ -190,7 +193,12 @@ def run_one(
                     posterior.observe(idx, r)
         log["group_size_cv"].append(float(np.std(sizes) / np.mean(sizes)) if sizes is not None
                                     else float("nan"))
-        world.learn(idx, r)
+        if sizes is not None and settings.budget_separate_groups:  # one update term per group
+            step = settings.budget_step
+            world.learn(np.repeat(idx, sizes // step),
+                        [g[j:j + step] for g in r for j in range(0, g.size, step)])
+        else:
+            world.learn(idx, r)
         if chosen is not None:
             chosen.append(np.asarray(idx).copy())
         if rewards is not None:  # (prompts, k), or a list of groups of unequal size
