@@ -35,7 +35,8 @@ def add_settings_options(parser: Any, cls: type, prefix: str = "",
         kind = _scalar(hints[f.name])
         kw: dict[str, Any] = {"dest": dest, "default": default, "help": meta["help"]}
         if kind is bool:
-            kw["action"] = "store_true" if not default else argparse.BooleanOptionalAction
+            # an on-or-off flag with both spellings unless it is off by default
+            kw["action"] = "store_true" if default is False else argparse.BooleanOptionalAction
         else:
             kw["type"] = kind
             constraint = meta.get("constraint")

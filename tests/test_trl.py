@@ -276,3 +276,38 @@ def test_trl_quickstart_example_runs(tiny_chat, tmp_path):
     trainer = module.main(tiny_chat, str(tmp_path / "out"), steps=2)
     assert trainer.selector.strategy == "gps" and trainer.selector.step == 2
     assert len(trainer.selection_log) == 2
+
+
+def test_shared_prompt_forward_trains_as_trl_does(tiny, tmp_path, monkeypatch):
+    """Three steps with each group's prompt run once in the loss, against TRL's own pass: the same
+    completions, rewards and selections, the same gradients up to float rounding (the loss itself
+    is 0 at ratio 1 with zero-mean advantages and equal lengths, so the gradient norm is read)."""
+    import rollwise.integrations.prefill as prefill
+
+    taken = []
+    shared = prefill.shared_prompt_logps
+
+    def counting(*args, **kwargs):
+        out = shared(*args, **kwargs)
+        taken.append(out is not None)
+        return out
+
+    monkeypatch.setattr(prefill, "shared_prompt_logps", counting)
+    path, ds = tiny
+    runs = {}
+    for share in (False, True):
+        args = GRPOConfig(output_dir=str(tmp_path / str(share)), per_device_train_batch_size=6,
+                          num_generations=2, max_completion_length=6, max_steps=3,
+                          logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
+                          seed=0, learning_rate=1e-2, gradient_checkpointing=False)
+        recorder = Recorder()
+        trainer = RollwiseGRPOTrainer(model=path, reward_funcs=recorder, args=args,
+                                      train_dataset=ds, selector="uniform", embedder="hashing",
+                                      share_prompt_forward=share)
+        trainer.train()
+        norms = [h["grad_norm"] for h in trainer.state.log_history if "grad_norm" in h]
+        runs[share] = (recorder.calls, [r["indices"] for r in trainer.selection_log], norms)
+    assert taken and all(taken)  # the shared pass ran, every step (and only with the flag)
+    assert runs[True][0] == runs[False][0] and runs[True][1] == runs[False][1]
+    assert len(runs[True][2]) == 3 and any(abs(x) > 1e-4 for x in runs[False][2])
+    assert np.allclose(runs[True][2], runs[False][2], rtol=1e-4, atol=1e-6)

@@ -100,7 +100,11 @@ class RollwiseGRPOTrainer(GRPOTrainer):
     evaluation on a CPU. ``eval_loss=True`` computes it as TRL does. With transformers generation
     (not vLLM), ``share_prefill`` (default) prefills each prompt once for its ``num_generations``
     repeats (:mod:`rollwise.integrations.prefill`): the same completions, about 1.5x faster
-    generation on a CPU.
+    generation on a CPU. ``share_prompt_forward`` (default) does the same in the loss: each
+    group's prompt goes through the forward and backward pass once, not once per completion
+    (the same log-probabilities and gradients up to float rounding; it needs gradient
+    checkpointing off, which drops the cache it relies on, and one process, and falls back to
+    TRL's pass otherwise).
 
     Instrumentation (cheap, always on): ``selection_log`` holds one record per generation batch
     (the chosen rows' ids and ``level`` where the dataset has one, predicted rates, per-prompt
@@ -119,7 +123,8 @@ class RollwiseGRPOTrainer(GRPOTrainer):
                  prompt_column: str = "prompt", embedder: Any = None, base_model: str | None = None,
                  dynamic_sampling: bool = False, max_sampling_rounds: int = 10,
                  budget_objective: str | None = None, budget_max_groups: int = 4,
-                 eval_loss: bool = False, share_prefill: bool = True, **kwargs: Any) -> None:
+                 eval_loss: bool = False, share_prefill: bool = True,
+                 share_prompt_forward: bool = True, **kwargs: Any) -> None:
         from rollwise.budgets import OBJECTIVES, PromptBudgets
         from rollwise.strategies import train_names, train_strategy
 
@@ -178,6 +183,7 @@ class RollwiseGRPOTrainer(GRPOTrainer):
         self.selector = selector
         self.dynamic_sampling, self.max_sampling_rounds = dynamic_sampling, max_sampling_rounds
         self.eval_loss, self.share_prefill = bool(eval_loss), bool(share_prefill)
+        self.share_prompt_forward = bool(share_prompt_forward)
         self._round_rewards: np.ndarray | None = None
         self.success_threshold = success_threshold
         self.rollouts_spent = 0
@@ -358,6 +364,28 @@ class RollwiseGRPOTrainer(GRPOTrainer):
 
         with shared_prefill(self.accelerator.unwrap_model(self.model)):
             return super()._generate(prompts)
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
+                                           batch_size=None, compute_entropy=False,
+                                           compute_aux_loss=False, **extra):
+        """TRL's per-token log-probabilities; with ``share_prompt_forward``, a text-only batch whose
+        prompts repeat in runs (GRPO's groups) runs each prompt once
+        (:func:`~rollwise.integrations.prefill.shared_prompt_logps`)."""
+        rows = input_ids.shape[0]
+        if (self.share_prompt_forward and not compute_aux_loss
+                and all(v is None for v in extra.values())
+                and (batch_size is None or batch_size >= rows)
+                and self.accelerator.unwrap_model(model) is model):  # not wrapped for processes
+            from rollwise.integrations.prefill import shared_prompt_logps
+
+            with self.accelerator.autocast():
+                shared = shared_prompt_logps(model, input_ids, attention_mask, logits_to_keep,
+                                             compute_entropy)
+            if shared is not None:
+                return shared[0], shared[1], None
+        return super()._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
+            compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss, **extra)
 
     def _successes(self, rewards: np.ndarray) -> np.ndarray:
         """Rewards as the selector sees them: thresholded to 0/1 when ``success_threshold`` is

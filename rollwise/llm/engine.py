@@ -77,10 +77,10 @@ class TrainSettings:
                                 constraint=Interval(int, 0))
     eval_generations: int = setting(4, help="samples per held-out prompt", constraint=Interval(int, 2),
                                     cli=False)
-    gradient_checkpointing: bool = setting(True, help="recompute activations in the backward pass "
-                                                      "(TRL's default); off, a CPU run of SmolLM2 at "
-                                                      "8 x 4 x 32 held up to 8.8 GB for no "
-                                                      "measurable speed-up")
+    gradient_checkpointing: bool | None = setting(
+        None, help="recompute activations in the backward pass; default: on with a GPU (TRL's "
+                   "default), off on a CPU, where the loss then runs each group's prompt once "
+                   "(SmolLM2 at 8 x 4 x 32: a 3x faster loss pass)")
     save_steps: int = setting(20, help="steps between checkpoints", constraint=POSITIVE)
     save_optimizer: bool = setting(False, help="also keep the optimizer, scheduler and RNG state in "
                                                "checkpoints (about 3x the size); without it --resume "
@@ -358,7 +358,9 @@ def run_grpo(
         bf16=use_gpu and torch.cuda.is_bf16_supported(),
         use_cpu=not use_gpu,
         dataloader_num_workers=0,
-        gradient_checkpointing=settings.gradient_checkpointing,
+        # off on a CPU by default: the loss's shared prompt pass needs the cache it would drop
+        gradient_checkpointing=(use_gpu if settings.gradient_checkpointing is None
+                                else settings.gradient_checkpointing),
     )
     config = GRPOConfig(**{**config_args, **config_overrides})
     common = dict(model=model_path, reward_funcs=reward_funcs, args=config, train_dataset=train_ds,
