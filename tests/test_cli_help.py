@@ -62,3 +62,12 @@ def test_verbose_before_or_after_the_subcommand_and_version(capsys):
     with pytest.raises(SystemExit):
         main(["--version"])
     assert capsys.readouterr().out.startswith("rollwise ")
+
+
+def test_an_on_off_option_with_a_device_dependent_default_takes_both_spellings():
+    """``--[no-]gradient-checkpointing``: on, off, or (neither) chosen by the device."""
+    parser = build_parser()
+    base = ["train", "--strategy", "uniform", "--output-dir", "out"]
+    assert parser.parse_args(base).gradient_checkpointing is None
+    assert parser.parse_args([*base, "--gradient-checkpointing"]).gradient_checkpointing is True
+    assert parser.parse_args([*base, "--no-gradient-checkpointing"]).gradient_checkpointing is False
