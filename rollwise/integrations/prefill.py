@@ -11,11 +11,11 @@ completions are sampled from the same distribution with the same random draws; t
 matrix products run on fewer rows, which can change the last bits of a logit.
 
 :func:`shared_prompt_logps` does the same for the loss's forward and backward pass: the prompt
-tokens of each group go through the model once (with gradients), their keys and values are
-repeated for the group's completions, and the completions are scored against them. With a 66-token
-prompt and 32-token completions in groups of 4, the pass covers half the tokens of TRL's
-(which runs every row's prompt again); the log-probabilities and their gradients are the same
-functions of the weights, up to the last bits of float arithmetic.
+tokens of each distinct prompt go through the model once (with gradients), their keys and values
+are indexed out to every row that repeats the prompt, and the completions are scored against
+them. With a 66-token prompt and 32-token completions in groups of 4, the pass covers half the
+tokens of TRL's (which runs every row's prompt again); the log-probabilities and their gradients
+are the same functions of the weights, up to the last bits of float arithmetic.
 """
 
 from __future__ import annotations

@@ -369,7 +369,7 @@ class RollwiseGRPOTrainer(GRPOTrainer):
                                            batch_size=None, compute_entropy=False,
                                            compute_aux_loss=False, **extra):
         """TRL's per-token log-probabilities; with ``share_prompt_forward``, a text-only batch whose
-        prompts repeat in runs (GRPO's groups) runs each prompt once
+        prompts repeat (GRPO's groups, rows in any order) runs each distinct prompt once
         (:func:`~rollwise.integrations.prefill.shared_prompt_logps`)."""
         rows = input_ids.shape[0]
         if (self.share_prompt_forward and not compute_aux_loss
