@@ -33,6 +33,16 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def centred_unit(emb: np.ndarray) -> np.ndarray:
+    """Rows minus their mean, scaled to unit norm (float32): embeddings whose cosine distances
+    measure direction from the pool's middle rather than from the origin. A row at the mean stays
+    zero (distance 1 from everything)."""
+    x = np.asarray(emb, dtype=np.float64)
+    x = x - x.mean(axis=0)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.where(norms > 1e-12, norms, 1.0)).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class TargetRateUtility:
     """u(gamma_hat) = -(gamma_hat - target)^2."""

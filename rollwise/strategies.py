@@ -12,7 +12,8 @@ from typing import Any
 # diversity weight). "gps-trust" replaces the warm-up by a measured trust in the predictor, and
 # "gps-adaptive-rest" sets the rest from a measured excess of repeats (rollwise.regime); both
 # were measured and not adopted (docs/gps.md). "gps-eager-exempt" is the floor as first shipped
-# (any 4 all-equal groups exempt a cluster). Ablations switch one part off.
+# (any 4 all-equal groups exempt a cluster). "gps-centred" measures the diversity terms on
+# pool-centred embeddings (no pull to the embedding's outliers). Ablations switch one part off.
 GPS_DEFAULT: dict[str, Any] = {"cooldown": 0.25, "warmup_steps": 4, "coverage_floor": 0.5}
 
 
@@ -36,6 +37,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "gps-regime": _gps(warmup_steps=0, adaptive_trust=True, repeat_control=True),
     "gps-guarded": _gps(coverage_floor=0.0),
     "gps-eager-exempt": _gps(floor_exempt_p=None),
+    "gps-centred": _gps(centred_diversity=True),
     "gps-unguarded": ("gps", {}),
     "gps-paper": ("gps", {"scale_diversity": False}),
 }

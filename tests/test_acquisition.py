@@ -13,6 +13,7 @@ from rollwise.acquisition import (
     IntraBatchDispersion,
     PredictedSignalScale,
     TargetRateUtility,
+    centred_unit,
     greedy_batch,
     greedy_batch_reference,
 )
@@ -289,3 +290,41 @@ def test_inter_step_exploration_moves_away_from_previous_batch():
     acq = BatchAcquisition(TargetRateUtility(0.5), None, InterStepExploration(1.0))
     np.testing.assert_array_equal(acq.select(np.full(3, 0.5), emb, 1, emb[[0]]), [2])
     np.testing.assert_array_equal(acq.select(np.full(3, 0.5), emb, 1, None), [0])
+
+
+def test_centred_unit_is_unit_and_ignores_a_shared_offset():
+    rng = np.random.default_rng(3)
+    e = rng.standard_normal((40, 6))
+    c = centred_unit(e)
+    np.testing.assert_allclose(np.linalg.norm(c, axis=1), 1.0, rtol=1e-6)
+    # directions from the pool's middle: adding one vector to every row changes nothing
+    np.testing.assert_allclose(centred_unit(e + 5.0 * rng.standard_normal(6)), c, atol=1e-5)
+    # a row at the mean stays zero rather than dividing by zero
+    np.testing.assert_array_equal(centred_unit(np.array([[1.0, 2.0], [3.0, 4.0], [2.0, 3.0]]))[2],
+                                  [0.0, 0.0])
+
+
+def outlier_pool(seed=0, d=16):
+    """90 prompts close around one direction and 10 outliers around it, unit rows (as a text
+    embedding of one family with a few long or odd prompts looks)."""
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal(d)
+    c /= np.linalg.norm(c)
+    e = np.vstack([c + 0.05 * rng.standard_normal((90, d)), c + 0.5 * rng.standard_normal((10, d))])
+    return (e / np.linalg.norm(e, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_centred_diversity_drops_the_pull_to_outliers(seed):
+    """Equal predictions: raw cosine diversity fills the batches with the outliers (10% of the
+    pool); on centred embeddings they get a few slots, not all."""
+    raw = outlier_pool(seed)
+    acq = BatchAcquisition(TargetRateUtility(), IntraBatchDispersion(0.1), InterStepExploration(0.1))
+    pred = np.full(len(raw), 0.3)
+    for emb, low, high in [(raw, 45, 50), (centred_unit(raw), 0, 25)]:
+        prev, outliers = None, 0
+        for _ in range(5):
+            batch = acq.select(pred, emb, 10, prev)
+            outliers += int((batch >= 90).sum())
+            prev = emb[batch]
+        assert low <= outliers <= high

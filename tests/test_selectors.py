@@ -470,3 +470,29 @@ def test_gps_learns_each_groups_size():
     _, successes, counts, first = sel._outcomes[-1]
     assert successes.tolist() == [1.0, 3.0, 0.0] and counts.tolist() == [2, 8, 16]
     assert first.all()
+
+
+def test_gps_centred_diversity_feeds_centred_embeddings_to_the_acquisition(monkeypatch):
+    """The diversity terms see pool-centred unit rows (batch and previous batch); the PPM reads
+    the pool's own embeddings, so the predictions do not change."""
+    from rollwise.acquisition import centred_unit
+
+    pool = make_pool(30, d=5, seed=4)
+    raw, cen = make("gps-unguarded", pool, 4), make("gps-unguarded", pool, 4, centred_diversity=True)
+    seen = []
+    original = type(cen.acquisition).select
+
+    def spy(self, pred, emb, batch_size, previous=None):
+        seen.append((emb.copy(), None if previous is None else previous.copy()))
+        return original(self, pred, emb, batch_size, previous)
+
+    monkeypatch.setattr(type(cen.acquisition), "select", spy)
+    first = cen.select()
+    cen.observe(first, np.ones((4, 3)))
+    raw.observe(first, np.ones((4, 3)))
+    cen.select()
+    expected = centred_unit(pool.embeddings)
+    np.testing.assert_allclose(seen[0][0], expected, atol=1e-6)
+    np.testing.assert_allclose(seen[1][1], expected[first], atol=1e-6)
+    np.testing.assert_array_equal(cen.predict(), raw.predict())
+    assert cen.hyper_params()["centred_diversity"] and not raw.hyper_params()["centred_diversity"]

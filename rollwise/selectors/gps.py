@@ -17,6 +17,7 @@ from rollwise.acquisition import (
     IntraBatchDispersion,
     PredictedSignalScale,
     TargetRateUtility,
+    centred_unit,
 )
 from rollwise.calibration import BetaBinomialCalibration
 from rollwise.ppm import PPMConfig, PromptPredictiveModel
@@ -74,7 +75,12 @@ class GPSSelector(Selector):
       repeats teach what first visits teach. The candidate stream (``candidate_ratio``) has its
       own epochs and no cooldown;
     * ``warmup_steps``: the first steps choose uniformly at random among the allowed prompts
-      (the fixed rule that ``adaptive_trust`` replaces).
+      (the fixed rule that ``adaptive_trust`` replaces);
+    * ``centred_diversity``: the diversity terms measure cosine distances between embeddings
+      centred on the pool's mean (:func:`~rollwise.acquisition.centred_unit`). Raw cosine
+      distances are largest at the embedding's outliers, which on graded pools are the hardest
+      settings; after centring, distance measures direction from the pool's middle, so a
+      compact region is no longer penalised for being compact. The PPM reads the raw ones.
 
     ``last_regime`` holds what the last ``select`` read and did (trust, repeat excess, the rest
     applied and the share of the batch chosen by prediction), for logs.
@@ -123,6 +129,7 @@ class GPSSelector(Selector):
         trust_min_groups: int = 16,
         repeat_control: bool = False,
         repeat_window: int = 16,
+        centred_diversity: bool = False,
         ppm: PPMConfig | Mapping[str, Any] | None = None,
         calibration_window: int = 64,
         threads: int | None = DEFAULT_SELECTOR_THREADS,
@@ -166,6 +173,10 @@ class GPSSelector(Selector):
         self.trust = PredictorTrust(window=int(trust_window), full_z=float(trust_z),
                                     min_groups=int(trust_min_groups))
         self.repeats = RepeatExcess(window=int(repeat_window))
+        self.centred_diversity = bool(centred_diversity)
+        # the embeddings the diversity terms see (the PPM always reads the pool's own)
+        self._div_emb = (centred_unit(pool.embeddings) if self.centred_diversity
+                         else pool.embeddings)
         self.last_regime: dict[str, float] = {}  # what the last select read and did (for logs)
         self.acquisition = BatchAcquisition(
             TargetRateUtility(self.target),
@@ -220,7 +231,8 @@ class GPSSelector(Selector):
                 "adaptive_trust": self.adaptive_trust,
                 "trust_window": self.trust.window, "trust_z": self.trust.full_z,
                 "trust_min_groups": self.trust.min_groups, "repeat_control": self.repeat_control,
-                "repeat_window": self.repeats.window, "ppm": self.cfg.as_dict()}
+                "repeat_window": self.repeats.window,
+                "centred_diversity": self.centred_diversity, "ppm": self.cfg.as_dict()}
 
     # ---- selection -------------------------------------------------------------------------
     def _select(self, candidates: np.ndarray | None) -> np.ndarray:
@@ -254,8 +266,8 @@ class GPSSelector(Selector):
                      else np.empty(0, dtype=np.int64))
         rest = pick if not n_cover else np.setdiff1d(pick, cover, assume_unique=True)
         if n_cover < self.batch_size:
-            pred, emb = self._predict(rest), self.pool.embeddings[rest]
-            prev = self.pool.embeddings[self._previous] if self._previous.size else None
+            pred, emb = self._predict(rest), self._div_emb[rest]
+            prev = self._div_emb[self._previous] if self._previous.size else None
             local = self.acquisition.select(pred, emb, self.batch_size - n_cover, prev)
             chosen = np.concatenate([cover, rest[local]])
         else:
