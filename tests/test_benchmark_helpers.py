@@ -72,6 +72,9 @@ def test_family_shares_of_the_mixed_pool():
     acc = gps_smollm2.family_accuracy(levels)
     assert acc["letter_counting"] == pytest.approx((30 * 0.2 + 10 * 0.6) / 40)
     assert acc["simple_equations"] == 0.0
+    # the mixed task's summary adds each seed's smallest share ratio to the arm's keys
+    s = gps_smollm2.summarise({"args": {"task": "mixed"}, "runs": {"gps": {"0": run}}})
+    assert s["task"] == "mixed" and s["gps"]["min_family_share_ratio"] == [pytest.approx(0.25)]
 
 
 def test_accuracy_at_a_budget_interpolates():
