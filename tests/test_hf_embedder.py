@@ -32,7 +32,7 @@ def full_hidden_states(path: str, texts: list[str]) -> tuple:
 
 
 @pytest.mark.parametrize("layer", [0, 1, 2])
-@pytest.mark.parametrize("pooling", ["mean", "last"])
+@pytest.mark.parametrize("pooling", ["mean", "last", "body"])
 def test_pooled_hidden_state_matches_the_whole_model(tiny_llama, layer, pooling):
     """Dropping the later blocks and batching with padding change nothing: each row is the
     unit-normalised pool of that layer's output (before any final norm) of that text alone."""
@@ -41,7 +41,8 @@ def test_pooled_hidden_state_matches_the_whole_model(tiny_llama, layer, pooling)
     assert out.shape == (len(TEXTS), 32) and out.dtype == np.float32
     for row, hs in zip(out, full_hidden_states(tiny_llama, TEXTS), strict=True):
         h = hs[layer][0]
-        want = h.mean(0) if pooling == "mean" else h[-1]
+        want = {"mean": h.mean(0), "last": h[-1],
+                "body": h[1:].mean(0) if len(h) > 1 else h[0]}[pooling]
         np.testing.assert_allclose(row, (want / want.norm()).numpy(), atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
 
