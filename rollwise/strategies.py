@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
-# The GPS default: the fixed guards (4 random warm-up steps, a quarter-pass rest) and a coverage
+# The GPS default: the fixed guards (4 random warm-up steps, a quarter-pass rest), a coverage
 # floor per embedding cluster (no region falls below half its share of the recent selections
-# unless its recent groups all gave equal rewards). "gps-guarded" is the default before the
-# floor, "gps-unguarded" the rule before any guard, "gps-paper" the paper's rule (fixed
+# unless its recent groups all gave equal rewards) and diversity measured on pool-centred
+# embeddings (no pull to the embedding's outliers). "gps-uncentred" is the default before the
+# centring, "gps-guarded" the default before the floor (both uncentred), "gps-unguarded" the
+# rule before any guard, "gps-paper" the paper's rule (fixed
 # diversity weight). "gps-trust" replaces the warm-up by a measured trust in the predictor, and
 # "gps-adaptive-rest" sets the rest from a measured excess of repeats (rollwise.regime); both
 # were measured and not adopted (docs/gps.md). "gps-eager-exempt" is the floor as first shipped
-# (any 4 all-equal groups exempt a cluster). "gps-centred" measures the diversity terms on
-# pool-centred embeddings (no pull to the embedding's outliers). Ablations switch one part off.
-GPS_DEFAULT: dict[str, Any] = {"cooldown": 0.25, "warmup_steps": 4, "coverage_floor": 0.5}
+# (any 4 all-equal groups exempt a cluster). Ablations switch one part off.
+GPS_DEFAULT: dict[str, Any] = {"cooldown": 0.25, "warmup_steps": 4, "coverage_floor": 0.5,
+                               "centred_diversity": True}
 
 
 def _gps(**changes: Any) -> tuple[str, dict[str, Any]]:
@@ -35,9 +37,9 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "gps-trust": _gps(warmup_steps=0, adaptive_trust=True),
     "gps-adaptive-rest": _gps(repeat_control=True),
     "gps-regime": _gps(warmup_steps=0, adaptive_trust=True, repeat_control=True),
-    "gps-guarded": _gps(coverage_floor=0.0),
-    "gps-eager-exempt": _gps(floor_exempt_p=None),
-    "gps-centred": _gps(centred_diversity=True),
+    "gps-guarded": _gps(coverage_floor=0.0, centred_diversity=False),
+    "gps-eager-exempt": _gps(floor_exempt_p=None, centred_diversity=False),
+    "gps-uncentred": _gps(centred_diversity=False),
     "gps-unguarded": ("gps", {}),
     "gps-paper": ("gps", {"scale_diversity": False}),
 }

@@ -99,9 +99,9 @@ class GPSSelector(Selector):
     many parts computed at once on threads of their own, each with ``threads`` torch threads;
     at most the usable cores; 1 with ``threads=None``; also a setting of the machine: the same
     predictions for any value). The defaults of ``make_selector("gps")``
-    (:data:`rollwise.strategies.GPS_DEFAULT`) turn on the cooldown, the warm-up and the coverage
-    floor; this class's own defaults are the paper's rule without any guard (with the diversity
-    scaled).
+    (:data:`rollwise.strategies.GPS_DEFAULT`) turn on the cooldown, the warm-up, the coverage
+    floor and centred diversity; this class's own defaults are the paper's rule without any
+    guard (with the diversity scaled).
     """
 
     name = "gps"
