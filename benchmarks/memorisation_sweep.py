@@ -28,8 +28,8 @@ from arithmetic_world import arithmetic_world
 from rollwise._io import atomic_write, atomic_write_json, atomic_write_report
 from rollwise.sim import RunSettings, run_one
 
-ARMS = ("uniform,mopps,gps,gps-guarded,gps-unguarded,gps-paper,gps-adaptive-rest,gps-trust,gps-regime,"
-        "oracle")
+ARMS = ("uniform,mopps,gps,gps-uncentred,gps-guarded,gps-unguarded,gps-paper,gps-adaptive-rest,"
+        "gps-trust,gps-regime,oracle")
 STRENGTHS = (0.0, 0.25, 0.5, 1.0, 2.0)
 
 

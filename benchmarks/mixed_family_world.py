@@ -31,8 +31,8 @@ from mixed_world import mixed_world
 from rollwise._io import atomic_write_json, atomic_write_report
 from rollwise.sim import RunSettings, run_one
 
-ARMS = ("uniform,mopps,gps,gps-guarded,gps-unguarded,gps-paper,gps-adaptive-rest,gps-trust,gps-regime,"
-        "oracle")
+ARMS = ("uniform,mopps,gps,gps-uncentred,gps-guarded,gps-unguarded,gps-paper,gps-adaptive-rest,"
+        "gps-trust,gps-regime,oracle")
 FAMILIES = ("letter_counting", "simple_equations")
 
 

@@ -31,7 +31,7 @@ from arithmetic_world import arithmetic_world
 from rollwise._io import atomic_write_json, atomic_write_report
 from rollwise.sim import RunSettings, run_one
 
-ARMS = "uniform,mopps,gps,gps-nocooldown,gps-nowarmup,gps-unguarded,gps-paper,oracle"
+ARMS = "uniform,mopps,gps,gps-uncentred,gps-nocooldown,gps-nowarmup,gps-unguarded,gps-paper,oracle"
 
 
 def main() -> None:
