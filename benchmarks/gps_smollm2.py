@@ -240,8 +240,9 @@ def markdown(data: dict) -> str:
                   "| " + " | ".join(at) + " |", "|" + "---|" * len(at),
                   "| " + " | ".join("{:.3f} ± {:.3f}".format(*_mean_se([v for v in vals if v is not None]))
                                     for vals in at.values()) + " |"]
-    # the default, and the defaults before it: the first coverage floor, the guarded rule
-    for base in ("gps", "gps-eager-exempt", "gps-guarded"):
+    # the default, and the defaults before it: uncentred diversity, the first coverage floor, the
+    # guarded rule
+    for base in ("gps", "gps-uncentred", "gps-eager-exempt", "gps-guarded"):
         lines += paired_against(data, base)
     levels = sorted({lv for runs in data["runs"].values() for r in runs.values()
                      for lv in r["eval_levels"][-1]}, key=float)
