@@ -96,8 +96,12 @@ def test_calibration_without_data_is_the_identity():
 
 def test_gps_calibrates_its_predictions_for_unseen_prompts():
     """GPS trained on a fixed pool whose rates follow the embeddings (its raw predictions are
-    then already well calibrated): the calibration is fitted on its window of observations, does
-    not make the never-seen prompts' predictions worse, and survives a save/load."""
+    then already well calibrated): the calibration is fitted on its window of observations,
+    keeps the never-seen prompts' predictions calibrated, and survives a save/load.
+
+    (Not "no worse than raw": the map is fitted on the prompts GPS chose, near its target, and
+    on never-seen prompts of every rate it cost up to 0.03 of ECE in some seeds of this setup,
+    under the default before centred diversity as under today's.)"""
     from scipy.special import expit
 
     import rollwise
@@ -116,7 +120,7 @@ def test_gps_calibrates_its_predictions_for_unseen_prompts():
     held, held_truth = emb[500:], truth[500:]
     raw = expected_calibration_error(sel.predict_embeddings(held), held_truth)
     calibrated = expected_calibration_error(sel.predict_embeddings(held, calibrated=True), held_truth)
-    assert raw < 0.05 and calibrated <= raw + 0.005
+    assert raw < 0.05 and calibrated < 0.05
     # the calibrated predictions are the fitted map of the raw ones
     np.testing.assert_allclose(sel.predict_embeddings(held, calibrated=True),
                                cal.mean(sel.predict_embeddings(held)))
@@ -170,10 +174,16 @@ def test_gps_fits_contamination_on_first_observations_and_saves_the_record(tmp_p
     # every observed prompt had exactly one first observation, all inside the 64-call record
     assert first.sum() == sel._observed.sum()
     cal = sel.calibration()
-    # new prompts' predictions are guesses here: the fit goes to its cap (MAX_CONTAMINATION)
-    from rollwise.calibration import MAX_CONTAMINATION
-
-    assert cal.contamination > MAX_CONTAMINATION - 0.05
+    # the contamination is fitted on the first observations only, against the pool's current
+    # predictions. (Its value is not asserted: when predictions carry nothing, as here, a
+    # prompt's own Beta and a random prompt's are nearly the same distribution and the share is
+    # not identified; it came out anywhere from 0 to the cap across seeds. Recovering a known
+    # share is the test above.)
+    pred, succ, k, flags = (np.concatenate(c) for c in zip(*sel._outcomes, strict=True))
+    base = BetaBinomialCalibration.fit_validated(pred, succ, k)
+    expected = base.fit_contamination(pred[flags], succ[flags], k[flags], sel.predict())
+    assert cal == expected
+    assert cal != base.fit_contamination(pred, succ, k, sel.predict())  # not on every group
     sel.save(tmp_path / "s.pt")
     back = rollwise.load_selector(tmp_path / "s.pt", pool)
     assert back.calibration() == cal
