@@ -10,11 +10,11 @@ from typing import Any
 # unless its recent groups all gave equal rewards) and diversity measured on pool-centred
 # embeddings (no pull to the embedding's outliers). "gps-uncentred" is the default before the
 # centring, "gps-guarded" the default before the floor (both uncentred), "gps-unguarded" the
-# rule before any guard, "gps-paper" the paper's rule (fixed
-# diversity weight). "gps-trust" replaces the warm-up by a measured trust in the predictor, and
-# "gps-adaptive-rest" sets the rest from a measured excess of repeats (rollwise.regime); both
-# were measured and not adopted (docs/gps.md). "gps-eager-exempt" is the floor as first shipped
-# (any 4 all-equal groups exempt a cluster). Ablations switch one part off.
+# rule before any guard, "gps-paper" the paper's rule (fixed diversity weight). "gps-trust"
+# replaces the warm-up by a measured trust in the predictor, and "gps-adaptive-rest" sets the
+# rest from a measured excess of repeats (rollwise.regime); both were measured and not adopted
+# (docs/gps.md). "gps-eager-exempt" is the floor as first shipped (any 4 all-equal groups exempt
+# a cluster; uncentred). Ablations switch one part off.
 GPS_DEFAULT: dict[str, Any] = {"cooldown": 0.25, "warmup_steps": 4, "coverage_floor": 0.5,
                                "centred_diversity": True}
 
