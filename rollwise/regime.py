@@ -20,6 +20,10 @@ first observation. Nothing here sees true rates; everything is measured online.
   both alike) and maps ``z`` linearly from ``null_z`` (0) to ``full_z`` (1). Measured on the
   simulated worlds (median z over a run, GPS repeating freely): 0.0 on the default world, 0.9
   on the small pool without memorisation, 2.5 / 2.5 / 3.0 at memorisation 0.5 / 1 / 2.
+  With a ``margin`` the reading asks for evidence of absence instead: the rest comes off only as
+  far as the upper confidence bound of the gap (``gap + bound_z * se``) lies below ``margin``.
+  Under a rest, repeats are spread out and few, so the bound stays wide and the rest stays;
+  absence of evidence is not read as evidence that repeats transfer.
 """
 
 from __future__ import annotations
@@ -86,6 +90,8 @@ class RepeatExcess:
     null_z: float = 1.0
     full_z: float = 2.5
     min_groups: int = 4  # of each kind
+    margin: float | None = None  # set: the evidence rule (value from the gap's upper bound)
+    bound_z: float = 1.64  # the one-sided bound of the evidence rule (95%)
 
     def __call__(self, outcomes: Sequence[Outcome]) -> Reading:
         data = _recent(outcomes, self.window)
@@ -99,6 +105,15 @@ class RepeatExcess:
             return Reading(0.0, float("nan"), 0.0, n)
         gap = float(a.mean() - b.mean())
         se = float(np.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size))
+        if self.margin is not None:  # how far the gap's upper bound leaves room for memorising
+            # a few groups that all failed vary less than their binomial noise: floor each
+            # kind's variance at the noise its predictions imply, so they cannot narrow the bound
+            noise = np.clip(pred, 0.0, 1.0) * (1.0 - np.clip(pred, 0.0, 1.0)) / np.maximum(k, 1.0)
+            se = float(np.sqrt(max(a.var(ddof=1), noise[~first].mean()) / a.size
+                               + max(b.var(ddof=1), noise[first].mean()) / b.size))
+            z = gap / se if se > 0 else 0.0
+            value = (gap + self.bound_z * se) / self.margin
+            return Reading(float(np.clip(value, 0.0, 1.0)), gap, z, n)
         if se == 0:
             return Reading(0.0, gap, 0.0, n)
         z = gap / se

@@ -13,7 +13,8 @@ from typing import Any
 # rule before any guard, "gps-paper" the paper's rule (fixed diversity weight). "gps-trust"
 # replaces the warm-up by a measured trust in the predictor, and "gps-adaptive-rest" sets the
 # rest from a measured excess of repeats (rollwise.regime); both were measured and not adopted
-# (docs/gps.md). "gps-eager-exempt" is the floor as first shipped (any 4 all-equal groups exempt
+# (docs/gps.md); "gps-evidence-rest" lifts the rest only on evidence that repeats do not outrun
+# first visits. "gps-eager-exempt" is the floor as first shipped (any 4 all-equal groups exempt
 # a cluster; uncentred). Ablations switch one part off.
 GPS_DEFAULT: dict[str, Any] = {"cooldown": 0.25, "warmup_steps": 4, "coverage_floor": 0.5,
                                "centred_diversity": True}
@@ -36,6 +37,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "gps-nowarmup": _gps(warmup_steps=0),
     "gps-trust": _gps(warmup_steps=0, adaptive_trust=True),
     "gps-adaptive-rest": _gps(repeat_control=True),
+    "gps-evidence-rest": _gps(repeat_control=True, repeat_margin=0.05),
     "gps-regime": _gps(warmup_steps=0, adaptive_trust=True, repeat_control=True),
     "gps-guarded": _gps(coverage_floor=0.0, centred_diversity=False),
     "gps-eager-exempt": _gps(floor_exempt_p=None, centred_diversity=False),

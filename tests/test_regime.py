@@ -62,6 +62,32 @@ def test_repeat_excess_reads_repeats_that_outrun_the_predictor():
     assert excess(only_first).value == 0.0 and excess(only_first).n == 256  # no repeats: no reading
 
 
+def test_evidence_rule_lifts_the_rest_only_on_evidence_that_repeats_do_not_outrun():
+    rng = np.random.default_rng(4)
+
+    def record(n_repeats, repeat_rate, size=16, k=8):
+        out = []
+        for _ in range(16):
+            first = np.arange(size) >= n_repeats
+            p, s, k_, _ = batch(np.full(size, 0.3), np.where(first, 0.3, repeat_rate), k=k,
+                                rng=rng)
+            out.append((p, s, k_, first))
+        return out
+
+    evidence, z_rule = RepeatExcess(window=16, margin=0.05), RepeatExcess(window=16)
+    # 256 repeats of 32 rollouts doing as predicted: the bound (about 0.012) lies well inside
+    many_transfer = record(16, 0.3, size=32, k=32)
+    few_transfer = record(1, 0.3)  # 16 spread-out repeats of 8: the bound stays wide
+    memorised = record(8, 0.7)
+    assert evidence(many_transfer).value < 0.6
+    assert evidence(memorised).value == 1.0
+    # the same absence of a gap, on too few repeats to show it: the z rule lifts the rest,
+    # the evidence rule keeps it
+    assert z_rule(few_transfer).value == 0.0
+    assert evidence(few_transfer).value > 0.9
+    assert evidence([(p, s, k, np.ones(16, bool)) for p, s, k, _ in memorised]).n == 256
+
+
 @pytest.fixture(scope="module")
 def pool():
     rng = np.random.default_rng(0)
@@ -99,6 +125,26 @@ def test_repeat_control_rests_prompts_until_repeats_are_seen_to_transfer(pool):
     assert sel.last_regime["cooldown"] == 0.0
 
 
+def test_evidence_rest_keeps_the_rest_until_repeats_are_shown_to_transfer(pool):
+    sel = rollwise.make_selector("gps-evidence-rest", pool, 8, seed=0)
+    sel.select()
+    assert sel.last_regime["cooldown"] == 0.25  # nothing read yet
+    first = np.arange(8) < 4
+    noisy = np.random.default_rng(0)
+    sel._outcomes.extend([(np.full(8, 0.5), noisy.binomial(8, 0.5, 8).astype(float),
+                           np.full(8, 8.0), first) for _ in range(2)])
+    sel._cache = None
+    sel.select()
+    assert sel.last_regime["cooldown"] > 0.2  # 8 noisy repeats: no evidence either way
+    # 64 repeats doing below their predictions, first visits as predicted: shown not to outrun
+    sel._outcomes.extend([(np.full(8, 0.5), np.where(first, 4.0, 3.0), np.full(8, 8.0), first)]
+                         * 16)
+    sel._cache = None
+    sel.select()
+    assert sel.last_regime["cooldown"] == 0.0
+    assert sel.hyper_params()["repeat_margin"] == 0.05
+
+
 @pytest.mark.parametrize("name", ["gps", "gps-regime"])
 def test_the_readings_come_back_with_the_state(pool, tmp_path, name):
     sel = rollwise.make_selector(name, pool, 8, seed=0)
@@ -114,7 +160,8 @@ def test_the_readings_come_back_with_the_state(pool, tmp_path, name):
 
 
 @pytest.mark.parametrize("bad", [{"coverage": 1.5}, {"coverage": -0.1}, {"trust_window": 0},
-                                 {"repeat_window": 100}])
+                                 {"repeat_window": 100}, {"repeat_margin": 0.0},
+                                 {"repeat_margin": 1.5}])
 def test_bad_regime_settings_are_refused(pool, bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         rollwise.make_selector("gps", pool, 8, seed=0, **bad)

@@ -72,8 +72,10 @@ class GPSSelector(Selector):
       lets a small policy memorise their answers); 0 disables the rule. With ``repeat_control``
       the rest applied is ``cooldown`` times the measured excess of repeats
       (:class:`~rollwise.regime.RepeatExcess` over ``repeat_window`` batches): none where
-      repeats teach what first visits teach. The candidate stream (``candidate_ratio``) has its
-      own epochs and no cooldown;
+      repeats teach what first visits teach. With ``repeat_margin`` the rest comes off only as
+      far as the evidence shows repeats do not outrun first visits by ``repeat_margin`` or more
+      (the gap's upper confidence bound), never for want of repeats to read. The candidate
+      stream (``candidate_ratio``) has its own epochs and no cooldown;
     * ``warmup_steps``: the first steps choose uniformly at random among the allowed prompts
       (the fixed rule that ``adaptive_trust`` replaces);
     * ``centred_diversity``: the diversity terms measure cosine distances between embeddings
@@ -129,6 +131,7 @@ class GPSSelector(Selector):
         trust_min_groups: int = 16,
         repeat_control: bool = False,
         repeat_window: int = 16,
+        repeat_margin: float | None = None,
         centred_diversity: bool = False,
         ppm: PPMConfig | Mapping[str, Any] | None = None,
         calibration_window: int = 64,
@@ -155,6 +158,7 @@ class GPSSelector(Selector):
         check_int("clusters", clusters, 1)
         check_int("trust_window", trust_window, 1, calibration_window)
         check_int("repeat_window", repeat_window, 1, calibration_window)
+        check_number("repeat_margin", repeat_margin, 0.0, 1.0, closed="right", optional=True)
         self.cfg = PPMConfig.from_any(ppm)
         self.target, self.diversity = float(target), float(diversity)
         self.intra, self.inter = bool(intra), bool(inter)
@@ -172,7 +176,8 @@ class GPSSelector(Selector):
         self.repeat_control = bool(repeat_control)
         self.trust = PredictorTrust(window=int(trust_window), full_z=float(trust_z),
                                     min_groups=int(trust_min_groups))
-        self.repeats = RepeatExcess(window=int(repeat_window))
+        self.repeats = RepeatExcess(window=int(repeat_window),
+                                    margin=None if repeat_margin is None else float(repeat_margin))
         self.centred_diversity = bool(centred_diversity)
         # the embeddings the diversity terms see (the PPM always reads the pool's own)
         self._div_emb = (centred_unit(pool.embeddings) if self.centred_diversity
@@ -231,7 +236,7 @@ class GPSSelector(Selector):
                 "adaptive_trust": self.adaptive_trust,
                 "trust_window": self.trust.window, "trust_z": self.trust.full_z,
                 "trust_min_groups": self.trust.min_groups, "repeat_control": self.repeat_control,
-                "repeat_window": self.repeats.window,
+                "repeat_window": self.repeats.window, "repeat_margin": self.repeats.margin,
                 "centred_diversity": self.centred_diversity, "ppm": self.cfg.as_dict()}
 
     # ---- selection -------------------------------------------------------------------------
