@@ -15,7 +15,7 @@ gps_smollm2 = pytest.importorskip("gps_smollm2")
 
 def _run(acc, rollouts=(0, 100, 200), total=200, levels=None):
     return {"eval_accuracy": list(acc), "eval_rollouts": list(rollouts), "rollouts": total,
-            "selected_levels": levels or [[0, 1]], "eval_levels": [{}]}
+            "selected_levels": levels or [[0, 1]], "eval_levels": [{}], "esr": [0.5]}
 
 
 def test_rollouts_to_reach_interpolates_between_evaluations():
@@ -83,6 +83,31 @@ def test_accuracy_at_a_budget_interpolates():
     assert at([0, 160, 320], [0.0, 0.1, 0.2], 320) == 0.2
     assert at([0, 160, 320], [0.0, 0.1, 0.2], 0) == 0.0
     assert at([0, 160, 320], [0.0, 0.1, 0.2], 321) is None
+
+
+def test_budgets_comparison_uses_the_seeds_every_arm_has():
+    budgets_smollm2 = pytest.importorskip("budgets_smollm2")
+    data = {"runs": {
+        "uniform": {"0": _run([0.0, 0.1, 0.2]), "1": _run([0.0, 0.2, 0.4]), "3": _run([0, 0, 0.9])},
+        "gps": {"0": _run([0.0, 0.3, 0.6]), "1": _run([0.0, 0.1, 0.2])},
+        "gps/variance": {"0": _run([0.0, 0.1, 0.35]), "1": _run([0.0, 0.4, 0.4]),
+                         "2": _run([0.0, 0.0, 0.0])},
+        "ds": {"0": _run([0.0, 0.5, 0.9], (0, 300, 600), 600)},
+    }}
+    out = budgets_smollm2.compare(data)
+    assert out["seeds"] == [0, 1] and out["uniform_final_mean"] == pytest.approx(0.3)
+    s = out["summary"]
+    assert set(s) == {"rollouts_per_arm", "uniform", "gps", "gps/variance"}
+    assert set(s["gps"]) == {"final_heldout", "rollouts_to_uniform_final"}
+    assert s["rollouts_per_arm"] == 200
+    assert s["gps/variance"]["final_heldout"] == [0.35, 0.4]
+    assert s["gps/variance"]["rollouts_to_uniform_final"] == [pytest.approx(180.0),
+                                                              pytest.approx(75.0)]
+    assert s["gps"]["rollouts_to_uniform_final"] == [pytest.approx(100.0), None]
+    assert "gps/variance` - `gps`: -0.025" in budgets_smollm2.markdown(out, "x.json")
+    del data["runs"]["gps/variance"]
+    with pytest.raises(SystemExit, match="gps/variance"):
+        budgets_smollm2.compare(data)
 
 
 SCRIPTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py"))
