@@ -145,6 +145,26 @@ def test_evidence_rest_keeps_the_rest_until_repeats_are_shown_to_transfer(pool):
     assert sel.hyper_params()["repeat_margin"] == 0.05
 
 
+def test_repeat_probes_are_the_held_back_prompts_predicted_nearest_the_target(pool):
+    sel = rollwise.make_selector("gps", pool, 8, seed=0, repeat_control=True, repeat_margin=0.05,
+                                 repeat_probe=0.25, warmup_steps=0, coverage_floor=0.0)
+    rng = np.random.default_rng(0)
+    first = sel.select()
+    assert sel.last_regime["repeat_probes"] == 0  # nothing held back yet
+    sel.observe(first, rng.binomial(1, 0.4, size=(8, 4)).astype(float))
+    pred = sel.predict(first)
+    second = sel.select()
+    assert sel.last_regime["repeat_probes"] == 2 and sel.last_regime["cooldown"] == 0.25
+    repeats = np.intersect1d(second, first)
+    nearest = first[np.argsort((pred - 0.5) ** 2, kind="stable")[:2]]
+    assert np.array_equal(np.sort(repeats), np.sort(nearest))
+    assert len(set(second.tolist())) == 8
+    plain = rollwise.make_selector("gps", pool, 8, seed=0, repeat_control=True,
+                                   repeat_margin=0.05, warmup_steps=0, coverage_floor=0.0)
+    plain.observe(plain.select(), rng.binomial(1, 0.4, size=(8, 4)).astype(float))
+    assert np.intersect1d(plain.select(), first).size == 0  # no probes: the rest holds
+
+
 @pytest.mark.parametrize("name", ["gps", "gps-regime"])
 def test_the_readings_come_back_with_the_state(pool, tmp_path, name):
     sel = rollwise.make_selector(name, pool, 8, seed=0)
@@ -161,7 +181,7 @@ def test_the_readings_come_back_with_the_state(pool, tmp_path, name):
 
 @pytest.mark.parametrize("bad", [{"coverage": 1.5}, {"coverage": -0.1}, {"trust_window": 0},
                                  {"repeat_window": 100}, {"repeat_margin": 0.0},
-                                 {"repeat_margin": 1.5}])
+                                 {"repeat_margin": 1.5}, {"repeat_probe": 1.0}])
 def test_bad_regime_settings_are_refused(pool, bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         rollwise.make_selector("gps", pool, 8, seed=0, **bad)

@@ -74,7 +74,9 @@ class GPSSelector(Selector):
       (:class:`~rollwise.regime.RepeatExcess` over ``repeat_window`` batches): none where
       repeats teach what first visits teach. With ``repeat_margin`` the rest comes off only as
       far as the evidence shows repeats do not outrun first visits by ``repeat_margin`` or more
-      (the gap's upper confidence bound), never for want of repeats to read. The candidate
+      (the gap's upper confidence bound), never for want of repeats to read; ``repeat_probe``
+      of each batch is then chosen among the prompts the rest holds back (those predicted
+      nearest the target), so that repeats are seen early enough to read. The candidate
       stream (``candidate_ratio``) has its own epochs and no cooldown;
     * ``warmup_steps``: the first steps choose uniformly at random among the allowed prompts
       (the fixed rule that ``adaptive_trust`` replaces);
@@ -132,6 +134,7 @@ class GPSSelector(Selector):
         repeat_control: bool = False,
         repeat_window: int = 16,
         repeat_margin: float | None = None,
+        repeat_probe: float = 0.0,
         centred_diversity: bool = False,
         ppm: PPMConfig | Mapping[str, Any] | None = None,
         calibration_window: int = 64,
@@ -159,6 +162,7 @@ class GPSSelector(Selector):
         check_int("trust_window", trust_window, 1, calibration_window)
         check_int("repeat_window", repeat_window, 1, calibration_window)
         check_number("repeat_margin", repeat_margin, 0.0, 1.0, closed="right", optional=True)
+        check_number("repeat_probe", repeat_probe, 0.0, 1.0, closed="left")
         self.cfg = PPMConfig.from_any(ppm)
         self.target, self.diversity = float(target), float(diversity)
         self.intra, self.inter = bool(intra), bool(inter)
@@ -174,6 +178,7 @@ class GPSSelector(Selector):
                                     exempt_p=self.floor_exempt_p)
                       if self.coverage_floor > 0 else None)
         self.repeat_control = bool(repeat_control)
+        self.repeat_probe = float(repeat_probe)
         self.trust = PredictorTrust(window=int(trust_window), full_z=float(trust_z),
                                     min_groups=int(trust_min_groups))
         self.repeats = RepeatExcess(window=int(repeat_window),
@@ -237,6 +242,7 @@ class GPSSelector(Selector):
                 "trust_window": self.trust.window, "trust_z": self.trust.full_z,
                 "trust_min_groups": self.trust.min_groups, "repeat_control": self.repeat_control,
                 "repeat_window": self.repeats.window, "repeat_margin": self.repeats.margin,
+                "repeat_probe": self.repeat_probe,
                 "centred_diversity": self.centred_diversity, "ppm": self.cfg.as_dict()}
 
     # ---- selection -------------------------------------------------------------------------
@@ -245,20 +251,25 @@ class GPSSelector(Selector):
         # until repeats have been seen next to first visits, rest prompts as if they memorise
         excess = repeats.value if np.isfinite(repeats.statistic) else 1.0
         cooldown = self.cooldown * (excess if self.repeat_control else 1.0)
+        probes = np.empty(0, dtype=np.int64)
         if candidates is None and self.candidate_ratio is not None:
             candidates = self._next_candidates()  # epoch by epoch already: no pass record
         elif cooldown > 0:
-            candidates = self._rested(candidates, cooldown)
+            rested = self._rested(candidates, cooldown)
+            if self.repeat_control and self.repeat_probe > 0 and self.step >= self.warmup_steps:
+                probes = self._probes(candidates, rested)
+            candidates = np.setdiff1d(rested, probes)
         pick = candidates if candidates is not None else np.arange(len(self.pool))
+        fill = self.batch_size - probes.size  # what the usual rule chooses
         if self.step < self.warmup_steps:
-            n_cover = self.batch_size
+            n_cover = fill
         else:
             share = max(self.coverage, 1.0 - trust.value) if self.adaptive_trust else self.coverage
-            n_cover = min(self.batch_size, int(round(share * self.batch_size)))
+            n_cover = min(fill, int(round(share * self.batch_size)))
         # the covering part, drawn at random so that it follows the pool's mass (never one region
         # or the embedding's outliers) and keeps every region's predictions checked: first the
         # draws owed to regions under their floor, then as many more as trust asks for
-        owed = (self.floor.draw([(h[0], h[1]) for h in self._history], pick, self.batch_size,
+        owed = (self.floor.draw([(h[0], h[1]) for h in self._history], pick, fill,
                                 self.rng) if self.floor is not None else np.empty(0, np.int64))
         if owed.size:
             others = np.setdiff1d(pick, owed)
@@ -270,18 +281,18 @@ class GPSSelector(Selector):
             cover = (np.sort(self.rng.choice(pick, size=n_cover, replace=False)) if n_cover
                      else np.empty(0, dtype=np.int64))
         rest = pick if not n_cover else np.setdiff1d(pick, cover, assume_unique=True)
-        if n_cover < self.batch_size:
+        if n_cover < fill:
             pred, emb = self._predict(rest), self._div_emb[rest]
             prev = self._div_emb[self._previous] if self._previous.size else None
-            local = self.acquisition.select(pred, emb, self.batch_size - n_cover, prev)
-            chosen = np.concatenate([cover, rest[local]])
+            local = self.acquisition.select(pred, emb, fill - n_cover, prev)
+            chosen = np.concatenate([probes, cover, rest[local]])
         else:
-            chosen = cover
+            chosen = np.concatenate([probes, cover])
         self.last_regime = {
             "trust": trust.value, "trust_rho": trust.statistic, "trust_groups": trust.n,
             "repeat_excess": repeats.value, "repeat_gap": repeats.statistic,
             "cooldown": cooldown, "predicted_share": 1.0 - n_cover / self.batch_size,
-            "floor_draws": int(owed.size)}
+            "floor_draws": int(owed.size), "repeat_probes": int(probes.size)}
         self._previous = chosen.copy()
         self._last_chosen[chosen] = self.step
         return chosen
@@ -290,6 +301,18 @@ class GPSSelector(Selector):
         """The predictor's trust and the repeats' excess, read from the recent observations
         (:mod:`rollwise.regime`); a pure function of the state."""
         return self.trust(self._outcomes), self.repeats(self._outcomes)
+
+    def _probes(self, candidates: np.ndarray | None, rested: np.ndarray) -> np.ndarray:
+        """Up to ``repeat_probe`` of a batch among the prompts the rest holds back, those
+        predicted nearest the target: the repeats GPS would make without the rest, observed so
+        that the repeat reading has repeats to read (under a rest they are few and late)."""
+        allowed = np.arange(len(self.pool)) if candidates is None else candidates
+        held = np.setdiff1d(allowed, rested)
+        n = min(held.size, int(round(self.repeat_probe * self.batch_size)))
+        if not n:
+            return np.empty(0, dtype=np.int64)
+        gap = (self._predict(held) - self.target) ** 2
+        return np.sort(held[np.argsort(gap, kind="stable")[:n]])
 
     def _rested(self, candidates: np.ndarray | None, cooldown: float) -> np.ndarray:
         """The candidates (default: the pool) not chosen in the last ``ceil(cooldown * N / B)``
