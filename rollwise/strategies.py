@@ -14,7 +14,8 @@ from typing import Any
 # replaces the warm-up by a measured trust in the predictor, and "gps-adaptive-rest" sets the
 # rest from a measured excess of repeats (rollwise.regime); both were measured and not adopted
 # (docs/gps.md); "gps-evidence-rest" lifts the rest only on evidence that repeats do not outrun
-# first visits. "gps-eager-exempt" is the floor as first shipped (any 4 all-equal groups exempt
+# first visits, "gps-evidence-probe" also spends an eighth of each batch on repeats to read them
+# sooner. "gps-eager-exempt" is the floor as first shipped (any 4 all-equal groups exempt
 # a cluster; uncentred). Ablations switch one part off.
 GPS_DEFAULT: dict[str, Any] = {"cooldown": 0.25, "warmup_steps": 4, "coverage_floor": 0.5,
                                "centred_diversity": True}
@@ -38,6 +39,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "gps-trust": _gps(warmup_steps=0, adaptive_trust=True),
     "gps-adaptive-rest": _gps(repeat_control=True),
     "gps-evidence-rest": _gps(repeat_control=True, repeat_margin=0.05),
+    "gps-evidence-probe": _gps(repeat_control=True, repeat_margin=0.05, repeat_probe=0.125),
     "gps-regime": _gps(warmup_steps=0, adaptive_trust=True, repeat_control=True),
     "gps-guarded": _gps(coverage_floor=0.0, centred_diversity=False),
     "gps-eager-exempt": _gps(floor_exempt_p=None, centred_diversity=False),
