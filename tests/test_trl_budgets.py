@@ -74,6 +74,16 @@ def test_budgets_give_prompts_whole_groups_and_observe_them_merged(tiny, tmp_pat
     assert len(prompts) == 4 and min(prompts) < B
 
 
+def test_budgets_with_gps_warn_that_they_concentrate_the_step(tiny, tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="rollwise.integrations.trl"):
+        _trainer(tiny, tmp_path / "mopps", steps=1, budget_objective="variance")
+    assert not [r for r in caplog.records if "budget_objective" in r.getMessage()]
+    with caplog.at_level("WARNING", logger="rollwise.integrations.trl"):
+        _trainer(tiny, tmp_path / "gps", steps=1, strategy="gps", budget_objective="variance")
+    assert any("budget_objective with GPS" in r.getMessage() and "docs/budgets.md" in r.getMessage()
+               for r in caplog.records)
+
+
 def test_budgets_are_refused_where_they_cannot_work(tiny, tmp_path):
     with pytest.raises(ValueError, match="budget_objective.*uniform"):
         _trainer(tiny, tmp_path, steps=1, strategy="uniform", budget_objective="groups")

@@ -180,6 +180,13 @@ class RollwiseGRPOTrainer(GRPOTrainer):
             n = self.num_generations
             self.budgets = PromptBudgets(per_generation * n, k_min=0, k_max=budget_max_groups * n,
                                          step=n, objective=budget_objective, separate_groups=True)
+            if selector.name == "gps":
+                log.warning(
+                    "budget_objective with GPS: its group values differ only through predicted "
+                    "means that it has already pulled together, so the split gives each step's "
+                    "groups to the few prompts predicted highest (on SmolLM2, 2 prompts a step "
+                    "and far lower held-out accuracy than GPS without budgets); prefer mopps or "
+                    "no budgets (docs/budgets.md)")
         self.selector = selector
         self.dynamic_sampling, self.max_sampling_rounds = dynamic_sampling, max_sampling_rounds
         self.eval_loss, self.share_prefill = bool(eval_loss), bool(share_prefill)
