@@ -184,9 +184,8 @@ class RollwiseGRPOTrainer(GRPOTrainer):
                 log.warning(
                     "budget_objective with GPS: its group values differ only through predicted "
                     "means that it has already pulled together, so the split gives each step's "
-                    "groups to the few prompts predicted highest (on SmolLM2, 2 prompts a step "
-                    "and far lower held-out accuracy than GPS without budgets); prefer mopps or "
-                    "no budgets (docs/budgets.md)")
+                    "groups to the few prompts predicted highest (2 of 8 prompts in every step on "
+                    "SmolLM2 chain sums); what it measured: docs/budgets.md")
         self.selector = selector
         self.dynamic_sampling, self.max_sampling_rounds = dynamic_sampling, max_sampling_rounds
         self.eval_loss, self.share_prefill = bool(eval_loss), bool(share_prefill)
