@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from gps_smollm2 import rollouts_to_reach
+from provenance import provenance
 from scipy import stats
 
 from rollwise._io import atomic_write_json, atomic_write_report
@@ -82,6 +83,7 @@ def main() -> None:
     result = compare(data)
     out = Path(args.out)
     result["source"] = Path(args.results).name
+    result["provenance"] = provenance()
     atomic_write_json(out.with_suffix(".json"), result)
     atomic_write_report(out.with_suffix(".md"), markdown(result, Path(args.results).name))
     print(markdown(result, Path(args.results).name))
