@@ -104,16 +104,17 @@ class RepeatExcess:
         if a.size < self.min_groups or b.size < self.min_groups:
             return Reading(0.0, float("nan"), 0.0, n)
         gap = float(a.mean() - b.mean())
-        se = float(np.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size))
+        var_a, var_b = a.var(ddof=1), b.var(ddof=1)
         if self.margin is not None:  # how far the gap's upper bound leaves room for memorising
             # a few groups that all failed vary less than their binomial noise: floor each
             # kind's variance at the noise its predictions imply, so they cannot narrow the bound
-            noise = np.clip(pred, 0.0, 1.0) * (1.0 - np.clip(pred, 0.0, 1.0)) / np.maximum(k, 1.0)
-            se = float(np.sqrt(max(a.var(ddof=1), noise[~first].mean()) / a.size
-                               + max(b.var(ddof=1), noise[first].mean()) / b.size))
-            z = gap / se if se > 0 else 0.0
+            p = np.clip(pred, 0.0, 1.0)
+            noise = p * (1.0 - p) / np.maximum(k, 1.0)
+            var_a, var_b = max(var_a, noise[~first].mean()), max(var_b, noise[first].mean())
+        se = float(np.sqrt(var_a / a.size + var_b / b.size))
+        if self.margin is not None:
             value = (gap + self.bound_z * se) / self.margin
-            return Reading(float(np.clip(value, 0.0, 1.0)), gap, z, n)
+            return Reading(float(np.clip(value, 0.0, 1.0)), gap, gap / se if se > 0 else 0.0, n)
         if se == 0:
             return Reading(0.0, gap, 0.0, n)
         z = gap / se
