@@ -258,7 +258,7 @@ class GPSSelector(Selector):
             rested = self._rested(candidates, cooldown)
             if self.repeat_control and self.repeat_probe > 0 and self.step >= self.warmup_steps:
                 probes = self._probes(candidates, rested)
-            candidates = np.setdiff1d(rested, probes)
+            candidates = np.setdiff1d(rested, probes) if probes.size else rested
         pick = candidates if candidates is not None else np.arange(len(self.pool))
         fill = self.batch_size - probes.size  # what the usual rule chooses
         if self.step < self.warmup_steps:
