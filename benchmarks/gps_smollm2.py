@@ -12,8 +12,10 @@ Selector arms spend equal rollouts (steps x prompts x rollouts); the ``ds`` arm 
 sampling over uniform prompts, in the trainer) runs the same optimiser steps and pays for every
 round it generates, so its cost shows in ``rollouts``. An arm ``STRATEGY@EMBEDDER`` (e.g.
 ``gps@policy``: the policy's own hidden states at its start) embeds the pool with that embedder
-instead of WordLlama; ``STRATEGY/OBJECTIVE`` (e.g. ``gps/variance``) gives per-prompt rollout
-budgets (``rollwise train --budgets``); both combine as ``gps@policy/variance``.
+instead of WordLlama, and ``STRATEGY@policy+N`` re-embeds the pool from the current policy every
+N steps (``rollwise train --embed-refresh-steps N``); ``STRATEGY/OBJECTIVE`` (e.g.
+``gps/variance``) gives per-prompt rollout budgets (``rollwise train --budgets``); both combine
+as ``gps@policy/variance``.
 
     python benchmarks/gps_smollm2.py --seeds 0 1 2 --jobs 2          # CPU size (the defaults)
     python benchmarks/gps_smollm2.py --steps 40 --prompts-per-step 8 --num-generations 8 \\
@@ -44,10 +46,13 @@ def arm_settings(arm: str, seed: int, args: argparse.Namespace):
 
     rest, _, budgets = arm.partition("/")
     strategy, _, embedder = rest.partition("@")
+    embedder, plus, every = embedder.partition("+")
     try:
+        if plus and not every.isdigit():
+            raise ValueError("re-embedding needs a whole number of steps after '+' (gps@policy+5)")
         settings = TrainSettings(
             model="smollm2", strategy=strategy, seed=seed, embedder=embedder or "wordllama",
-            budgets=budgets or None,
+            budgets=budgets or None, embed_refresh_steps=int(every) if plus else None,
             output_dir=str(Path(args.runs) / arm.replace("/", "+") / f"seed{seed}"),
             save_steps=args.steps,
             overwrite=True, **{k: getattr(args, k) for k in SETTINGS_KEYS})

@@ -178,37 +178,112 @@ class HFEmbedder:
         return self._captured[-1] if self._hooked else out.hidden_states[self.layer]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        show = self.show_progress if self.show_progress is not None else len(texts) > 2000
+        return pooled_hidden_states(self._hidden, self._tok, texts, self.pooling,
+                                    batch_size=self.batch_size, max_length=self.max_length,
+                                    device=self.device,
+                                    progress=f"embedding with {Path(self.model_path).name}"
+                                    if show else None)
+
+
+class PolicyEmbedder:
+    """Pooled hidden states of a causal LM already in memory (a policy being trained), read the
+    way :class:`HFEmbedder` reads a checkpoint: the output of block ``layer`` before any final
+    norm, pooled and L2-normalised. The forward stops after that block, and the model's training
+    mode is restored afterwards. Its embeddings change with the weights, so they are never cached
+    (``name`` says so); re-embedding a pool from the current policy is
+    ``RollwiseGRPOTrainer(embed_refresh_steps=...)``."""
+
+    def __init__(self, model, tokenizer, layer: int | None = None, pooling: str = "mean",
+                 batch_size: int = 32, max_length: int = 512) -> None:
         import torch
 
-        texts = list(texts)
-        order = np.argsort([len(t) for t in texts], kind="stable")
-        chunks = range(0, len(texts), self.batch_size)
-        show = self.show_progress if self.show_progress is not None else len(texts) > 2000
-        if show:
-            from tqdm.auto import tqdm
-            chunks = tqdm(chunks, desc=f"embedding with {Path(self.model_path).name}", unit="batch")
-        rows = []
-        with torch.inference_mode():
-            for lo in chunks:
-                idx = order[lo : lo + self.batch_size]
-                batch = self._tok([texts[i] for i in idx], return_tensors="pt", padding=True,
-                                  truncation=True, max_length=self.max_length).to(self.device)
-                h = self._hidden(batch).float()
-                mask = batch["attention_mask"].unsqueeze(-1).to(h.dtype)
-                if self.pooling == "body":  # right padding: position 0 is every text's first
-                    mask = mask.clone()
-                    mask[:, 0] *= (mask.sum(1) <= 1).to(mask.dtype).view(-1, 1)
-                if self.pooling in ("mean", "body"):
-                    pooled = (h * mask).sum(1) / mask.sum(1).clamp_min(1.0)
-                else:
-                    last = batch["attention_mask"].sum(1).clamp_min(1) - 1
-                    pooled = h[torch.arange(h.shape[0], device=h.device), last]
-                pooled = torch.nn.functional.normalize(pooled, dim=-1)
-                rows.append((idx, pooled.cpu().numpy().astype(np.float32)))
-        out = np.zeros((len(texts), rows[0][1].shape[1] if rows else 0), dtype=np.float32)
-        for idx, arr in rows:
-            out[idx] = arr
-        return out
+        if pooling not in HFEmbedder.POOLINGS:
+            raise ValueError(f"pooling must be one of {HFEmbedder.POOLINGS}, got {pooling!r}")
+        base = model.get_decoder() if hasattr(model, "get_decoder") else model
+        layers = getattr(base, "layers", None)
+        if not isinstance(layers, torch.nn.ModuleList) or not hasattr(base, "embed_tokens"):
+            raise ValueError(f"{type(model).__name__}: no decoder with 'layers' and "
+                             "'embed_tokens' to read hidden states from")
+        n_layers = len(layers)
+        layer = n_layers // 2 + 1 if layer is None else int(layer)
+        if not 0 <= layer <= n_layers:
+            raise ValueError(f"layer must lie in [0, {n_layers}], got {layer}")
+        self.model, self.layer, self.pooling = model, layer, pooling
+        self.batch_size, self.max_length = int(batch_size), int(max_length)
+        self._tok = tokenizer
+        self._block = base.embed_tokens if layer == 0 else layers[layer - 1]
+        self.name = f"policy-in-memory@{layer}-{pooling}"
+
+    def _hidden(self, batch: dict):
+        captured: list = []
+
+        def stop(_module, _args, output):
+            captured.append(output[0] if isinstance(output, tuple) else output)
+            raise _Captured
+
+        handle = self._block.register_forward_hook(stop)
+        try:
+            self.model(**batch)
+        except _Captured:
+            pass
+        finally:
+            handle.remove()
+        return captured[-1]
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        training = self.model.training
+        self.model.eval()
+        try:
+            device = next(self.model.parameters()).device
+            return pooled_hidden_states(self._hidden, self._tok, texts, self.pooling,
+                                        batch_size=self.batch_size, max_length=self.max_length,
+                                        device=device)
+        finally:
+            self.model.train(training)
+
+
+class _Captured(Exception):
+    """Raised by :class:`PolicyEmbedder`'s hook to stop the forward once its block has run."""
+
+
+def pooled_hidden_states(hidden, tokenizer, texts: Sequence[str], pooling: str, batch_size: int,
+                         max_length: int, device, progress: str | None = None) -> np.ndarray:
+    """``(len(texts), d)`` unit vectors: ``hidden(batch)`` -> (b, t, d) hidden states of
+    right-padded batches sorted by length (little padding), pooled by ``pooling``."""
+    import torch
+
+    texts = list(texts)
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    chunks = range(0, len(texts), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+        chunks = tqdm(chunks, desc=progress, unit="batch")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    rows = []
+    with torch.inference_mode():
+        for lo in chunks:
+            idx = order[lo : lo + batch_size]
+            batch = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
+                              padding_side="right", truncation=True,
+                              max_length=max_length).to(device)
+            h = hidden(batch).float()
+            mask = batch["attention_mask"].unsqueeze(-1).to(h.dtype)
+            if pooling == "body":  # right padding: position 0 is every text's first
+                mask = mask.clone()
+                mask[:, 0] *= (mask.sum(1) <= 1).to(mask.dtype).view(-1, 1)
+            if pooling in ("mean", "body"):
+                pooled = (h * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+            else:
+                last = batch["attention_mask"].sum(1).clamp_min(1) - 1
+                pooled = h[torch.arange(h.shape[0], device=h.device), last]
+            pooled = torch.nn.functional.normalize(pooled, dim=-1)
+            rows.append((idx, pooled.cpu().numpy().astype(np.float32)))
+    out = np.zeros((len(texts), rows[0][1].shape[1] if rows else 0), dtype=np.float32)
+    for idx, arr in rows:
+        out[idx] = arr
+    return out
 
 
 def _quietly(load):

@@ -140,6 +140,17 @@ class PromptPool:
             self._fingerprint = h.hexdigest()[:32]
         return self._fingerprint
 
+    def with_embeddings(self, embeddings: np.ndarray, embedder: str | None = None) -> PromptPool:
+        """The same prompts (ids, texts) with new embeddings of the same shape, e.g. re-embedded
+        by a policy that has changed; ``embedder`` names what embedded them."""
+        emb = np.asarray(embeddings)
+        if emb.shape != self.embeddings.shape:
+            raise ValueError(f"embeddings must have this pool's shape {self.embeddings.shape}, "
+                             f"got {emb.shape}")
+        pool = PromptPool(emb, ids=self.ids, texts=self.texts)
+        pool.embedder = embedder
+        return pool
+
     def subset(self, indices: Sequence[int]) -> PromptPool:
         idx = np.asarray(indices, dtype=np.int64)
         if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= len(self))):

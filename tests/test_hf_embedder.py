@@ -138,3 +138,27 @@ def test_train_with_the_policy_embedder(tiny_llama, tmp_path):
     run_grpo(settings, tiny_llama, rows, [], lambda completions, **kw: [0.0] * len(completions))
     state = torch.load(tmp_path / "run" / "rollwise_selector.pt", weights_only=True)
     assert state["embedder"].startswith(f"hf:{tiny_llama}@2-mean#")
+
+
+@pytest.mark.parametrize("pooling", ["mean", "body"])
+def test_policy_in_memory_reads_what_the_checkpoint_embedder_reads(tiny_llama, pooling):
+    """A causal LM held in memory (a policy in training) is embedded as its checkpoint is, the
+    forward stopping after the block read; its training mode comes back unchanged."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rollwise.embed import PolicyEmbedder
+
+    policy = AutoModelForCausalLM.from_pretrained(tiny_llama).train()
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    tok.padding_side = "left"  # as a trainer's generation tokenizer has it: must not matter
+    live = PolicyEmbedder(policy, tok, layer=2, pooling=pooling, batch_size=2)
+    want = HFEmbedder(tiny_llama, layer=2, pooling=pooling, batch_size=3, device="cpu").encode(TEXTS)
+    np.testing.assert_allclose(live.encode(TEXTS), want, atol=1e-5)
+    assert policy.training and live.name == f"policy-in-memory@2-{pooling}"
+    with torch.no_grad():  # the weights change: so do the embeddings (nothing is cached)
+        policy.model.layers[0].mlp.down_proj.weight.mul_(3.0)
+    assert not np.allclose(live.encode(TEXTS), want, atol=1e-3)
+    with pytest.raises(ValueError, match="layer"):
+        PolicyEmbedder(policy, tok, layer=4)
+    with pytest.raises(ValueError, match="pooling"):
+        PolicyEmbedder(policy, tok, pooling="max")

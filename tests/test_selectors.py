@@ -496,3 +496,29 @@ def test_gps_centred_diversity_feeds_centred_embeddings_to_the_acquisition(monke
     np.testing.assert_allclose(seen[1][1], expected[first], atol=1e-6)
     np.testing.assert_array_equal(cen.predict(), raw.predict())
     assert cen.hyper_params()["centred_diversity"] and not raw.hyper_params()["centred_diversity"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_set_embeddings_keeps_what_was_learned_and_reads_the_new_rows(name, tmp_path):
+    """A re-embedded pool (the policy's states having moved): the selector keeps its state and
+    from then on predicts, diversifies and saves against the new embeddings, as a selector given
+    that state over the new pool would; a bad array is refused and changes nothing."""
+    pool = make_pool(40, d=6, seed=1)
+    sel = make(name, pool, 4)
+    run_steps(sel, np.linspace(0.05, 0.95, 40), steps=4)
+    moved = pool.embeddings + 0.3 * np.random.default_rng(2).standard_normal(pool.embeddings.shape)
+    before = sel.state_dict()
+    for bad in (moved[:, :5], moved[:39], np.where(np.arange(6) == 0, np.nan, moved)):
+        with pytest.raises(ValueError, match="embeddings"):
+            sel.set_embeddings(bad)
+    assert sel.pool is pool and sel.state_dict()["pool_fingerprint"] == before["pool_fingerprint"]
+    sel.set_embeddings(moved, embedder="moved")
+    assert sel.pool.embedder == "moved" and sel.pool.ids == pool.ids and sel.step == 4
+    twin = make(name, rollwise.PromptPool(moved), 4)
+    twin.load_state_dict({**before, "pool_fingerprint": twin.pool.fingerprint()})
+    np.testing.assert_allclose(sel.predict(), twin.predict(), atol=1e-6)
+    np.testing.assert_array_equal(sel.select(), twin.select())
+    sel.save(tmp_path / "s.pt")
+    rollwise.load_selector(tmp_path / "s.pt", sel.pool)
+    with pytest.raises(ValueError, match="different prompt pool"):
+        rollwise.load_selector(tmp_path / "s.pt", pool)

@@ -311,3 +311,62 @@ def test_shared_prompt_forward_trains_as_trl_does(tiny, tmp_path, monkeypatch):
     assert runs[True][0] == runs[False][0] and runs[True][1] == runs[False][1]
     assert len(runs[True][2]) == 3 and any(abs(x) > 1e-4 for x in runs[False][2])
     assert np.allclose(runs[True][2], runs[False][2], rtol=1e-4, atol=1e-6)
+
+
+def _refreshing_trainer(tiny, out, steps, save_steps=100, **extra):
+    path, ds = tiny
+    args = GRPOConfig(output_dir=str(out), per_device_train_batch_size=6, num_generations=2,
+                      max_completion_length=6, max_steps=steps, logging_steps=1,
+                      save_steps=save_steps, report_to="none", use_cpu=True, seed=0,
+                      learning_rate=1e-2)
+    return RollwiseGRPOTrainer(model=path, reward_funcs=Recorder(), args=args, train_dataset=ds,
+                               selector="gps", selector_kwargs={"grad_steps": 2},
+                               embedder=f"hf:{path}@1-mean", **{"embed_refresh_steps": 1, **extra})
+
+
+def test_embed_refresh_re_embeds_the_pool_from_the_current_policy(tiny, tmp_path):
+    """``embed_refresh_steps``: after every N steps the pool holds the current policy's pooled
+    hidden states (at the embedder's layer and pooling); checkpoints keep them, and a resumed
+    run selects as the uninterrupted one did."""
+    from rollwise.embed import PolicyEmbedder
+    from rollwise.integrations.trl import EMBEDDINGS_FILE
+
+    trainer = _refreshing_trainer(tiny, tmp_path / "a", steps=2, save_steps=1)
+    start = trainer.selector.pool.embeddings.copy()
+    log = _spy(trainer.selector)
+    trainer.train()
+    assert [r["step"] for r in trainer.embedding_refreshes] == [1, 2]
+    assert all(r["mean_cosine_to_previous"] < 1.0 for r in trainer.embedding_refreshes)
+    now = PolicyEmbedder(trainer.model, trainer.processing_class, layer=1).encode(
+        list(tiny[1]["prompt"]))
+    np.testing.assert_allclose(trainer.selector.pool.embeddings, now, atol=1e-5)
+    assert not np.allclose(now, start, atol=1e-4)  # the policy moved (learning rate 1e-2)
+    saved = np.load(tmp_path / "a" / "checkpoint-1" / EMBEDDINGS_FILE)
+    assert not np.allclose(saved, start, atol=1e-4)
+
+    resumed = _refreshing_trainer(tiny, tmp_path / "a", steps=2)
+    log_resumed = _spy(resumed.selector)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "a" / "checkpoint-1"))
+    np.testing.assert_array_equal(log_resumed["select"][0], log["select"][1])
+    assert [r["step"] for r in resumed.embedding_refreshes] == [1, 2]
+
+
+def test_embed_refresh_needs_the_policys_hf_embedder(tiny, tmp_path):
+    path, ds = tiny
+    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=6, num_generations=2,
+                      max_completion_length=4, max_steps=1, report_to="none", use_cpu=True)
+    for embedder in ("hashing", None):
+        with pytest.raises(ValueError, match="embed_refresh_steps.*'hf:' embedder"):
+            RollwiseGRPOTrainer(model=path, reward_funcs=Recorder(), args=args, train_dataset=ds,
+                                selector="gps", embedder=embedder, embed_refresh_steps=2)
+    with pytest.raises(ValueError, match="embed_refresh_steps"):
+        _refreshing_trainer(tiny, tmp_path, steps=1, embed_refresh_steps=0)
+    other = save_tiny_llama(tmp_path / "narrow", hidden=16)  # not the policy: another width
+    with pytest.raises(ValueError, match="embed_refresh_steps.*16 dimensions.*32"):
+        RollwiseGRPOTrainer(model=path, reward_funcs=Recorder(), args=args, train_dataset=ds,
+                            selector="gps", embedder=f"hf:{other}", embed_refresh_steps=2)
+    from rollwise.llm.engine import TrainSettings
+
+    with pytest.raises(ValueError, match="embed_refresh_steps.*--embedder policy"):
+        TrainSettings(embedder="wordllama", embed_refresh_steps=5).validate()
+    TrainSettings(embedder="policy", embed_refresh_steps=5).validate()

@@ -37,6 +37,13 @@ Data flow (one process or several, same code):
    one group. The selector observes each prompt's groups merged into one group
    of unequal size. Not combined with dynamic sampling.
 
+6. With ``embed_refresh_steps=N`` and an ``hf:`` embedder of the policy (``rollwise train
+   --embedder policy``), the main process re-embeds the pool from the current policy after every
+   N optimiser steps (before that step's evaluation and checkpoint), at the embedder's layer and
+   pooling; the selector keeps what it learned and reads the new embeddings from then on
+   (:meth:`rollwise.selectors.Selector.set_embeddings`). Checkpoints keep the embeddings
+   (``rollwise_pool_embeddings.npy``), so a resumed run reads the ones it had.
+
 Rewards must lie in [0, 1] (binary verifiers do) or ``success_threshold`` maps them to {0, 1}.
 Checkpoints include the selector (``rollwise_selector.pt``), restored on resume the way TRL
 restores its own extra state.
@@ -48,12 +55,13 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from rollwise._io import atomic_write_json, atomic_write_text
+from rollwise._io import atomic_write, atomic_write_json, atomic_write_text
 from rollwise.metrics import effective_sample_ratio, expected_calibration_error, spearman
 from rollwise.selectors import Selector, load_selector
 from rollwise.validation import check_int
@@ -68,6 +76,7 @@ log = logging.getLogger(__name__)
 
 SELECTOR_FILE = "rollwise_selector.pt"
 TRAINER_STATE_FILE = "rollwise_trainer_state.json"
+EMBEDDINGS_FILE = "rollwise_pool_embeddings.npy"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # org/name, not a path
 # a JSON part of a checkpoint: (state getter, state loader, required on resume)
 CheckpointPart = tuple[Callable[[], Any], Callable[[Any], None], bool]
@@ -124,7 +133,8 @@ class RollwiseGRPOTrainer(GRPOTrainer):
                  dynamic_sampling: bool = False, max_sampling_rounds: int = 10,
                  budget_objective: str | None = None, budget_max_groups: int = 4,
                  eval_loss: bool = False, share_prefill: bool = True,
-                 share_prompt_forward: bool = True, **kwargs: Any) -> None:
+                 share_prompt_forward: bool = True, embed_refresh_steps: int | None = None,
+                 **kwargs: Any) -> None:
         from rollwise.budgets import OBJECTIVES, PromptBudgets
         from rollwise.strategies import train_names, train_strategy
 
@@ -141,6 +151,13 @@ class RollwiseGRPOTrainer(GRPOTrainer):
             raise TypeError(f"dynamic_sampling must be True or False, got {dynamic_sampling!r}")
         check_int("max_sampling_rounds", max_sampling_rounds, 1)
         check_int("budget_max_groups", budget_max_groups, 1)
+        if embed_refresh_steps is not None:
+            check_int("embed_refresh_steps", embed_refresh_steps, 1)
+            spec = embedder if embedder is not None else "wordllama"
+            if not (isinstance(spec, str) and spec.startswith("hf:")):
+                raise ValueError(f"embed_refresh_steps: re-embedding from the policy needs an "
+                                 f"'hf:' embedder of the policy (rollwise train --embedder "
+                                 f"policy), got embedder={spec!r}")
         if budget_objective is not None:
             if budget_objective not in OBJECTIVES:
                 raise ValueError(f"budget_objective must be one of {list(OBJECTIVES)} or None, "
@@ -198,8 +215,50 @@ class RollwiseGRPOTrainer(GRPOTrainer):
         self.evaluation_log: list[dict[str, Any]] = []
         self._eval_records: list[tuple[Any, float, bool, str]] | None = None
         self._embedder = embedder  # None for a ready selector built with an unknown embedder
+        self.embed_refresh_steps = embed_refresh_steps
+        self.embedding_refreshes: list[dict[str, Any]] = []  # one record per re-embedding
+        if embed_refresh_steps is not None:
+            self._check_refresh(selector)
+            self.add_callback(EmbeddingRefresh(self, embed_refresh_steps))
         self.base_model = base_model
         self._lengths: list[int] = []
+
+    def _check_refresh(self, selector: Selector) -> None:
+        """``embed_refresh_steps`` can work: the pool has texts and the policy's width."""
+        if selector.pool.texts is None:
+            raise ValueError("embed_refresh_steps: the selector's pool has no texts to re-embed "
+                             "(build it with PromptPool.from_texts or let the trainer build it)")
+        width = getattr(self.accelerator.unwrap_model(self.model).config, "hidden_size", None)
+        if width != selector.pool.dim:
+            raise ValueError(f"embed_refresh_steps: the pool's embeddings have {selector.pool.dim} "
+                             f"dimensions but the policy's hidden states {width}; the embedder "
+                             f"must be the policy's own (got {self._embedder!r})")
+
+    def _policy_embedder(self):
+        from rollwise.embed import PolicyEmbedder, parse_hf_embedder
+
+        _, layer, pooling = parse_hf_embedder(self._embedder)
+        return PolicyEmbedder(self.accelerator.unwrap_model(self.model), self.processing_class,
+                              layer=layer, pooling=pooling)
+
+    def refresh_embeddings(self) -> None:
+        """Re-embed the pool from the current policy and hand the embeddings to the selector
+        (main process; its selector is the one that selects). Records the step, the seconds it
+        took and how far the embeddings moved (mean cosine to the previous ones)."""
+        if not self.accelerator.is_main_process:
+            return
+        t0 = time.perf_counter()
+        old = self.selector.pool.embeddings
+        emb = self._policy_embedder().encode(list(self.selector.pool.texts))
+        step = self.state.global_step
+        self.selector.set_embeddings(emb, embedder=f"{self._embedder}|policy at step {step}")
+        new = self.selector.pool.embeddings
+        record = {"step": step, "seconds": round(time.perf_counter() - t0, 2),
+                  "mean_cosine_to_previous": float(np.mean(np.sum(old * new, axis=1)))}
+        self.embedding_refreshes.append(record)
+        log.info("re-embedded the pool from the policy at step %d in %.1f s (mean cosine to the "
+                 "previous embeddings %.4f)", step, record["seconds"],
+                 record["mean_cosine_to_previous"])
 
     def _build_selector(self, name: str, kwargs: dict[str, Any], column: str,
                         embedder: Any) -> Selector:
@@ -500,7 +559,10 @@ class RollwiseGRPOTrainer(GRPOTrainer):
             rates = np.array([self._successes(np.asarray(by_prompt[t])).mean() for t in texts])
         except ValueError:  # rewards outside [0, 1] without a threshold: no rates to compare
             return None
-        raw = self.selector.predict_texts(texts, embedder=self._embedder)
+        if self.embedding_refreshes:  # the pool reads the policy's current states: so do these
+            raw = self.selector.predict_embeddings(self._policy_embedder().encode(texts))
+        else:
+            raw = self.selector.predict_texts(texts, embedder=self._embedder)
         calibrated = self.selector.calibration().mean(raw)
         return {"prompts": len(texts), "mean_rate": float(rates.mean()),
                 "mean_predicted": float(raw.mean()), "spearman": spearman(raw, rates),
@@ -547,18 +609,23 @@ class RollwiseGRPOTrainer(GRPOTrainer):
 
     def _trainer_state(self) -> dict[str, Any]:
         return {"rollouts_spent": self.rollouts_spent, "selection_log": self.selection_log,
-                "evaluation_log": self.evaluation_log}
+                "evaluation_log": self.evaluation_log,
+                "embedding_refreshes": self.embedding_refreshes}
 
     def _load_trainer_state(self, state: dict[str, Any]) -> None:
         self.rollouts_spent = int(state["rollouts_spent"])
         self.selection_log = list(state.get("selection_log", []))
         self.evaluation_log = list(state.get("evaluation_log", []))
+        self.embedding_refreshes = list(state.get("embedding_refreshes", []))
 
     def _save_checkpoint(self, model, trial) -> None:
         super()._save_checkpoint(model, trial)
         if self.args.should_save:
             folder = self._checkpoint_dir(trial)
             self.selector.save(os.path.join(folder, SELECTOR_FILE))
+            if self.embedding_refreshes:  # the selector's pool is no longer the one built at start
+                atomic_write(os.path.join(folder, EMBEDDINGS_FILE),
+                             lambda tmp: np.save(open(tmp, "wb"), self.selector.pool.embeddings))
             for name, (state, _, _) in self.checkpoint_parts().items():
                 atomic_write_json(os.path.join(folder, name), state())
             log.info("saved selector state to %s", folder)
@@ -570,6 +637,10 @@ class RollwiseGRPOTrainer(GRPOTrainer):
         path = os.path.join(checkpoint, SELECTOR_FILE)
         if not os.path.exists(path):
             raise FileNotFoundError(f"checkpoint {checkpoint!r} has no {SELECTOR_FILE}")
+        embeddings = os.path.join(checkpoint, EMBEDDINGS_FILE)
+        if os.path.exists(embeddings):  # re-embedded from the policy before this checkpoint
+            self.selector.set_embeddings(np.load(embeddings),
+                                         embedder=f"{self._embedder}|policy, restored")
         restored = load_selector(path, self.selector.pool)
         self.selector.load_state_dict(restored.state_dict())
         for name, (_, load_state, required) in self.checkpoint_parts().items():
@@ -637,3 +708,17 @@ class RolloutBudget(TrainerCallback):
             self.stopped_at = state.global_step
             log.info("rollout budget: %d spent, the next batch (%d) would exceed %d; stopping at step %d",
                      trainer.total_rollouts, per_batch, self.max_rollouts, state.global_step)
+
+
+class EmbeddingRefresh(TrainerCallback):
+    """Re-embeds a :class:`RollwiseGRPOTrainer`'s pool from the current policy after every
+    ``every`` optimiser steps (at step end: before that step's evaluation and checkpoint, so both
+    read the new embeddings). Added by the trainer itself for ``embed_refresh_steps``."""
+
+    def __init__(self, trainer: RollwiseGRPOTrainer, every: int) -> None:
+        check_int("every", every, 1)
+        self.trainer, self.every = trainer, every
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step % self.every == 0:
+            self.trainer.refresh_embeddings()

@@ -68,6 +68,10 @@ class TrainSettings:
     embedder: str = setting("wordllama", help="prompt embedder: wordllama, hashing, policy (the "
                                               "policy's own hidden states at its start), "
                                               "hf:<checkpoint>, or sentence-transformers:<model>")
+    embed_refresh_steps: int | None = setting(None, help="with --embedder policy: re-embed the pool "
+                                                         "from the current policy every this many "
+                                                         "steps; none: embed it once, at the start",
+                                              constraint=Interval(int, 1, optional=True))
     threads: int | None = setting(None, help="torch threads for the policy on the CPU; none: one less "
                                              "than the cores, so the process's other work and its "
                                              "neighbours keep one",
@@ -106,6 +110,9 @@ class TrainSettings:
                 check_embedder_name(self.embedder)
         except ValueError as err:
             raise ValueError(f"embedder: {err}") from err
+        if self.embed_refresh_steps is not None and self.embedder != "policy":
+            raise ValueError(f"embed_refresh_steps: re-embedding from the current policy needs "
+                             f"--embedder policy, got {self.embedder!r}")
         if self.budgets is not None and self.uses_dynamic_sampling:
             raise ValueError("budgets: per-prompt budgets and dynamic sampling do not combine "
                              "(--budgets with --dynamic-sampling or --strategy ds)")
@@ -367,6 +374,7 @@ def run_grpo(
                   eval_dataset=eval_ds, selector=selector, embedder=embedder,
                   dynamic_sampling=settings.uses_dynamic_sampling,
                   budget_objective=settings.budgets,
+                  embed_refresh_steps=settings.embed_refresh_steps,
                   base_model=SMOLLM2_HUB_ID if settings.model.lower() == "smollm2" else settings.model)
     if settings.max_sampling_rounds is not None:  # else the trainer's default
         common["max_sampling_rounds"] = settings.max_sampling_rounds
@@ -400,6 +408,7 @@ def run_grpo(
         "rollouts": trainer.total_rollouts,
         "selections": trainer.selection_log,  # per generation batch: chosen rows, predictions, ...
         "evaluations": trainer.evaluation_log,  # per evaluation: reward and truncation per level
+        "embedding_refreshes": trainer.embedding_refreshes,  # with embed_refresh_steps
         "steps": trainer.state.global_step,
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }

@@ -113,6 +113,18 @@ class Selector(ABC):
         raise TypeError(f"the {self.strategy!r} selector has no per-prompt predictive "
                         "distribution; per-prompt budgets need gps or mopps predictions")
 
+    def set_embeddings(self, embeddings: Any, embedder: str | None = None) -> None:
+        """Replace the pool's embeddings (same prompts, same shape), e.g. re-embedded from the
+        current policy: what the selector learned is kept and reads the new embeddings from now
+        on. A bad array is refused and leaves the selector as it was."""
+        pool = self.pool.with_embeddings(as_numpy(embeddings), embedder=embedder)
+        self.pool = pool
+        self._embeddings_changed()
+
+    def _embeddings_changed(self) -> None:
+        """Rebuild whatever the selector derived from the pool's embeddings (none by default)."""
+        return None
+
     def hyper_params(self) -> dict[str, Any]:
         """The constructor's keyword arguments, enough to rebuild an identical selector."""
         return {}

@@ -173,10 +173,6 @@ class GPSSelector(Selector):
         self.coverage, self.adaptive_trust = float(coverage), bool(adaptive_trust)
         self.coverage_floor, self.n_clusters = float(coverage_floor), int(clusters)
         self.floor_exempt_p = None if floor_exempt_p is None else float(floor_exempt_p)
-        self.floor = (CoverageFloor(embedding_clusters(pool.embeddings, self.n_clusters, self.seed),
-                                    floor=self.coverage_floor, window=self.cfg.window,
-                                    exempt_p=self.floor_exempt_p)
-                      if self.coverage_floor > 0 else None)
         self.repeat_control = bool(repeat_control)
         self.repeat_probe = float(repeat_probe)
         self.trust = PredictorTrust(window=int(trust_window), full_z=float(trust_z),
@@ -184,9 +180,6 @@ class GPSSelector(Selector):
         self.repeats = RepeatExcess(window=int(repeat_window),
                                     margin=None if repeat_margin is None else float(repeat_margin))
         self.centred_diversity = bool(centred_diversity)
-        # the embeddings the diversity terms see (the PPM always reads the pool's own)
-        self._div_emb = (centred_unit(pool.embeddings) if self.centred_diversity
-                         else pool.embeddings)
         self.last_regime: dict[str, float] = {}  # what the last select read and did (for logs)
         self.acquisition = BatchAcquisition(
             TargetRateUtility(self.target),
@@ -200,7 +193,7 @@ class GPSSelector(Selector):
             torch.manual_seed(self.seed)
             self.model = PromptPredictiveModel(pool.dim, self.cfg).to(self.device)
         self.optimizer = _adam(self.model, self.cfg)
-        self._emb = torch.from_numpy(np.array(pool.embeddings)).to(self.device)
+        self._embeddings_changed()  # the coverage clusters, the diversity's and the PPM's inputs
         self._history: deque[tuple[np.ndarray, np.ndarray, np.ndarray]] = deque(
             maxlen=self.cfg.window + 1
         )
@@ -215,6 +208,19 @@ class GPSSelector(Selector):
             maxlen=self.calibration_window)
         self._observed = np.zeros(len(pool), dtype=bool)  # prompts observed at least once
         self._calibration: tuple[int, BetaBinomialCalibration] | None = None
+
+    def _embeddings_changed(self) -> None:
+        pool = self.pool
+        self.floor = (CoverageFloor(embedding_clusters(pool.embeddings, self.n_clusters, self.seed),
+                                    floor=self.coverage_floor, window=self.cfg.window,
+                                    exempt_p=self.floor_exempt_p)
+                      if self.coverage_floor > 0 else None)
+        # the embeddings the diversity terms see (the PPM always reads the pool's own)
+        self._div_emb = (centred_unit(pool.embeddings) if self.centred_diversity
+                         else pool.embeddings)
+        self._emb = torch.from_numpy(np.array(pool.embeddings)).to(self.device)
+        self._cache = None  # predictions read the old embeddings
+        self._calibration = None
 
     @property
     def prediction_workers(self) -> int:
