@@ -9,19 +9,24 @@ samples), and the oracle (greedy on the empirical rates) are compared at several
 ``rollwise.allocation.compare_allocations``. Writes benchmarks/results/allocation_smollm2.*
 
     python benchmarks/allocation_smollm2.py --run runs/gps_smollm2/gps/seed2 --samples 8
+    python benchmarks/allocation_smollm2.py --run runs/gps_smollm2/gps@policy/seed2 --samples 8 \
+        --embedder policy --out benchmarks/results/allocation_smollm2_policy
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
+from provenance import provenance
 
 from rollwise import PromptPool, load_selector
 from rollwise._io import atomic_write_json, atomic_write_report
 from rollwise.allocation import compare_allocations
 from rollwise.llm.evaluation import sample_outcomes
+from rollwise.llm.models import resolve_embedder
 from rollwise.llm.tasks import arithmetic
 from rollwise.metrics import expected_calibration_error, spearman
 
@@ -31,17 +36,21 @@ def main() -> None:
     p.add_argument("--run", default="runs/trl_smollm2/gps", help="a rollwise train output dir")
     p.add_argument("--samples", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--embedder", default="wordllama")
+    p.add_argument("--embedder", default="wordllama",
+                   help="the embedder the run's selector was trained with: wordllama, hf:smollm2, "
+                        "policy (the run's starting checkpoint), ...")
     p.add_argument("--out", default="benchmarks/results/allocation_smollm2")
     args = p.parse_args()
     run = Path(args.run)
     checkpoint = max(run.glob("checkpoint-*"), key=lambda c: int(c.name.split("-")[1]))
     task = arithmetic()
+    record = json.loads((run / "rollwise_run.json").read_text())
+    embedder = resolve_embedder(args.embedder, policy=record["model_path"])
     pool = PromptPool.from_texts([r["question"] for r in task.train],
-                                 ids=[r["id"] for r in task.train], embedder=args.embedder)
+                                 ids=[r["id"] for r in task.train], embedder=embedder)
     selector = load_selector(run / "rollwise_selector.pt", pool)
     held = task.heldout
-    pred = selector.predict_texts([r["question"] for r in held], embedder=args.embedder)
+    pred = selector.predict_texts([r["question"] for r in held], embedder=embedder)
     cal = selector.calibration()
     cal_pred = cal.mean(pred)
     outcomes = sample_outcomes(str(checkpoint), held, task.verify, samples=args.samples,
@@ -87,7 +96,8 @@ def main() -> None:
                                                  "calibration": cal.as_dict(),
                                                  "calibrated_pred": cal_pred.tolist(),
                                                  "pred": pred.tolist(), "outcomes":
-                                                 outcomes.tolist(), "comparison": res})
+                                                 outcomes.tolist(), "comparison": res,
+                                                 "provenance": provenance()})
     text = "\n".join(lines) + "\n"
     atomic_write_report(out.with_suffix(".md"), text)
     print(text)
