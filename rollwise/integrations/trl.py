@@ -103,6 +103,10 @@ class RollwiseGRPOTrainer(GRPOTrainer):
     ``dynamic_sampling=True`` turns on DAPO's dynamic sampling with any selector (see the module
     docstring); ``selector="ds"`` is short for the uniform selector with it.
 
+    ``embed_refresh_steps=N`` (with an ``hf:`` embedder of the policy) re-embeds the pool from the
+    current policy after every N steps (module docstring, point 6; ``embedding_refreshes`` holds
+    one record per refresh).
+
     Evaluation generates and scores (``eval_reward``, the held-out accuracy) but by default skips
     TRL's evaluation loss: a GRPO surrogate over the evaluation's own group advantages, not a
     quality measure, whose extra forward pass over every evaluation batch took about 40% of an
