@@ -20,9 +20,16 @@ Spearman on never-offered prompts) and on MATH.
     python benchmarks/embedders.py table \\
         --allocation wordllama=benchmarks/results/allocation_world.json \\
                      hf:smollm2=benchmarks/results/allocation_world_smollm2.json \\
+                     hf:smollm2@16-body=benchmarks/results/allocation_world_smollm2_body.json \\
         --bench wordllama=benchmarks/results/bench-default/results.json \\
-                hf:smollm2=benchmarks/results/bench-default-smollm2/results.json \\
-        --math wordllama=benchmarks/results/bench-math/results.json
+                hf:smollm2=benchmarks/results/centred_diversity/bench-default-smollm2/results.json\\
+:gps-centred \\
+                hf:smollm2@16-body=benchmarks/results/bench-default-smollm2-body/results.json:gps-centred \\
+        --math wordllama=benchmarks/results/bench-math/results.json \\
+               hf:smollm2=benchmarks/results/bench-math-smollm2/results.json \\
+        --real wordllama=gps hf:smollm2=gps@policy,gps@policy+5 \\
+        --real-allocation wordllama=benchmarks/results/allocation_smollm2.json \\
+                          hf:smollm2=benchmarks/results/allocation_smollm2_policy.json
 
 Writes ``OUT_probe.{json,md}`` or ``OUT.{json,md}`` (``summary``: per embedder
 ``embedding_fit_spearman``, ``gps_unseen_spearman`` {default, math}, ``greedy_saving`` {2, 4, 8}).
@@ -36,6 +43,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from provenance import provenance
 from scipy.stats import spearmanr
 
 from rollwise._io import atomic_write_json, atomic_write_report
@@ -165,10 +173,35 @@ def _pairs(values: list[str]) -> dict[str, Path]:
     return dict((v.split("=", 1)[0], Path(v.split("=", 1)[1])) for v in values)
 
 
+def _bench_pairs(values: list[str]) -> dict[str, tuple[Path, str]]:
+    """``EMBEDDER=RESULTS.json[:STRATEGY]`` -> {embedder: (path, strategy)}; the strategy (default
+    ``gps``) names the row that ran today's GPS default in that file."""
+    out = {}
+    for emb, path in _pairs(values).items():
+        file, _, strategy = str(path).partition(".json:")
+        out[emb] = (Path(file + ".json") if strategy else path, strategy or "gps")
+    return out
+
+
+def real_model_row(runs: dict, arm: str) -> dict:
+    """Final held-out accuracy and GPS's held-out Spearman (never-trained prompts) at the end of
+    each seed's SmolLM2 run of ``arm`` (a ``gps_smollm2.json`` arm)."""
+    seeds = sorted(runs, key=int)
+    final = [runs[s]["eval_accuracy"][-1] for s in seeds]
+    rho = [runs[s]["eval_calibration"][-1]["spearman"] for s in seeds]
+    sem = float(np.std(final, ddof=1) / np.sqrt(len(final))) if len(final) > 1 else None
+    return {"arm": arm, "seeds": [int(s) for s in seeds], "final_heldout": final,
+            "final_heldout_mean": float(np.mean(final)), "final_heldout_sem": sem,
+            "heldout_spearman_end": rho, "heldout_spearman_end_mean": float(np.mean(rho))}
+
+
 def run_table(args) -> None:
-    alloc, math, bench = _pairs(args.allocation), _pairs(args.math), _pairs(args.bench)
+    alloc, math, bench = _pairs(args.allocation), _bench_pairs(args.math), _bench_pairs(args.bench)
+    real = {k: v.split(",") for k, v in (a.split("=", 1) for a in args.real)}
+    real_alloc = _pairs(args.real_allocation)
+    real_runs = json.loads(Path(args.real_results).read_text()) if real else {}
     summary, details, lines = {}, {}, []
-    for emb in dict.fromkeys(list(alloc) + list(math) + list(bench)):
+    for emb in dict.fromkeys(list(alloc) + list(math) + list(bench) + list(real) + list(real_alloc)):
         row: dict = {"embedding_fit_spearman": None, "gps_unseen_spearman": {},
                      "greedy_saving": None}
         extra = {}
@@ -179,12 +212,23 @@ def run_table(args) -> None:
             row["gps_unseen_spearman"]["default"] = pred["spearman"][0]
             row["greedy_saving"] = {k: d["summary"]["greedy_saving"][k] for k in ("2", "4", "8")}
         if emb in math:
-            d = json.loads(math[emb].read_text())
-            row["gps_unseen_spearman"]["math"] = d["strategies"]["gps"]["spearman_unseen_final"]
+            d = json.loads(math[emb][0].read_text())["strategies"][math[emb][1]]
+            row["gps_unseen_spearman"]["math"] = d["spearman_unseen_final"]
+            extra.update(math_gps_unseen_spearman_at_50=d["spearman_unseen_at_step"],
+                         math_gps_ratio_to_uniform=d["ratio_to_uniform"])
         if emb in bench:
-            d = json.loads(bench[emb].read_text())["strategies"]
-            extra = {"bench_gps_unseen_spearman": d["gps"]["spearman_unseen_final"],
-                     "bench_gps_ratio_to_uniform": d["gps"]["ratio_to_uniform"]}
+            d = json.loads(bench[emb][0].read_text())["strategies"][bench[emb][1]]
+            extra.update(bench_gps_unseen_spearman=d["spearman_unseen_final"],
+                         bench_gps_ratio_to_uniform=d["ratio_to_uniform"])
+        if emb in real:
+            extra["smollm2"] = [real_model_row(real_runs["runs"][arm], arm) for arm in real[emb]]
+        if emb in real_alloc:
+            d = json.loads(real_alloc[emb].read_text())
+            saving = {m: {str(v["budget"] // d["comparison"]["n_prompts"]): v["saving"]
+                          for v in d["comparison"]["savings"][m]}
+                      for m in ("greedy", "greedy-beta")}
+            extra["smollm2_allocation"] = {"run": d["args"]["run"], "spearman": d["spearman"],
+                                           "saving": saving}
         summary[emb] = row
         details[emb] = extra
 
@@ -204,10 +248,48 @@ def run_table(args) -> None:
                      f"{f(x.get('bench_gps_unseen_spearman'))} | "
                      f"{f(r['gps_unseen_spearman'].get('math'))} | {saving} | "
                      f"{f(x.get('bench_gps_ratio_to_uniform'))}x |")
+    lines += ["", "On MATH (`rollwise bench`, 5 seeds): GPS's Spearman on never-offered problems "
+              "after 50 steps and at the end, and its rollouts to uniform's final accuracy.\n",
+              "| embedder | Spearman @50 / end | rollouts to uniform's final |", "|---|---|---|"]
+    lines += [f"| {emb} | {f(x.get('math_gps_unseen_spearman_at_50'))} / "
+              f"{f(summary[emb]['gps_unseen_spearman'].get('math'))} | "
+              f"{f(x.get('math_gps_ratio_to_uniform'))}x |"
+              for emb, x in details.items() if "math_gps_ratio_to_uniform" in x]
+    lines += ["", "On the real model (SmolLM2-135M-Instruct, chain sums, CPU size; "
+              "`benchmarks/gps_smollm2.py`): GPS's final held-out accuracy and its Spearman on the "
+              "held-out prompts at the end (per seed); test-time allocation after one run "
+              "(`benchmarks/allocation_smollm2.py`, 100 held-out prompts x 8 real samples): "
+              "saving at 2 / 4 samples per prompt, greedy on the raw predictions and under the "
+              "calibrated Beta rates (`rollwise allocate`'s default).\n",
+              "| embedder | arm | seeds | final held-out | held-out Spearman, end | allocation run | "
+              "allocation Spearman | greedy / greedy-beta saving at 2, at 4 |",
+              "|---|---|---|---|---|---|---|---|"]
+    for emb, x in details.items():
+        for i, r in enumerate(x.get("smollm2") or [{}]):
+            a = x.get("smollm2_allocation") if i == 0 else None
+            if not r and not a:
+                continue
+            lines.append(f"| {emb} | " + " | ".join(_real_cells(r, a)) + " |")
     out = Path(args.out)
     atomic_write_json(out.with_suffix(".json"), {"args": vars(args), "summary": summary,
-                                                 "details": details})
+                                                 "details": details, "provenance": provenance()})
     atomic_write_report(out.with_suffix(".md"), "\n".join(lines) + "\n")
+
+
+def _real_cells(r: dict, a: dict | None) -> list[str]:
+    """The real-model table's cells of one arm (``r``) and one allocation run (``a``)."""
+    cells = ([f"`{r['arm']}`", ", ".join(map(str, r["seeds"])),
+              f"{r['final_heldout_mean']:.3f}" + (f" ± {r['final_heldout_sem']:.3f}"
+                                                  if r["final_heldout_sem"] else ""),
+              " / ".join(f"{v:.2f}" for v in r["heldout_spearman_end"])] if r else ["—"] * 4)
+    if a:
+        sv = a["saving"]
+        cells += [f"`{Path(a['run']).parent.name}/{Path(a['run']).name}`", f"{a['spearman']:.2f}",
+                  ", ".join(f"{100 * sv['greedy'][k]:.1f}% / {100 * sv['greedy-beta'][k]:.1f}%"
+                            for k in ("2", "4"))]
+    else:
+        cells += ["—"] * 3
+    return cells
 
 
 def main() -> None:
@@ -221,10 +303,16 @@ def main() -> None:
     pr.add_argument("--out", default="benchmarks/results/embedders")
     tb = sub.add_parser("table", help="the measurement table from other scripts' results")
     tb.add_argument("--allocation", nargs="+", default=[], metavar="EMBEDDER=JSON")
-    tb.add_argument("--math", nargs="+", default=[], metavar="EMBEDDER=JSON",
-                    help="rollwise bench results.json on MATH")
-    tb.add_argument("--bench", nargs="+", default=[], metavar="EMBEDDER=JSON",
-                    help="rollwise bench results.json on the default world")
+    tb.add_argument("--math", nargs="+", default=[], metavar="EMBEDDER=JSON[:STRATEGY]",
+                    help="rollwise bench results.json on MATH (the GPS default's row: STRATEGY, "
+                         "default gps)")
+    tb.add_argument("--bench", nargs="+", default=[], metavar="EMBEDDER=JSON[:STRATEGY]",
+                    help="rollwise bench results.json on the default world (as --math)")
+    tb.add_argument("--real", nargs="+", default=[], metavar="EMBEDDER=ARM[,ARM...]",
+                    help="arms of --real-results (SmolLM2 runs) that used the embedder")
+    tb.add_argument("--real-results", default="benchmarks/results/gps_smollm2.json")
+    tb.add_argument("--real-allocation", nargs="+", default=[], metavar="EMBEDDER=JSON",
+                    help="allocation_smollm2.py results after a run with the embedder")
     tb.add_argument("--out", default="benchmarks/results/embedders")
     args = p.parse_args()
     run_probe(args) if args.part == "probe" else run_table(args)
