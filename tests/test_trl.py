@@ -336,7 +336,9 @@ def test_embed_refresh_re_embeds_the_pool_from_the_current_policy(tiny, tmp_path
     log = _spy(trainer.selector)
     trainer.train()
     assert [r["step"] for r in trainer.embedding_refreshes] == [1, 2]
-    assert all(r["mean_cosine_to_previous"] < 1.0 for r in trainer.embedding_refreshes)
+    for r in trainer.embedding_refreshes:
+        assert r["mean_cosine_to_previous"] < 1.0 and r["mean_centred_cosine_to_previous"] < 1.0
+        assert r["displacement_over_spread"] > 0.0
     now = PolicyEmbedder(trainer.model, trainer.processing_class, layer=1).encode(
         list(tiny[1]["prompt"]))
     np.testing.assert_allclose(trainer.selector.pool.embeddings, now, atol=1e-5)

@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 
 from rollwise._io import atomic_write, atomic_write_json, atomic_write_text
+from rollwise.acquisition import centred_unit
 from rollwise.metrics import effective_sample_ratio, expected_calibration_error, spearman
 from rollwise.selectors import Selector, load_selector
 from rollwise.validation import check_int
@@ -248,7 +249,10 @@ class RollwiseGRPOTrainer(GRPOTrainer):
     def refresh_embeddings(self) -> None:
         """Re-embed the pool from the current policy and hand the embeddings to the selector
         (main process; its selector is the one that selects). Records the step, the seconds it
-        took and how far the embeddings moved (mean cosine to the previous ones)."""
+        took and how far the embeddings moved: the mean cosine to the previous ones, raw and
+        after centring each set on its pool mean (a causal LM's pooled states share a large
+        common direction, so the raw cosine stays near 1 while the prompts' relative geometry
+        may move), and the mean displacement over the pool's mean distance to its centre."""
         if not self.accelerator.is_main_process:
             return
         t0 = time.perf_counter()
@@ -257,12 +261,17 @@ class RollwiseGRPOTrainer(GRPOTrainer):
         step = self.state.global_step
         self.selector.set_embeddings(emb, embedder=f"{self._embedder}|policy at step {step}")
         new = self.selector.pool.embeddings
+        spread = float(np.linalg.norm(old - old.mean(0), axis=1).mean())
         record = {"step": step, "seconds": round(time.perf_counter() - t0, 2),
-                  "mean_cosine_to_previous": float(np.mean(np.sum(old * new, axis=1)))}
+                  "mean_cosine_to_previous": float(np.mean(np.sum(old * new, axis=1))),
+                  "mean_centred_cosine_to_previous": float(np.mean(np.sum(
+                      centred_unit(old) * centred_unit(new), axis=1))),
+                  "displacement_over_spread": float(np.linalg.norm(new - old, axis=1).mean()
+                                                    / max(spread, 1e-12))}
         self.embedding_refreshes.append(record)
-        log.info("re-embedded the pool from the policy at step %d in %.1f s (mean cosine to the "
-                 "previous embeddings %.4f)", step, record["seconds"],
-                 record["mean_cosine_to_previous"])
+        log.info("re-embedded the pool from the policy at step %d in %.1f s (mean centred cosine "
+                 "to the previous embeddings %.4f)", step, record["seconds"],
+                 record["mean_centred_cosine_to_previous"])
 
     def _build_selector(self, name: str, kwargs: dict[str, Any], column: str,
                         embedder: Any) -> Selector:
