@@ -28,6 +28,7 @@ Spearman on never-offered prompts) and on MATH.
         --math wordllama=benchmarks/results/bench-math/results.json \\
                hf:smollm2=benchmarks/results/bench-math-smollm2/results.json \\
         --real wordllama=gps hf:smollm2=gps@policy,gps@policy+5 \\
+               hf:smollm2@16-body=gps@hf:smollm2@16-body \\
         --real-allocation wordllama=benchmarks/results/allocation_smollm2.json \\
                           hf:smollm2=benchmarks/results/allocation_smollm2_policy.json
 
