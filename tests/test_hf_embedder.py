@@ -118,8 +118,11 @@ def test_resolve_embedder(tiny_llama):
     assert resolve_embedder("wordllama") == "wordllama"
     assert resolve_embedder("policy", policy=tiny_llama) == f"hf:{tiny_llama}"
     assert resolve_embedder(f"hf:{tiny_llama}@1-last") == f"hf:{tiny_llama}@1-last"
+    assert resolve_embedder("policy@1-body", policy=tiny_llama) == f"hf:{tiny_llama}@1-body"
     with pytest.raises(ValueError, match="needs a policy"):
         resolve_embedder("policy")
+    with pytest.raises(ValueError, match="needs a policy"):
+        resolve_embedder("policy@16-body")
     with pytest.raises(ValueError, match="does not exist"):
         resolve_embedder("hf:/no/such/checkpoint")
 

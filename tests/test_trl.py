@@ -372,3 +372,8 @@ def test_embed_refresh_needs_the_policys_hf_embedder(tiny, tmp_path):
     with pytest.raises(ValueError, match="embed_refresh_steps.*--embedder policy"):
         TrainSettings(embedder="wordllama", embed_refresh_steps=5).validate()
     TrainSettings(embedder="policy", embed_refresh_steps=5).validate()
+    TrainSettings(embedder="policy@16-body", embed_refresh_steps=5).validate()
+    with pytest.raises(ValueError, match="embedder.*pooling"):
+        TrainSettings(embedder="policy@16-max").validate()
+    with pytest.raises(ValueError, match="embedder.*layer"):
+        TrainSettings(embedder="policy@x").validate()

@@ -66,7 +66,9 @@ class TrainSettings:
                              constraint=OneOf(LOSS_TYPES))
     seed: int = setting(0, help="seed of TRL and of the selector", constraint=Interval(int, 0, 2**32 - 1))
     embedder: str = setting("wordllama", help="prompt embedder: wordllama, hashing, policy (the "
-                                              "policy's own hidden states at its start), "
+                                              "policy's own hidden states at its start; "
+                                              "policy@16-body: layer 16 without the first "
+                                              "token), "
                                               "hf:<checkpoint>, or sentence-transformers:<model>")
     embed_refresh_steps: int | None = setting(None, help="with --embedder policy: re-embed the pool "
                                                          "from the current policy every this many "
@@ -103,14 +105,15 @@ class TrainSettings:
 
     def validate(self) -> None:
         from rollwise.embed import check_embedder_name
+        from rollwise.llm.models import is_policy_embedder
 
         check_fields(self)
-        try:
-            if self.embedder != "policy":
-                check_embedder_name(self.embedder)
+        try:  # the policy's layer and pooling checked as an hf: embedder's, nothing loaded
+            check_embedder_name("hf:x" + self.embedder[len("policy"):]
+                                if is_policy_embedder(self.embedder) else self.embedder)
         except ValueError as err:
             raise ValueError(f"embedder: {err}") from err
-        if self.embed_refresh_steps is not None and self.embedder != "policy":
+        if self.embed_refresh_steps is not None and not is_policy_embedder(self.embedder):
             raise ValueError(f"embed_refresh_steps: re-embedding from the current policy needs "
                              f"--embedder policy, got {self.embedder!r}")
         if self.budgets is not None and self.uses_dynamic_sampling:

@@ -97,16 +97,23 @@ def resolve_model(name_or_path: str) -> str:
                      "checkpoint directory or a Hugging Face hub id)")
 
 
+def is_policy_embedder(name: str) -> bool:
+    """``policy`` or ``policy@<layer>[-<pooling>]`` (e.g. ``policy@16-body``): the run's own
+    policy as an ``hf:`` embedder."""
+    return name == "policy" or name.startswith("policy@")
+
+
 def resolve_embedder(name: str, policy: str | None = None) -> str:
     """An embedder name with its model resolved: ``hf:smollm2`` -> ``hf:<the local checkpoint>``,
-    ``policy`` -> the ``hf:`` embedder of ``policy`` (the run's starting checkpoint; refused
-    without one), ``hf:<dir>`` checked like a model path. Other names pass through unchanged."""
+    ``policy[@<layer>[-<pooling>]]`` -> the ``hf:`` embedder of ``policy`` (the run's starting
+    checkpoint; refused without one), ``hf:<dir>`` checked like a model path. Other names pass
+    through unchanged."""
     from rollwise.embed import check_embedder_name, parse_hf_embedder
 
-    if name == "policy":
+    if is_policy_embedder(name):
         if policy is None:
-            raise ValueError("embedder 'policy' needs a policy model (only 'rollwise train' has one)")
-        name = f"hf:{policy}"
+            raise ValueError(f"embedder {name!r} needs a policy model (only 'rollwise train' has one)")
+        name = f"hf:{policy}{name[len('policy'):]}"
     check_embedder_name(name)
     if not name.startswith("hf:"):
         return name
