@@ -637,11 +637,14 @@ class RollwiseGRPOTrainer(GRPOTrainer):
             folder = self._checkpoint_dir(trial)
             self.selector.save(os.path.join(folder, SELECTOR_FILE))
             if self.embedding_refreshes:  # the selector's pool is no longer the one built at start
-                atomic_write(os.path.join(folder, EMBEDDINGS_FILE),
-                             lambda tmp: np.save(open(tmp, "wb"), self.selector.pool.embeddings))
+                atomic_write(os.path.join(folder, EMBEDDINGS_FILE), self._write_embeddings)
             for name, (state, _, _) in self.checkpoint_parts().items():
                 atomic_write_json(os.path.join(folder, name), state())
             log.info("saved selector state to %s", folder)
+
+    def _write_embeddings(self, path: str) -> None:
+        with open(path, "wb") as f:  # a file object: np.save would append .npy to a path
+            np.save(f, self.selector.pool.embeddings)
 
     def _load_optimizer_and_scheduler(self, checkpoint) -> None:
         super()._load_optimizer_and_scheduler(checkpoint)

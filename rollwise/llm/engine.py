@@ -109,10 +109,12 @@ class TrainSettings:
 
         check_fields(self)
         try:  # the policy's layer and pooling checked as an hf: embedder's, nothing loaded
-            check_embedder_name("hf:x" + self.embedder[len("policy"):]
-                                if is_policy_embedder(self.embedder) else self.embedder)
+            if is_policy_embedder(self.embedder):
+                check_embedder_name("hf:policy" + self.embedder[len("policy"):])
+            else:
+                check_embedder_name(self.embedder)
         except ValueError as err:
-            raise ValueError(f"embedder: {err}") from err
+            raise ValueError(f"embedder: {str(err).replace('hf:policy', 'policy')}") from err
         if self.embed_refresh_steps is not None and not is_policy_embedder(self.embedder):
             raise ValueError(f"embed_refresh_steps: re-embedding from the current policy needs "
                              f"--embedder policy, got {self.embedder!r}")
