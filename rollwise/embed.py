@@ -146,9 +146,7 @@ class HFEmbedder:
         n_layers = int(getattr(config, "num_hidden_layers", 0) or 0)
         if n_layers < 1:
             raise ValueError(f"hf embedder: {model!r} has no num_hidden_layers in its config")
-        layer = n_layers // 2 + 1 if layer is None else int(layer)
-        if not 0 <= layer <= n_layers:
-            raise ValueError(f"layer must lie in [0, {n_layers}] for {model!r}, got {layer}")
+        layer = resolve_layer(layer, n_layers, f" for {model!r}")
         self.model_path, self.layer, self.pooling = model, layer, pooling
         self.batch_size, self.max_length = int(batch_size), int(max_length)
         self.show_progress = show_progress
@@ -205,10 +203,7 @@ class PolicyEmbedder:
         if not isinstance(layers, torch.nn.ModuleList) or not hasattr(base, "embed_tokens"):
             raise ValueError(f"{type(model).__name__}: no decoder with 'layers' and "
                              "'embed_tokens' to read hidden states from")
-        n_layers = len(layers)
-        layer = n_layers // 2 + 1 if layer is None else int(layer)
-        if not 0 <= layer <= n_layers:
-            raise ValueError(f"layer must lie in [0, {n_layers}], got {layer}")
+        layer = resolve_layer(layer, len(layers))
         self.model, self.layer, self.pooling = model, layer, pooling
         self.batch_size, self.max_length = int(batch_size), int(max_length)
         self._tok = tokenizer
@@ -241,6 +236,15 @@ class PolicyEmbedder:
                                         device=device)
         finally:
             self.model.train(training)
+
+
+def resolve_layer(layer: int | None, n_layers: int, where: str = "") -> int:
+    """``layer``, or just past the middle block (``n_layers // 2 + 1``) when None; refused
+    outside ``[0, n_layers]``."""
+    layer = n_layers // 2 + 1 if layer is None else int(layer)
+    if not 0 <= layer <= n_layers:
+        raise ValueError(f"layer must lie in [0, {n_layers}]{where}, got {layer}")
+    return layer
 
 
 class _Captured(Exception):
