@@ -29,6 +29,7 @@ def _gps(**changes: Any) -> tuple[str, dict[str, Any]]:
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "uniform": ("uniform", {}),
     "mopps": ("mopps", {}),
+    "greso": ("greso", {}),
     "gps": _gps(),
     "gps-nodiv": _gps(diversity=0.0),
     "gps-nolatent": _gps(latent_dim=0),
@@ -68,22 +69,45 @@ def selector_names() -> list[str]:
 
 
 # Training filters: a name that trains a selector with DAPO's dynamic-sampling filter on top
-# (``rollwise train --strategy ds``; any selector takes the filter with ``--dynamic-sampling``).
+# (``rollwise train --strategy ds``; any selector takes the filter with ``--dynamic-sampling``,
+# or as ``NAME+ds``, e.g. ``gps+ds``: predictive dynamic sampling).
 TRAIN_FILTERS: dict[str, str] = {"ds": "uniform"}
+DS_SUFFIX = "+ds"
 
 
 def train_names() -> list[str]:
-    """Every strategy real training accepts: the selectors and ``ds``."""
-    return selector_names() + list(TRAIN_FILTERS)
+    """Every strategy real training accepts: the selectors, ``ds`` and ``NAME+ds`` for the
+    algorithms (not their ablations)."""
+    return selector_names() + list(TRAIN_FILTERS) + [f"{n}{DS_SUFFIX}" for n in DS_SELECTORS]
+
+
+# the selectors whose ``+ds`` spelling is listed (any selector name takes the suffix)
+DS_SELECTORS = ("gps", "mopps", "greso")
 
 
 def train_strategy(name: str) -> tuple[str, bool]:
     """``(selector name, dynamic sampling on)`` for a training strategy name."""
     if name in TRAIN_FILTERS:
         return TRAIN_FILTERS[name], True
+    if name.endswith(DS_SUFFIX) and name[: -len(DS_SUFFIX)] in PRESETS:
+        return name[: -len(DS_SUFFIX)], True
     return name, False
 
 
 def bench_names() -> list[str]:
-    """Every strategy the simulated benchmark runs."""
-    return selector_names() + list(BUDGETED) + list(BENCH_ONLY)
+    """Every strategy the simulated benchmark runs by name (any selector or ``oracle`` also
+    takes ``+ds``: dynamic sampling over its prompts)."""
+    return selector_names() + list(BUDGETED) + list(BENCH_ONLY) + [
+        f"{n}{DS_SUFFIX}" for n in (*DS_SELECTORS, "oracle")]
+
+
+def bench_strategy(name: str) -> tuple[str, bool]:
+    """``(strategy, dynamic sampling on)`` for a simulated-benchmark name: ``ds`` is uniform's
+    prompts with DAPO's full generation batches, ``NAME+ds`` NAME's prompts with its sizing."""
+    if name == "ds":
+        return "uniform", True
+    if name.endswith(DS_SUFFIX):
+        base = name[: -len(DS_SUFFIX)]
+        if base in PRESETS or base == "oracle":
+            return base, True
+    return name, False

@@ -372,6 +372,11 @@ def _bad_model_states(name, good_model):
     if name == "mopps":
         yield "alpha-shape", {**good_model, "alpha": np.ones(3)}
         yield "beta-negative", {**good_model, "beta": -np.ones_like(good_model["beta"])}
+    elif name == "greso":
+        yield "p-range", {**good_model, "p": np.array([0.5, 2.0])}
+        yield "kind-shape", {**good_model, "kind": np.zeros(3, dtype=np.int64)}
+        yield "count-negative", {**good_model, "count": -np.ones_like(good_model["count"])}
+        yield "cursor", {**good_model, "cursor": "far"}
     elif name == "uniform":
         yield "order-range", {**good_model, "order": np.array([0, 10**6])}
         yield "cursor", {**good_model, "cursor": 10**6}

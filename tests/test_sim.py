@@ -157,18 +157,21 @@ def test_run_one_every_strategy(pool_file, strategy):
     chosen, rewards = [], []
     log = run_one(strategy, pool, make_world, settings, seed=0, chosen=chosen, rewards=rewards)
     assert len(log["accuracy"]) == 4
-    # every trained batch: 16 prompts (distinct, but for DS, whose rounds may cross an epoch of
-    # the uniform order), none of the probes kept unseen for the Spearman
+    # every trained batch: 16 distinct prompts (dynamic sampling rolls no prompt twice in a
+    # step), none of the probes kept unseen for the Spearman
+    dynamic = strategy == "ds" or strategy.endswith("+ds")
     n = len(pool)
     probe = set(np.random.default_rng([0, 7]).permutation(n)[: round(0.1 * n)].tolist())
     for idx, r in zip(chosen, rewards, strict=True):
         assert len(idx) == len(r) == 16 and not probe & set(idx.tolist())
-        assert strategy == "ds" or len(set(idx.tolist())) == 16
-    if strategy == "ds":  # DAPO's filter trains on informative groups only (30 rounds allow it)
+        assert len(set(idx.tolist())) == 16
+    if dynamic:  # DAPO's filter trains on informative groups only (30 rounds allow it)
         assert all((np.ptp(np.asarray(r), axis=1) > 0).all() for r in rewards)
     assert np.all(np.diff(log["rollouts"]) >= 16 * 8)  # DS may spend more, never less
-    if strategy != "ds":
+    if not dynamic:
         assert log["rollouts"][-1] == 4 * 16 * 8
+    else:  # every round logged: rounds, and the informative groups the batch kept
+        assert all(r >= 1 for r in log["ds_rounds"]) and log["ds_kept"] == [16] * 4
     # what GPS read of its regime, per step; NaN for the strategies that read nothing
     for key in ("trust", "predicted_share", "repeat_excess", "cooldown"):
         assert len(log[key]) == 4

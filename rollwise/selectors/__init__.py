@@ -13,6 +13,7 @@ from rollwise.pool import PromptPool
 from rollwise.ppm import PPMConfig
 from rollwise.selectors.base import Selector
 from rollwise.selectors.gps import GPSSelector, check_device
+from rollwise.selectors.greso import GRESOSelector
 from rollwise.selectors.mopps import MoPPSSelector
 from rollwise.selectors.uniform import UniformSelector
 from rollwise.strategies import PRESETS
@@ -20,7 +21,8 @@ from rollwise.threads import DEFAULT_SELECTOR_THREADS
 from rollwise.validation import check_int
 
 _CLASSES: dict[str, type[Selector]] = {
-    "uniform": UniformSelector, "mopps": MoPPSSelector, "gps": GPSSelector}
+    "uniform": UniformSelector, "mopps": MoPPSSelector, "gps": GPSSelector,
+    "greso": GRESOSelector}
 
 # name -> (class, preset hyper-parameters); the names and presets live in rollwise.strategies
 STRATEGIES: dict[str, tuple[type[Selector], dict[str, Any]]] = {
@@ -106,5 +108,6 @@ def load_selector(
     return sel
 
 
-__all__ = ["STRATEGIES", "Selector", "GPSSelector", "MoPPSSelector", "UniformSelector",
+__all__ = ["STRATEGIES", "Selector", "GPSSelector", "GRESOSelector", "MoPPSSelector",
+           "UniformSelector",
            "make_selector", "load_selector"]

@@ -83,11 +83,37 @@ class Selector(ABC):
         self._threads = check_threads(value)
 
     # ---- public protocol -------------------------------------------------------------------
-    def select(self, candidates: np.ndarray | None = None) -> np.ndarray:
-        """Return ``batch_size`` distinct pool indices (int64) for the next step."""
-        cand = self._check_candidates(candidates)
+    def select(self, candidates: np.ndarray | None = None, size: int | None = None,
+               group_size: int | None = None) -> np.ndarray:
+        """Return distinct pool indices (int64) for the next step.
+
+        Args:
+            candidates: pool indices to choose among (default: the whole pool).
+            size: how many prompts (default ``batch_size``); a dynamic-sampling round asks for
+                as many as it needs (:class:`rollwise.dynamic_sampling.DynamicSampler`).
+            group_size: value prompts by the chance that a group of this many rollouts comes
+                back informative (rewards not all equal), as dynamic sampling keeps only those,
+                rather than by closeness to the selector's target; selectors without a model of
+                each prompt ignore it.
+        """
+        n = self.batch_size if size is None else size
+        check_int("size", n, 1)
+        if group_size is not None:
+            check_int("group_size", group_size, 1)
+        cand = self._check_candidates(candidates, n)
         with limited_threads(self.threads):
-            return np.asarray(self._select(cand), dtype=np.int64)
+            return np.asarray(self._select(cand, int(n), group_size), dtype=np.int64)
+
+    def informative_chance(self, indices: Any, group_size: int) -> np.ndarray:
+        """Each prompt's predicted probability that a group of ``group_size`` rollouts comes back
+        informative, ``E[1 - p^k - (1 - p)^k]`` over the prompt's predictive distribution
+        (:meth:`predictive`): what dynamic sampling sizes its rounds by. Only selectors with a
+        model of each prompt's rate have one."""
+        from rollwise.dynamic_sampling import informative_probability
+
+        check_int("group_size", group_size, 1)
+        mean, concentration, contamination = self.predictive(indices)
+        return informative_probability(mean, group_size, concentration, contamination)
 
     def observe(self, indices: Any, rewards: Any) -> None:
         """Record rewards: ``rewards[i]`` holds the rollout rewards of prompt ``indices[i]`` (a
@@ -184,7 +210,10 @@ class Selector(ABC):
 
     # ---- to implement ----------------------------------------------------------------------
     @abstractmethod
-    def _select(self, candidates: np.ndarray | None) -> np.ndarray: ...
+    def _select(self, candidates: np.ndarray | None, size: int,
+                group_size: int | None) -> np.ndarray:
+        """``size`` distinct indices among ``candidates`` (None: the pool); ``group_size`` as
+        in :meth:`select`."""
 
     @abstractmethod
     def _observe(self, indices: np.ndarray, successes: np.ndarray, counts: np.ndarray) -> None:
@@ -218,12 +247,14 @@ class Selector(ABC):
             raise ValueError(f"{arg} contains repeated indices")
         return arr
 
-    def _check_candidates(self, candidates: Any) -> np.ndarray | None:
+    def _check_candidates(self, candidates: Any, size: int | None = None) -> np.ndarray | None:
+        n = self.batch_size if size is None else size
+        what = "batch_size" if size is None or size == self.batch_size else "size"
         cand = self._check_indices(candidates, "candidates", allow_repeats=False)
-        if cand is not None and cand.size < self.batch_size:
-            raise ValueError(
-                f"batch_size={self.batch_size} is larger than the {cand.size} candidates given"
-            )
+        if cand is not None and cand.size < n:
+            raise ValueError(f"{what}={n} is larger than the {cand.size} candidates given")
+        if cand is None and n > len(self.pool):
+            raise ValueError(f"{what}={n} is larger than the pool ({len(self.pool)} prompts)")
         return cand
 
     def _check_observation(self, indices: Any, rewards: Any

@@ -6,6 +6,7 @@ from __future__ import annotations
 import zlib
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 
 from rollwise.acquisition import (
     BatchAcquisition,
+    InformativeGroupUtility,
     InterStepExploration,
     IntraBatchDispersion,
     PredictedSignalScale,
@@ -252,26 +254,27 @@ class GPSSelector(Selector):
                 "centred_diversity": self.centred_diversity, "ppm": self.cfg.as_dict()}
 
     # ---- selection -------------------------------------------------------------------------
-    def _select(self, candidates: np.ndarray | None) -> np.ndarray:
+    def _select(self, candidates: np.ndarray | None, size: int,
+                group_size: int | None) -> np.ndarray:
         trust, repeats = self.regime()
         # until repeats have been seen next to first visits, rest prompts as if they memorise
         excess = repeats.value if np.isfinite(repeats.statistic) else 1.0
         cooldown = self.cooldown * (excess if self.repeat_control else 1.0)
         probes = np.empty(0, dtype=np.int64)
         if candidates is None and self.candidate_ratio is not None:
-            candidates = self._next_candidates()  # epoch by epoch already: no pass record
+            candidates = self._next_candidates(size)  # epoch by epoch already: no pass record
         elif cooldown > 0:
-            rested = self._rested(candidates, cooldown)
+            rested = self._rested(candidates, cooldown, size)
             if self.repeat_control and self.repeat_probe > 0 and self.step >= self.warmup_steps:
-                probes = self._probes(candidates, rested)
+                probes = self._probes(candidates, rested, size)
             candidates = np.setdiff1d(rested, probes) if probes.size else rested
         pick = candidates if candidates is not None else np.arange(len(self.pool))
-        fill = self.batch_size - probes.size  # what the usual rule chooses
+        fill = size - probes.size  # what the usual rule chooses
         if self.step < self.warmup_steps:
             n_cover = fill
         else:
             share = max(self.coverage, 1.0 - trust.value) if self.adaptive_trust else self.coverage
-            n_cover = min(fill, int(round(share * self.batch_size)))
+            n_cover = min(fill, int(round(share * size)))
         # the covering part, drawn at random so that it follows the pool's mass (never one region
         # or the embedding's outliers) and keeps every region's predictions checked: first the
         # draws owed to regions under their floor, then as many more as trust asks for
@@ -290,14 +293,20 @@ class GPSSelector(Selector):
         if n_cover < fill:
             pred, emb = self._predict(rest), self._div_emb[rest]
             prev = self._div_emb[self._previous] if self._previous.size else None
-            local = self.acquisition.select(pred, emb, fill - n_cover, prev)
+            acquisition = self.acquisition
+            if group_size is not None:  # dynamic sampling keeps informative groups: value those
+                cal = self.calibration()
+                utility = InformativeGroupUtility(group_size, cal.concentration,
+                                                  cal.contamination, cal.mean)
+                acquisition = replace(acquisition, utility=utility)
+            local = acquisition.select(pred, emb, fill - n_cover, prev)
             chosen = np.concatenate([probes, cover, rest[local]])
         else:
             chosen = np.concatenate([probes, cover])
         self.last_regime = {
             "trust": trust.value, "trust_rho": trust.statistic, "trust_groups": trust.n,
             "repeat_excess": repeats.value, "repeat_gap": repeats.statistic,
-            "cooldown": cooldown, "predicted_share": 1.0 - n_cover / self.batch_size,
+            "cooldown": cooldown, "predicted_share": 1.0 - n_cover / size,
             "floor_draws": int(owed.size), "repeat_probes": int(probes.size)}
         self._previous = chosen.copy()
         self._last_chosen[chosen] = self.step
@@ -308,34 +317,35 @@ class GPSSelector(Selector):
         (:mod:`rollwise.regime`); a pure function of the state."""
         return self.trust(self._outcomes), self.repeats(self._outcomes)
 
-    def _probes(self, candidates: np.ndarray | None, rested: np.ndarray) -> np.ndarray:
+    def _probes(self, candidates: np.ndarray | None, rested: np.ndarray,
+                size: int) -> np.ndarray:
         """Up to ``repeat_probe`` of a batch among the prompts the rest holds back, those
         predicted nearest the target: the repeats GPS would make without the rest, observed so
         that the repeat reading has repeats to read (under a rest they are few and late)."""
         allowed = np.arange(len(self.pool)) if candidates is None else candidates
         held = np.setdiff1d(allowed, rested)
-        n = min(held.size, int(round(self.repeat_probe * self.batch_size)))
+        n = min(held.size, int(round(self.repeat_probe * size)))
         if not n:
             return np.empty(0, dtype=np.int64)
         gap = (self._predict(held) - self.target) ** 2
         return np.sort(held[np.argsort(gap, kind="stable")[:n]])
 
-    def _rested(self, candidates: np.ndarray | None, cooldown: float) -> np.ndarray:
+    def _rested(self, candidates: np.ndarray | None, cooldown: float, size: int) -> np.ndarray:
         """The candidates (default: the pool) not chosen in the last ``ceil(cooldown * N / B)``
-        steps; when fewer than a batch are, every candidate rested at least as long as the
-        batch-th longest rested one."""
+        steps; when fewer than ``size`` are, every candidate rested at least as long as the
+        size-th longest rested one."""
         allowed = np.arange(len(self.pool)) if candidates is None else candidates
         rest = int(np.ceil(cooldown * allowed.size / self.batch_size))
         last = self._last_chosen[allowed]
         fresh = (last < 0) | (self.step - last >= rest)
-        if int(fresh.sum()) >= self.batch_size:
+        if int(fresh.sum()) >= size:
             return allowed[fresh]
-        cut = np.sort(last)[self.batch_size - 1]
+        cut = np.sort(last)[size - 1]
         return allowed[last <= cut]
 
-    def _next_candidates(self) -> np.ndarray:
+    def _next_candidates(self, size: int) -> np.ndarray:
         n = len(self.pool)
-        m = min(n, int(np.ceil(self.candidate_ratio * self.batch_size)))
+        m = min(n, max(size, int(np.ceil(self.candidate_ratio * size))))
         if self._stream.size < m:  # the epoch's rest, then every other prompt in a fresh order
             fresh = self.rng.permutation(n)
             self._stream = np.concatenate([self._stream, fresh[~np.isin(fresh, self._stream)]])

@@ -50,11 +50,16 @@ class MoPPSSelector(Selector):
         return {"prior_alpha": self.prior_alpha, "prior_beta": self.prior_beta,
                 "decay": self.decay, "target": self.target}
 
-    def _select(self, candidates: np.ndarray | None) -> np.ndarray:
+    def _select(self, candidates: np.ndarray | None, size: int,
+                group_size: int | None) -> np.ndarray:
         cand = np.arange(len(self.pool)) if candidates is None else candidates
         theta = self.rng.beta(self.alpha[cand], self.beta[cand])
-        order = np.argsort(np.abs(theta - self.target), kind="stable")
-        return cand[order[: self.batch_size]]
+        if group_size is None:
+            order = np.argsort(np.abs(theta - self.target), kind="stable")
+        else:  # the sampled rate's chance of an informative group: Thompson sampling on it
+            k = group_size
+            order = np.argsort(theta**k + (1.0 - theta) ** k, kind="stable")
+        return cand[order[:size]]
 
     def _observe(self, indices: np.ndarray, successes: np.ndarray, counts: np.ndarray) -> None:
         k, s = counts, successes

@@ -27,15 +27,16 @@ class UniformSelector(Selector):
         self._sum = 0.0
         self._count = 0
 
-    def _select(self, candidates: np.ndarray | None) -> np.ndarray:
+    def _select(self, candidates: np.ndarray | None, size: int,
+                group_size: int | None) -> np.ndarray:
         if candidates is not None:
-            return self.rng.choice(candidates, size=self.batch_size, replace=False)
-        taken = self._order[self._cursor : self._cursor + self.batch_size]
+            return self.rng.choice(candidates, size=size, replace=False)
+        taken = self._order[self._cursor : self._cursor + size]
         self._cursor += taken.size
-        if taken.size < self.batch_size:  # epoch ends: start a new permutation, skip repeats
+        if taken.size < size:  # epoch ends: start a new permutation, skip repeats
             fresh = self.rng.permutation(len(self.pool))
             fresh = fresh[~np.isin(fresh, taken)]
-            need = self.batch_size - taken.size
+            need = size - taken.size
             taken = np.concatenate([taken, fresh[:need]])
             self._order, self._cursor = fresh, need
         return taken

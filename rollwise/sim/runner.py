@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from rollwise.budgets import PromptBudgets
-from rollwise.dynamic_sampling import DynamicSamplingBuffer
+from rollwise.dynamic_sampling import DynamicSampler, DynamicSamplingBuffer, informative_mask
 from rollwise.metrics import (
     Stopwatch,
     effective_sample_ratio,
@@ -22,7 +22,7 @@ from rollwise.metrics import (
 from rollwise.pool import PromptPool
 from rollwise.selectors import Selector, make_selector
 from rollwise.sim.world import PromptWorld
-from rollwise.strategies import BENCH_ONLY, BUDGETED, bench_names
+from rollwise.strategies import BENCH_ONLY, BUDGETED, bench_names, bench_strategy
 
 
 def known_strategies() -> list[str]:
@@ -42,16 +42,25 @@ class OracleSelector(Selector):
         super().__init__(pool, batch_size, seed)
         self.world, self.target = world, target
 
-    def _select(self, candidates):
+    def _select(self, candidates, size, group_size):
         cand = np.arange(len(self.pool)) if candidates is None else candidates
-        order = np.argsort(np.abs(self.world.gamma(cand) - self.target), kind="stable")
-        return cand[order[: self.batch_size]]
+        gamma = self.world.gamma(cand)
+        value = (-np.abs(gamma - self.target) if group_size is None
+                 else 1.0 - gamma**group_size - (1.0 - gamma) ** group_size)
+        order = np.argsort(-value, kind="stable")
+        return cand[order[:size]]
 
     def _observe(self, indices, successes, counts) -> None:
         pass
 
     def _predict(self, indices):
         return self.world.gamma(indices)
+
+    def predictive(self, indices):
+        """The true rates, known exactly."""
+        idx = self._check_indices(indices, "indices", allow_repeats=True)
+        rates = self.world.gamma(np.arange(len(self.pool)) if idx is None else idx)
+        return rates, np.full(rates.shape, np.inf), 0.0
 
 
 @dataclass
@@ -60,6 +69,14 @@ class RunSettings:
     batch_size: int = 32
     probe_fraction: float = 0.1  # prompts never offered for selection: Spearman on unseen prompts
     ds_max_rounds: int = 30
+    # dynamic sampling (ds, NAME+ds): how rounds are sized (None: "predicted" where the selector
+    # predicts each prompt, GRESO's "keep-rate" for greso, else DAPO's "full" batches), the
+    # fill probability a predicted round aims at, prompts per round at most (None: 4 batches),
+    # and whether surplus informative groups go to the next step
+    ds_sizing: str | None = None
+    ds_fill_confidence: float = 0.9
+    ds_max_round_prompts: int | None = None
+    ds_keep_surplus: bool = False
     hyper: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-strategy overrides
     # per-prompt budgets (the *-budget strategies): the step's rollouts stay batch_size x k
     budget_objective: str = "variance"
@@ -87,6 +104,9 @@ class RunSettings:
 RELIABILITY_BINS = 10
 # what GPS read of its regime at each step (rollwise.regime; NaN for other strategies)
 REGIME_KEYS = ("trust", "predicted_share", "repeat_excess", "cooldown")
+# dynamic sampling per step (NaN without it; rollwise.dynamic_sampling.StepRecord)
+DS_KEYS = ("ds_rounds", "ds_kept", "ds_surplus", "ds_filled", "ds_predicted_keep_rate",
+           "ds_realised_keep_rate")
 
 
 def _esr(rewards: np.ndarray | list[np.ndarray]) -> float:
@@ -121,8 +141,9 @@ def run_one(
     probe, candidates = np.sort(perm[:n_probe]), np.sort(perm[n_probe:])
     roll_rng = np.random.default_rng([seed, 11])  # same rollout stream for every strategy
     hyper = settings.hyper.get(strategy, {})
-    buffer = budget = posterior = None
-    base, source = BUDGETED.get(strategy, (strategy, None))
+    buffer = budget = posterior = sampler = None
+    name, dynamic = bench_strategy(strategy)
+    base, source = BUDGETED.get(name, (name, None))
     if strategy == "oracle-budget":
         base, source = "oracle", "truth"
     if source is not None:
@@ -132,37 +153,63 @@ def run_one(
                                separate_groups=settings.budget_separate_groups)
     if source == "mopps":
         posterior = make_selector("mopps", pool, b, seed=seed)
-    if strategy == "ds":
-        selector: Selector = make_selector("uniform", pool, b, seed=seed)
-        buffer = DynamicSamplingBuffer(b, max_rounds=settings.ds_max_rounds)
-    elif base == "oracle":
-        selector = OracleSelector(pool, b, world, seed=seed, **hyper)
+    if base == "oracle":
+        selector: Selector = OracleSelector(pool, b, world, seed=seed, **hyper)
     else:
         selector = make_selector(base, pool, b, seed=seed, **hyper)
+    if dynamic:
+        buffer = DynamicSamplingBuffer(b, max_rounds=settings.ds_max_rounds,
+                                       keep_surplus=settings.ds_keep_surplus)
+        sizing = settings.ds_sizing
+        if strategy == "ds":
+            sizing = "full"  # DAPO's generation batches
+        elif sizing is None and base == "greso":
+            sizing = "keep-rate"
+        sampler = DynamicSampler(selector, world.config.k, sizing=sizing,
+                                 fill_confidence=settings.ds_fill_confidence,
+                                 max_round_prompts=settings.ds_max_round_prompts)
     sw = Stopwatch()
     log: dict[str, list[float]] = {k: [] for k in (
         "rollouts", "accuracy", "esr", "spearman_batch", "spearman_unseen", "ece_unseen",
-        "sec_select", "sec_observe", "group_size_cv", *REGIME_KEYS)}
+        "sec_select", "sec_observe", "group_size_cv", *REGIME_KEYS, *DS_KEYS)}
     log["accuracy0"] = [world.heldout_accuracy()]
     spent = 0
     for _ in range(settings.steps):
         sel0, obs0 = sw.seconds.get("select", 0.0), sw.seconds.get("observe", 0.0)
         sizes = None  # per-prompt rollouts, for the budgeted strategies
-        if buffer is not None:
+        if sampler is not None:
             rolled = []
-            while buffer.needed:
+            sampler.begin_step()
+            carried = buffer.kept
+            while buffer.needed and sampler.left(candidates):
+                kept0, surplus0 = buffer.kept, buffer.surplus
                 with sw("select"):
-                    idx = selector.select(candidates)[: buffer.needed]
-                r = world.rollout(idx, roll_rng)
-                buffer.add(idx, r)
+                    plan = sampler.plan(buffer.needed, candidates)
+                r = world.rollout(plan.indices, roll_rng)
+                with sw("observe"):  # the next round chooses after seeing this one
+                    selector.observe(plan.indices, r)
+                buffer.add(plan.indices, r)
+                sampler.record_round(plan, int(informative_mask(r).sum()),
+                                     buffer.kept - kept0, buffer.surplus - surplus0)
                 rolled.append(r)
                 spent += r.size
             idx, r = buffer.pop()
+            record = sampler.end_step(carried=carried)
             esr = effective_sample_ratio(np.concatenate(rolled))
             rho_batch = rho_unseen = ece_unseen = float("nan")
+            if n_probe and base != "uniform":
+                unseen, truth = selector.predict(probe), world.gamma(probe)
+                rho_unseen = spearman(unseen, truth)
+                ece_unseen = expected_calibration_error(unseen, truth)
+            regime = getattr(selector, "last_regime", None) or {}
             for key in REGIME_KEYS:
-                log[key].append(float("nan"))
+                log[key].append(float(regime.get(key, np.nan)))
+            for key in DS_KEYS:
+                value = getattr(record, key.removeprefix("ds_"))
+                log[key].append(float(value) if value == value else float("nan"))
         else:
+            for key in DS_KEYS:
+                log[key].append(float("nan"))
             with sw("select"):
                 idx = selector.select(candidates)
             regime = getattr(selector, "last_regime", None) or {}
@@ -213,7 +260,7 @@ def run_one(
         log["sec_observe"].append(sw.seconds.get("observe", 0.0) - obs0)
         if on_step is not None:
             on_step()
-    if n_probe and buffer is None:  # the final unseen predictions' calibration, raw and calibrated
+    if n_probe and strategy != "ds":  # the final unseen predictions' calibration, raw and calibrated
         unseen, truth = selector.predict(probe), world.gamma(probe)
         curve = reliability_curve(unseen, truth, RELIABILITY_BINS)
         count = np.asarray(curve["count"], dtype=float)
@@ -222,7 +269,7 @@ def run_one(
         log["reliability_true_sum"] = (np.nan_to_num(curve["mean_true"]) * count).tolist()
         log["ece_unseen_calibrated"] = [expected_calibration_error(
             selector.calibration().mean(unseen), truth) if hasattr(selector, "calibration") else np.nan]
-    if save_selector is not None and strategy not in BENCH_ONLY:
+    if save_selector is not None and strategy not in BENCH_ONLY and base != "oracle":
         selector.save(save_selector)
     return log
 
