@@ -73,39 +73,36 @@ def informative_probability(mean: Any, k: int, concentration: Any = np.inf,
     return np.clip(out, 0.0, 1.0)
 
 
-def fill_distribution(chances: Any) -> np.ndarray:
-    """Distribution of the number of informative groups among prompts with these independent
-    chances (Poisson-binomial): ``out[j] = P(exactly j informative)``."""
+def _prefix_distributions(chances: Any):
+    """For each prefix of ``chances``, the distribution of its number of informative groups
+    (Poisson-binomial): yields ``(prefix length, dist)`` with ``dist[j] = P(exactly j)``."""
     q = np.clip(np.asarray(chances, dtype=np.float64).ravel(), 0.0, 1.0)
     dist = np.zeros(q.size + 1)
     dist[0] = 1.0
     for j, p in enumerate(q):
         dist[1 : j + 2] = dist[1 : j + 2] * (1.0 - p) + dist[: j + 1] * p
         dist[0] *= 1.0 - p
-    return dist
+        yield j + 1, dist[: j + 2]
 
 
 def fill_probability(chances: Any, need: int) -> float:
     """Probability that prompts with these chances give at least ``need`` informative groups."""
     if need <= 0:
         return 1.0
-    dist = fill_distribution(chances)
-    return float(dist[need:].sum()) if need < dist.size else 0.0
+    last = 0.0
+    for m, dist in _prefix_distributions(chances):
+        last = float(dist[need:].sum()) if need <= m else 0.0
+    return last
 
 
 def prompts_to_fill(chances: Any, need: int, confidence: float) -> int | None:
     """The shortest prefix of ``chances`` whose prompts give ``need`` informative groups with
     probability at least ``confidence``; None if the whole sequence does not."""
-    q = np.clip(np.asarray(chances, dtype=np.float64).ravel(), 0.0, 1.0)
     if need <= 0:
         return 0
-    dist = np.zeros(q.size + 1)
-    dist[0] = 1.0
-    for j, p in enumerate(q):  # the Poisson-binomial of each prefix, one prompt at a time
-        dist[1 : j + 2] = dist[1 : j + 2] * (1.0 - p) + dist[: j + 1] * p
-        dist[0] *= 1.0 - p
-        if j + 1 >= need and dist[need : j + 2].sum() >= confidence:
-            return j + 1
+    for m, dist in _prefix_distributions(chances):
+        if m >= need and dist[need:].sum() >= confidence:
+            return m
     return None
 
 
@@ -141,7 +138,6 @@ class DynamicSamplingBuffer:
         self.carried = self._kept  # surplus of the previous batch at the front of this one
         self.rounds = 0
         self.surplus = 0
-        self._dropped: list[tuple[np.ndarray, np.ndarray]] = []
 
     @property
     def needed(self) -> int:
@@ -169,7 +165,6 @@ class DynamicSamplingBuffer:
         if self.keep_surplus and extra.any():
             self._carry[0].append(idx[extra])
             self._carry[1].append(rew[extra])
-        self._dropped.append((idx[~informative], rew[~informative]))
         self.rollouts_spent += rew.size
         self.rounds += 1
         self._idx.append(idx[keep])
@@ -177,27 +172,13 @@ class DynamicSamplingBuffer:
         self._kept += int(keep.sum())
         return keep
 
-    def pop(self, fill: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """The kept groups (possibly fewer than batch_size after max_rounds; with ``fill`` the
-        batch is completed with the latest zero-advantage groups, as the trainer does); resets
-        the batch."""
+    def pop(self) -> tuple[np.ndarray, np.ndarray]:
+        """The kept groups (possibly fewer than batch_size after max_rounds); resets the batch."""
         if not self._idx:
             raise ValueError("nothing was added since the last pop")
-        idx_parts, rew_parts = list(self._idx), list(self._rew)
-        self.filled = 0
-        if fill and self._kept < self.batch_size:
-            lack = self.batch_size - self._kept
-            d_idx = np.concatenate([d[0] for d in self._dropped]) if self._dropped else np.empty(0)
-            d_rew = [d[1] for d in self._dropped if d[1].size]
-            if d_rew:
-                d_rew_all = np.concatenate(d_rew)
-                take = min(lack, d_idx.size)
-                idx_parts.append(d_idx[d_idx.size - take:].astype(np.int64))
-                rew_parts.append(d_rew_all[d_rew_all.shape[0] - take:])
-                self.filled = take
-        idx = np.concatenate(idx_parts)
-        k = max(r.shape[1] for r in rew_parts)
-        rew = (np.concatenate([r.reshape(-1, k) for r in rew_parts]) if idx.size
+        idx = np.concatenate(self._idx)
+        k = max(r.shape[1] for r in self._rew)
+        rew = (np.concatenate([r.reshape(-1, k) for r in self._rew]) if idx.size
                else np.empty((0, k)))
         self._reset()
         return idx, rew
