@@ -259,8 +259,9 @@ class DynamicSampler:
         selector: any rollwise selector; ``"predicted"`` needs one with
             :meth:`~rollwise.selectors.base.Selector.predictive` (gps, mopps, the oracle).
         group_size: rollouts per prompt (``num_generations``).
-        sizing: one of :data:`SIZINGS`; default ``"predicted"`` where the selector predicts
-            each prompt, else ``"full"``.
+        sizing: one of :data:`SIZINGS`; default the selector's own rule where its method has
+            one (GRESO: ``"keep-rate"``), else ``"predicted"`` where the selector predicts each
+            prompt, else ``"full"``.
         fill_confidence: the probability of a full batch each predicted round aims at.
         max_round_prompts: prompts per round at most (default 4 x the batch).
         round_multiple: every round's size is a multiple of this.
@@ -278,7 +279,7 @@ class DynamicSampler:
         self.batch_size = selector.batch_size
         predicts = has_predictive(selector)
         if sizing is None:
-            sizing = "predicted" if predicts else "full"
+            sizing = selector.dynamic_sizing or ("predicted" if predicts else "full")
         if sizing not in SIZINGS:
             raise ValueError(f"sizing must be one of {list(SIZINGS)}, got {sizing!r}")
         if sizing == "predicted" and not predicts:
@@ -306,10 +307,14 @@ class DynamicSampler:
                     else int(np.isin(candidates, self._used).sum()))
         return free - free % self.round_multiple
 
-    def plan(self, need: int, candidates: np.ndarray | None = None) -> RoundPlan:
+    def plan(self, need: int, candidates: np.ndarray | None = None,
+             minimum: int = 0) -> RoundPlan:
         """The next round's prompts for ``need`` missing informative groups, among
-        ``candidates`` (default: the pool) less this step's earlier rounds."""
+        ``candidates`` (default: the pool) less this step's earlier rounds; at least
+        ``minimum`` prompts where that many are left (a caller's last round, whose dropped
+        groups must be able to complete the batch)."""
         check_int("need", need, 1)
+        check_int("minimum", minimum, 0)
         allowed = np.arange(len(self.selector.pool)) if candidates is None else np.asarray(
             candidates, dtype=np.int64)
         free = np.setdiff1d(allowed, self._used)
@@ -317,14 +322,22 @@ class DynamicSampler:
         if cap < 1:
             raise ValueError(f"dynamic sampling: {free.size} prompts left to roll out this step, "
                              f"fewer than a round of {self.round_multiple}")
+        floor = min(cap, self._multiple(minimum)) if minimum else 0
         if self.sizing == "predicted":
             plan = self._plan_predicted(need, candidates, free, cap)
+            if plan.indices.size < floor:
+                rest = np.setdiff1d(free, plan.indices)
+                extra = self.selector.select(rest, size=floor - plan.indices.size,
+                                             group_size=self.group_size)
+                indices = np.concatenate([plan.indices, extra])
+                plan = RoundPlan(indices, self.selector.informative_chance(indices,
+                                                                           self.group_size))
         else:
             if self.sizing == "full" or self.keep_rate is None:
                 size = self.batch_size
             else:
                 size = math.ceil(need / max(self.keep_rate, MIN_KEEP_RATE) * KEEP_RATE_MARGIN)
-            size = min(cap, self._multiple(size))
+            size = min(cap, max(floor, self._multiple(size)))
             plan = RoundPlan(self._choose(candidates, free, size))
         self._used = np.union1d(self._used, plan.indices)
         return plan
@@ -360,11 +373,12 @@ class DynamicSampler:
         return max(m, -(-int(n) // m) * m)
 
     def _choose(self, candidates: np.ndarray | None, free: np.ndarray, size: int) -> np.ndarray:
-        """``size`` prompts among ``free``: first as the selector chooses among the caller's
-        candidates (so that a selector walking its own order, such as uniform's epochs, keeps
-        its stream), then any repeat of this step's earlier rounds replaced among the rest."""
+        """``size`` prompts among ``free``: as the selector chooses among the caller's
+        candidates in a step's first round, and every round for a selector that walks its own
+        order over the whole pool (so that uniform's epochs keep their stream), then any repeat of this step's
+        earlier rounds replaced among the rest."""
         k = self.group_size
-        if self._used.size == 0:
+        if self._used.size == 0 or (candidates is None and self.selector.walks_order):
             idx = self.selector.select(candidates, size=size, group_size=k)
         else:
             idx = self.selector.select(free, size=size, group_size=k)

@@ -54,6 +54,13 @@ class Selector(ABC):
     """
 
     name: ClassVar[str] = "base"
+    #: whether the selector walks an order of its own when given no candidates (uniform's and
+    #: GRESO's epochs): dynamic sampling then asks it without candidates every round, so that
+    #: its stream is the one it would walk without the filter (repeats within a step replaced)
+    walks_order: ClassVar[bool] = False
+    #: the round sizing its method prescribes under dynamic sampling
+    #: (:data:`rollwise.dynamic_sampling.SIZINGS`); None: the sampler's default
+    dynamic_sizing: ClassVar[str | None] = None
 
     def __init__(self, pool: PromptPool, batch_size: int, seed: int = 0,
                  threads: int | None = DEFAULT_SELECTOR_THREADS) -> None:

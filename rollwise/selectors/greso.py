@@ -47,6 +47,8 @@ class GRESOSelector(Selector):
     """
 
     name = "greso"
+    walks_order = True
+    dynamic_sizing = "keep-rate"  # GRESO sizes its generation batch from the observed keep rate
 
     def __init__(self, pool, batch_size: int, seed: int = 0, target: float = 0.25,
                  p_init: float = 0.5, step: float = 0.01, p_min: float = 0.05,

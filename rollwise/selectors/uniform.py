@@ -18,6 +18,7 @@ class UniformSelector(Selector):
     """
 
     name = "uniform"
+    walks_order = True
 
     def __init__(self, pool, batch_size: int, seed: int = 0,
                  threads: int | None = DEFAULT_SELECTOR_THREADS) -> None:

@@ -163,8 +163,6 @@ def run_one(
         sizing = settings.ds_sizing
         if strategy == "ds":
             sizing = "full"  # DAPO's generation batches
-        elif sizing is None and base == "greso":
-            sizing = "keep-rate"
         sampler = DynamicSampler(selector, world.config.k, sizing=sizing,
                                  fill_confidence=settings.ds_fill_confidence,
                                  max_round_prompts=settings.ds_max_round_prompts)
