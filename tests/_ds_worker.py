@@ -1,8 +1,9 @@
 """One process of a multi-process GRPO run (started by torchrun from a test).
 
 argv: MODEL_DIR OUT_DIR STRATEGY [CHECKPOINT] (uniform+ds: dynamic sampling over uniform prompts;
-gps: GPS without the filter; gps+save: GPS saving a checkpoint every step; mopps+budget: MoPPS
-with per-prompt budgets in whole groups; CHECKPOINT: resume from it). Every process
+gps+ds: dynamic sampling with rounds chosen and sized by GPS; gps: GPS without the filter;
+gps+save: GPS saving a checkpoint every step; mopps+budget: MoPPS with per-prompt budgets in
+whole groups; CHECKPOINT: resume from it). Every process
 writes OUT_DIR/rank<R>.json: the selections (and groups), the prompts of the groups it trained
 on per step, and its selector's step count and observations."""
 
@@ -36,7 +37,7 @@ def main() -> None:
                       save_strategy="steps" if "save" in strategy else "no", save_steps=1,
                       save_only_model=True,  # as rollwise train by default (see docs/trl.md)
                       report_to="none", use_cpu=True, seed=0, learning_rate=1e-3)
-    ds_on = strategy == "uniform+ds"
+    ds_on = strategy.endswith("+ds")
     name = strategy.split("+")[0]
     selector = make_selector(name, pool, 4, seed=0, **({"grad_steps": 1} if name == "gps" else {}))
     budgets = {"budget_objective": "rollouts", "budget_max_groups": 3} if "budget" in strategy else {}
@@ -73,6 +74,7 @@ def main() -> None:
                    "selections": [r["indices"] for r in trainer.selection_log],
                    "groups": [r.get("groups") for r in trainer.selection_log],
                    "rollouts": trainer.rollouts_spent, "trained": trained,
+                   "ds_log": trainer.ds_log,
                    "selector_observations": int(trainer.selector.step)}, f)
 
 

@@ -180,6 +180,20 @@ def test_train_settings_strategy_ds(tmp_path):
                               "--max-sampling-rounds", "3"])
     s = train_settings(args)
     assert s.strategy == "gps" and s.dynamic_sampling and s.max_sampling_rounds == 3
+    s = train_settings(parser.parse_args(["train", "--strategy", "gps+ds", "--ds-sizing",
+                                          "keep-rate", "--ds-fill-confidence", "0.8",
+                                          "--ds-max-round-prompts", "16", "--ds-keep-surplus"]))
+    s.validate()
+    assert (s.ds_sizing, s.ds_fill_confidence, s.ds_max_round_prompts, s.ds_keep_surplus) == (
+        "keep-rate", 0.8, 16, True)
+    for bad, match in (({"strategy": "gps", "ds_keep_surplus": True}, "ds_keep_surplus"),
+                       ({"strategy": "ds", "ds_sizing": "predicted"}, "ds_sizing"),
+                       ({"strategy": "greso+ds", "ds_sizing": "predicted"}, "ds_sizing"),
+                       ({"strategy": "gps+ds", "ds_fill_confidence": 0.0}, "ds_fill_confidence"),
+                       ({"strategy": "gps+ds", "ds_max_round_prompts": 4}, "ds_max_round_prompts"),
+                       ({"strategy": "gps+ds", "ds_sizing": "half"}, "ds_sizing")):
+        with pytest.raises(ValueError, match=match):
+            TrainSettings(**bad).validate()
 
 
 def _two_processes(tmp_path, strategy: str, resume: str | None = None, run: str = "out"
@@ -261,3 +275,127 @@ def test_two_processes_select_alike_and_train_on_their_own_informative_groups(tm
             for text in batch:
                 i = int(text.split(" + ")[0])
                 assert i >= 8 and i in mine  # informative (mixed rewards) and from its own slice
+
+
+def test_two_processes_share_each_predicted_round(tmp_path):
+    """GPS-planned rounds on two processes: the main process plans and broadcasts, so both see
+    the same rounds, each a multiple of two prompts, no prompt twice in a step; each process
+    trains on informative groups of its own slices only."""
+    ranks = _two_processes(tmp_path, "gps+ds")
+    assert ranks[0]["selections"] == ranks[1]["selections"] and ranks[0]["ds_log"] == ranks[1]["ds_log"]
+    rounds = iter(ranks[0]["selections"])
+    for step in ranks[0]["ds_log"]:
+        chosen = [next(rounds) for _ in range(step["rounds"])]
+        assert [len(c) for c in chosen] == step["prompts"] and all(len(c) % 2 == 0 for c in chosen)
+        flat = [i for c in chosen for i in c]
+        assert len(flat) == len(set(flat))
+    for rank, record in enumerate(ranks):
+        half = [c[len(c) // 2 * rank: len(c) // 2 * (rank + 1)] for c in ranks[0]["selections"]]
+        mine = {i for h in half for i in h}
+        for batch, step in zip(record["trained"], ranks[0]["ds_log"], strict=True):
+            rows = [int(t.split(" + ")[0]) for t in batch]
+            assert len(rows) == 2 and set(rows) <= mine
+            if not step["filled"]:  # informative (mixed rewards) unless the rounds ran out
+                assert min(rows) >= 8
+    assert sum(step["filled"] for step in ranks[0]["ds_log"]) < 2  # slices dealt by chance
+
+
+def _predictive_trainer(tiny, out, steps=1, selector="mopps", **ds):
+    path, ds_ = tiny
+    pool = PromptPool.from_texts(ds_["prompt"], ids=ds_["id"], embedder="hashing")
+    sel = make_selector(selector, pool, batch_size=3, seed=0)
+    args = GRPOConfig(output_dir=str(out), per_device_train_batch_size=6, num_generations=2,
+                      max_completion_length=4, max_steps=steps, logging_steps=1, save_steps=100,
+                      report_to="none", use_cpu=True, seed=0, learning_rate=1e-3)
+    reward = ByPrompt()
+    trainer = RollwiseGRPOTrainer(model=path, reward_funcs=reward, args=args, train_dataset=ds_,
+                                  selector=sel, dynamic_sampling=True, **ds)
+    return trainer, reward
+
+
+def test_round_is_sized_from_the_predictions(tiny, tmp_path):
+    """With predicted sizing the first round rolls out the fewest prompts whose predicted chances
+    of an informative group fill the batch with probability ds_fill_confidence: a different
+    count for each confidence, neither of them DAPO's batch of 3."""
+    from rollwise.dynamic_sampling import prompts_to_fill
+
+    sizes = {}
+    for q in (0.3, 0.7):
+        trainer, _ = _predictive_trainer(tiny, tmp_path / str(q), ds_fill_confidence=q)
+        chances = np.sort(trainer.selector.informative_chance(np.arange(12), 2))[::-1]
+        expect = prompts_to_fill(chances, 3, q)
+        assert expect is not None
+        trainer.train()
+        sizes[q] = len(trainer.selection_log[0]["indices"])
+        assert sizes[q] == expect, (q, chances)
+        assert trainer.ds_log[0]["prompts"][0] == expect
+        predicted = trainer.ds_log[0]["predicted_keep_rate"]
+        assert predicted is not None and 0 < predicted < 1
+    assert sizes[0.3] < sizes[0.7] and 3 not in sizes.values()
+    full, _ = _predictive_trainer(tiny, tmp_path / "full", ds_sizing="full")
+    full.train()
+    assert all(len(rec["indices"]) == 3 for rec in full.selection_log)
+
+
+def test_each_round_is_chosen_after_the_previous_one_is_observed(tiny, tmp_path):
+    """Every round's plan is made after the selector has observed every earlier round (round 2
+    of a step uses round 1's outcomes), and a step never rolls a prompt out twice."""
+    trainer, reward = _predictive_trainer(tiny, tmp_path, steps=3, selector="gps",
+                                          ds_fill_confidence=0.5)
+    plan = trainer.sampler.plan
+    seen = []
+
+    def spy(need, candidates=None, minimum=0):
+        seen.append((trainer.selector.step, len(reward.calls)))
+        return plan(need, candidates, minimum)
+
+    trainer.sampler.plan = spy
+    trainer.train()
+    assert len(seen) == len(reward.calls) > 3
+    assert all(observed == rounds_before for observed, rounds_before in seen)
+    rounds = iter(rec["indices"] for rec in trainer.selection_log)
+    for step in trainer.ds_log:
+        flat = [i for _ in range(step["rounds"]) for i in next(rounds)]
+        assert len(flat) == len(set(flat))
+        assert step["kept"] + step["filled"] == 3
+
+
+def test_surplus_is_dropped_or_kept_for_the_next_step(tiny, tmp_path):
+    """Surplus informative groups are counted; with ds_keep_surplus the next step starts with
+    them (carried), and its batch is still full."""
+    logs = {}
+    for keep in (False, True):
+        trainer, _ = _predictive_trainer(tiny, tmp_path / str(keep), steps=4, selector="uniform",
+                                         ds_sizing="full", ds_keep_surplus=keep)
+        batches = _batches(trainer)
+        trainer.train()
+        logs[keep] = trainer.ds_log
+        for out in batches:
+            assert out["advantages"].shape == (6,)
+            assert bool((out["advantages"].reshape(3, 2).abs().sum(dim=1) > 0).all())
+    assert all(s["carried"] == 0 for s in logs[False])
+    kept = logs[True]
+    assert any(s["carried"] > 0 for s in kept)
+    for before, after in zip(kept, kept[1:], strict=False):
+        assert after["carried"] == min(before["surplus"], 3)
+    metrics = [h for h in trainer.state.log_history if "rollwise/ds_surplus" in h]
+    assert [m["rollwise/ds_carried"] for m in metrics] == [float(s["carried"]) for s in kept]
+
+
+def test_ds_options_refused_with_their_names(tiny, tmp_path):
+    path, ds = tiny
+    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=6, num_generations=2,
+                      max_completion_length=4, max_steps=1, report_to="none", use_cpu=True)
+    common = dict(model=path, reward_funcs=ByPrompt(), args=args, train_dataset=ds,
+                  embedder="hashing")
+    for kwargs, match in (({"selector": "ds", "ds_sizing": "most"}, "ds_sizing"),
+                          ({"selector": "ds", "ds_fill_confidence": 1.0}, "ds_fill_confidence"),
+                          ({"selector": "ds", "ds_max_round_prompts": 0}, "ds_max_round_prompts"),
+                          ({"selector": "ds", "ds_keep_surplus": 1}, "ds_keep_surplus"),
+                          ({"selector": "uniform", "ds_keep_surplus": True}, "ds_keep_surplus"),
+                          ({"selector": "ds", "ds_sizing": "predicted"}, "ds_sizing")):
+        with pytest.raises((ValueError, TypeError), match=match):
+            RollwiseGRPOTrainer(**common, **kwargs)
+    trainer = RollwiseGRPOTrainer(**common, selector="greso+ds")
+    assert trainer.sampler.sizing == "keep-rate" and trainer.selector.strategy == "greso"
+    assert RollwiseGRPOTrainer(**common, selector="gps+ds").sampler.sizing == "predicted"

@@ -382,6 +382,13 @@ class RollwiseGRPOTrainer(GRPOTrainer):
             else:
                 plan = self.sampler.plan(need, minimum=minimum)
                 chosen, chances = plan.indices, plan.chances
+                processes = self.accelerator.num_processes
+                if chances is not None and processes > 1:
+                    # dealt by chance, best first, so that each process's slice holds an equal
+                    # share of the likely informative prompts (slices are contiguous)
+                    order = np.argsort(-chances, kind="stable")
+                    order = np.concatenate([order[r::processes] for r in range(processes)])
+                    chosen, chances = chosen[order], chances[order]
             return [chosen, self.selector.predict(chosen), groups, chances]
 
         if self.accelerator.num_processes == 1:

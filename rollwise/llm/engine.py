@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from rollwise.dynamic_sampling import SIZINGS
 from rollwise.strategies import PRESETS, train_names, train_strategy
 from rollwise.threads import model_threads
 from rollwise.validation import Interval, OneOf, check_fields, setting
@@ -43,6 +44,25 @@ class TrainSettings:
                                                          "generation rounds per step (DAPO's "
                                                          "max_num_gen_batches); none: 10",
                                               constraint=Interval(int, 1, optional=True))
+    ds_sizing: str | None = setting(None, help="dynamic sampling: how many prompts each round "
+                                               "rolls out: 'full' (DAPO's generation batch), "
+                                               "'keep-rate' (GRESO's: the last step's keep rate "
+                                               "x 1.25) or 'predicted' (the fewest prompts whose "
+                                               "predicted chances fill the batch with probability "
+                                               "--ds-fill-confidence); none: the strategy's own "
+                                               "(greso: keep-rate, gps and mopps: predicted, ds: "
+                                               "full)",
+                                    constraint=OneOf(SIZINGS, optional=True))
+    ds_fill_confidence: float = setting(0.9, help="dynamic sampling, predicted sizing: the "
+                                                  "probability of a full batch each round aims at",
+                                        constraint=Interval(float, 0.0, 1.0, closed="neither"))
+    ds_max_round_prompts: int | None = setting(None, help="dynamic sampling: prompts per round at "
+                                                          "most (memory); none: 4 x "
+                                                          "--prompts-per-step",
+                                               constraint=Interval(int, 1, optional=True))
+    ds_keep_surplus: bool = setting(False, help="dynamic sampling: keep informative groups beyond "
+                                                "the batch for the next step (one step stale, no "
+                                                "importance correction) instead of dropping them")
     budgets: str | None = setting(None, help="per-prompt rollout budgets (whole groups of "
                                              "--num-generations, up to 4 per prompt, the step's "
                                              "rollouts unchanged) maximising groups, rollouts or "
@@ -125,9 +145,22 @@ class TrainSettings:
                                                                                       "mopps"):
             raise ValueError(f"budgets: need a strategy with per-prompt predictions (gps or mopps), "
                              f"got {self.strategy!r}")
-        if self.max_sampling_rounds is not None and not self.uses_dynamic_sampling:
-            raise ValueError("max_sampling_rounds applies only with dynamic sampling "
-                             "(--dynamic-sampling or --strategy ds)")
+        if not self.uses_dynamic_sampling:
+            given = [name for name in ("max_sampling_rounds", "ds_sizing", "ds_fill_confidence",
+                                       "ds_max_round_prompts", "ds_keep_surplus")
+                     if getattr(self, name) != type(self).__dataclass_fields__[name].default]
+            if given:
+                raise ValueError(f"{', '.join(given)}: only with dynamic sampling "
+                                 f"(--dynamic-sampling or a '+ds' strategy such as ds, gps+ds)")
+        if (self.ds_sizing == "predicted"
+                and PRESETS[train_strategy(self.strategy)[0]][0] not in ("gps", "mopps")):
+            raise ValueError(f"ds_sizing: 'predicted' needs a strategy that predicts each prompt "
+                             f"(gps or mopps), got {self.strategy!r}; use full or keep-rate")
+        if (self.ds_max_round_prompts is not None
+                and self.ds_max_round_prompts < self.prompts_per_step):
+            raise ValueError(f"ds_max_round_prompts: {self.ds_max_round_prompts} is fewer than "
+                             f"--prompts-per-step ({self.prompts_per_step}); a round must be able "
+                             f"to hold a whole batch")
         backends = [b.strip() for b in str(self.report_to).split(",")]
         known = report_backends()
         if any(b not in known for b in backends):
@@ -383,6 +416,10 @@ def run_grpo(
                   base_model=SMOLLM2_HUB_ID if settings.model.lower() == "smollm2" else settings.model)
     if settings.max_sampling_rounds is not None:  # else the trainer's default
         common["max_sampling_rounds"] = settings.max_sampling_rounds
+    if settings.uses_dynamic_sampling:
+        common.update(ds_sizing=settings.ds_sizing, ds_fill_confidence=settings.ds_fill_confidence,
+                      ds_max_round_prompts=settings.ds_max_round_prompts,
+                      ds_keep_surplus=settings.ds_keep_surplus)
     trainer = trainer_class(**common, **addon_kwargs)
     for addon in addons:
         for callback in addon.callbacks(trainer):
@@ -414,6 +451,7 @@ def run_grpo(
         "selections": trainer.selection_log,  # per generation batch: chosen rows, predictions, ...
         "evaluations": trainer.evaluation_log,  # per evaluation: reward and truncation per level
         "embedding_refreshes": trainer.embedding_refreshes,  # with embed_refresh_steps
+        "dynamic_sampling": trainer.ds_log,  # per step: rounds, rollouts, keeps, keep rates
         "steps": trainer.state.global_step,
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }
