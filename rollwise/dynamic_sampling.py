@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy.special import betaln
 
 from rollwise.validation import check_int, check_number
 
@@ -65,6 +64,8 @@ def informative_probability(mean: Any, k: int, concentration: Any = np.inf,
     if finite.any():
         a, b = m[finite] * c[finite], (1.0 - m[finite]) * c[finite]
         # E[p^k] = B(a + k, b) / B(a, b) under Beta(a, b)
+        from scipy.special import betaln  # here: the CLI imports this module for its names
+
         ones = np.exp(betaln(a + k, b) - betaln(a, b))
         zeros = np.exp(betaln(a, b + k) - betaln(a, b))
         out[finite] = 1.0 - ones - zeros
