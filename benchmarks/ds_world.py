@@ -220,11 +220,13 @@ def _fmt_p(p) -> str:
     return "n/a" if p is None or p != p else f"{p:.3g}"
 
 
-def report(name: str, desc: str, settings: RunSettings, k: int, seeds_done: list[int],
-           seeds_wanted: int, records: dict, summary: dict, comparisons: list[dict],
-           seconds: float, run: dict, note: str) -> str:
+def report(name: str, desc: str, settings: RunSettings, k: int, selectable: int,
+           seeds_done: list[int], seeds_wanted: int, records: dict, summary: dict,
+           comparisons: list[dict], seconds: float, run: dict) -> str:
     rows = arm_numbers(records, summary)
     n = len(seeds_done)
+    passes = [np.mean([r["total_rollouts"] / k / selectable for r in recs])
+              for recs in records.values()]
     filled = float(np.mean([f for r in rows.values() for f in r["filled"]]))
     lines = [
         f"# Predictive dynamic sampling in the simulated world: {name}", "",
@@ -232,8 +234,9 @@ def report(name: str, desc: str, settings: RunSettings, k: int, seeds_done: list
         f"rollouts, at most {settings.ds_max_rounds} rounds a step; seeds "
         f"{', '.join(map(str, seeds_done))}" + (f" (of {seeds_wanted}: a partial run)"
                                                 if n < seeds_wanted else "")
-        + f". Written by `{run['command']}` at commit {run['commit']} in {seconds:.0f} s."
-        + (f" {note}" if note else ""), "",
+        + f". The arms rolled out the {selectable:,} selectable prompts {min(passes):.1f} to "
+        f"{max(passes):.1f} times each (seed means). Written by `{run['command']}` at commit "
+        f"{run['commit']} in {seconds:.0f} s.", "",
         "Every arm fills each step's batch with informative groups (up to the round limit) and "
         "pays every rollout. Mean ± s.e. over seeds. *rollouts vs ds*: the arm's total over ds's "
         "total, per seed. *to ds's final*: cumulative rollouts at which the arm's held-out "
@@ -352,9 +355,6 @@ def main() -> None:
     p.add_argument("--small-batch", type=int, default=8)
     p.add_argument("--easiest-rate", type=float, default=0.16)
     p.add_argument("--memorisation", type=float, default=1.0)
-    p.add_argument("--note", action="append", default=[],
-                   help="WORLD=TEXT: a sentence added to that world's header (e.g. why its steps "
-                        "were cut)")
     p.add_argument("--out", default="benchmarks/results/ds_world")
     args = p.parse_args()
     arms = args.strategies.split(",")
@@ -370,7 +370,6 @@ def main() -> None:
     wanted = [w for w in args.worlds.split(",") if w in known]
     if not wanted:
         p.error(f"--worlds: none of {args.worlds!r} can run; available: {list(known)}")
-    notes = dict(n.split("=", 1) for n in args.note)
     out = Path(args.out)
     for name in wanted:
         t0 = time.perf_counter()
@@ -407,9 +406,10 @@ def main() -> None:
                 "ds_final": [r["final_accuracy"] for r in records["ds"]],
                 "comparisons": comparisons,
                 "arms": records})
+            selectable = len(pool) - int(round(settings.probe_fraction * len(pool)))
             atomic_write_report(base.with_suffix(".md"), report(
-                name, desc, settings, k, seeds_done, args.seeds, records, summary, comparisons,
-                seconds, run, notes.get(name, "")))
+                name, desc, settings, k, selectable, seeds_done, args.seeds, records, summary,
+                comparisons, seconds, run))
             plot(name, records, base.with_suffix(".png"),
                  f"Dynamic sampling, {name} world: {settings.steps} steps x "
                  f"{settings.batch_size} x {k}")
