@@ -185,6 +185,7 @@ def arm_numbers(records: dict, summary: dict) -> dict:
             "predicted": [r["mean_predicted_keep_rate"] for r in recs],
             "filled": [r["mean_filled"] for r in recs],
             "short": [r["short_steps"] for r in recs],
+            "surplus": [r["mean_surplus"] for r in recs],
             # the arm's final held-out accuracy less ds's at the arm's total rollouts (None where
             # the arm spent more than ds): the comparison where the arm's run ends first
             "vs_ds_same_rollouts": [
@@ -244,6 +245,7 @@ def report(name: str, desc: str, settings: RunSettings, k: int, selectable: int,
         "mean over the seeds that reach it; *x ds* divides it by ds's total rollouts per seed "
         "(what ds spent to get there). Keep rates: informative groups per prompt rolled out, "
         "realised and as the arm predicted it (mean over steps; greso and ds predict none). "
+        "*surplus*: informative groups beyond the batch per step, paid for and dropped. "
         "*short steps*: steps whose batch did not fill within the round limit or the pool (such "
         "a step learns from the groups it has; groups completed without a gradient, the log's "
         f"`ds_filled`, average {filled:.1f} a step over all arms). Every run has the same "
@@ -253,8 +255,8 @@ def report(name: str, desc: str, settings: RunSettings, k: int, selectable: int,
         "the arm's total rollouts (seeds where the arm spent no more than ds).", "",
         "| arm | final held-out | total rollouts | rollouts vs ds | to ds's final | x ds "
         "| seeds reaching | vs ds at its rollouts | rounds / step | keep rate realised "
-        "| predicted | short steps |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| predicted | surplus / step | short steps |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for arm, r in rows.items():
         hit = sum(x is not None for x in r["reach"])
@@ -263,6 +265,7 @@ def report(name: str, desc: str, settings: RunSettings, k: int, selectable: int,
             f"{_ms(r['reach'], ',.0f')} | {_ms(r['reach_vs_ds_total'])} | {hit}/{n} | "
             f"{_ms(r['vs_ds_same_rollouts'])} | "
             f"{_ms(r['rounds'], '.2f')} | {_ms(r['keep'])} | {_ms(r['predicted'])} | "
+            f"{_ms(r['surplus'], '.1f')} | "
             f"{_ms(r['short'], '.1f')} |")
     lines += ["", "Paired over seeds, rollouts to ds's final (seeds where both arms reach it; "
               "two-sided p: `scipy.stats.ttest_rel`, `scipy.stats.wilcoxon`, exact, whose "
