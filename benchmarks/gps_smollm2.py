@@ -94,6 +94,8 @@ def condense(result: dict) -> dict:
         "max_repeats": int(np.bincount(chosen).max()) if chosen else 0,
         "rollouts": result["rollouts"],
         "wall_seconds": result["wall_seconds"],
+        # dynamic-sampling arms: each step's rounds, rollouts, keeps and keep rates (run log)
+        "ds_log": result.get("dynamic_sampling") or None,
     }
 
 

@@ -29,6 +29,8 @@ SIZINGS = ("full", "keep-rate", "predicted")
 MAX_TOP_UPS = 4  # selection calls per predictive round (the first sized optimistically)
 KEEP_RATE_MARGIN = 1.25  # GRESO's margin on the observed keep rate
 MIN_KEEP_RATE = 0.05  # a step that kept nothing does not ask for an unbounded round
+CALIBRATION_STEPS = 8  # predicted sizing: the steps whose rounds calibrate the chances
+CALIBRATION_ODDS = (0.05, 20.0)  # the calibration's odds factor stays in this range
 
 
 def informative_mask(rewards: np.ndarray) -> np.ndarray:
@@ -191,7 +193,7 @@ class RoundPlan:
     informative group."""
 
     indices: np.ndarray
-    chances: np.ndarray | None = None
+    chances: np.ndarray | None = None  # as the sizing used them (calibrated)
 
     @property
     def predicted_keep(self) -> float:
@@ -199,6 +201,85 @@ class RoundPlan:
         if self.chances is None or not self.chances.size:
             return float("nan")
         return float(np.mean(self.chances))
+
+
+class ChanceCalibration:
+    """Corrects predicted chances of an informative group by what recent rounds gave.
+
+    A predictor that is right about which prompts are likelier informative can still be off in
+    level (GPS under-predicts while the policy moves, so rounds come out oversized and their
+    surplus is paid for). The correction multiplies every chance's odds by one factor ``s``,
+    chosen so that the calibrated chances of the last ``steps`` steps' rolled-out prompts sum
+    to the informative groups those rounds gave, with ``prior`` pseudo-prompts at the mean
+    chance that were exactly right (so a few rounds move ``s`` only a little). Odds keep every
+    chance inside (0, 1), and the order of the prompts is unchanged.
+
+    Args:
+        steps: how many recent steps' rounds the factor is fitted to.
+        prior: pseudo-prompts pulling ``s`` toward 1.
+    """
+
+    def __init__(self, steps: int = CALIBRATION_STEPS, prior: float = 32.0) -> None:
+        check_int("steps", steps, 1)
+        check_number("prior", prior, 0.0)
+        self.steps, self.prior = int(steps), float(prior)
+        self.factor = 1.0
+        self._history: list[list[tuple[np.ndarray, int]]] = [[]]  # per step: (chances, informative)
+
+    def __call__(self, chances: np.ndarray) -> np.ndarray:
+        """The calibrated chances."""
+        return _scale_odds(np.asarray(chances, dtype=np.float64), self.factor)
+
+    def uncalibrated(self, calibrated: np.ndarray) -> np.ndarray:
+        """The raw chances that the current factor turned into ``calibrated``."""
+        return _scale_odds(np.asarray(calibrated, dtype=np.float64), 1.0 / self.factor)
+
+    def state(self) -> dict[str, Any]:
+        """A JSON-ready copy (a trainer saves it in its checkpoints)."""
+        return {"factor": self.factor,
+                "history": [[[c.tolist(), n] for c, n in step] for step in self._history]}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state`."""
+        self.factor = float(state["factor"])
+        self._history = [[(np.asarray(c, dtype=np.float64), int(n)) for c, n in step]
+                         for step in state["history"]] or [[]]
+
+    def observe(self, chances: np.ndarray, informative: int) -> None:
+        """One round: its prompts' raw (uncalibrated) chances and its informative groups."""
+        self._history[-1].append((np.asarray(chances, dtype=np.float64).copy(), int(informative)))
+
+    def end_step(self) -> None:
+        """Refit the factor to the recent steps and start the next step's rounds."""
+        rounds = [r for step in self._history for r in step]
+        self._history = self._history[-(self.steps - 1):] + [[]] if self.steps > 1 else [[]]
+        if not rounds:
+            return
+        q = np.concatenate([c for c, _ in rounds])
+        got = float(sum(n for _, n in rounds))
+        if not q.size:
+            return
+        mean = float(q.mean())
+
+        def excess(log_s: float) -> float:  # calibrated minus realised, increasing in log_s
+            s = math.exp(log_s)
+            return (float(_scale_odds(q, s).sum()) + self.prior * float(_scale_odds(mean, s))
+                    - got - self.prior * mean)
+
+        lo, hi = (math.log(x) for x in CALIBRATION_ODDS)
+        if excess(lo) >= 0:
+            self.factor = CALIBRATION_ODDS[0]
+        elif excess(hi) <= 0:
+            self.factor = CALIBRATION_ODDS[1]
+        else:
+            from scipy.optimize import brentq  # here: the CLI imports this module for its names
+
+            self.factor = math.exp(brentq(excess, lo, hi, xtol=1e-4))
+
+
+def _scale_odds(q: Any, s: float) -> Any:
+    q = np.clip(q, 0.0, 1.0)
+    return s * q / (1.0 - q + s * q)
 
 
 @dataclass
@@ -266,11 +347,13 @@ class DynamicSampler:
         fill_confidence: the probability of a full batch each predicted round aims at.
         max_round_prompts: prompts per round at most (default 4 x the batch).
         round_multiple: every round's size is a multiple of this.
+        calibrate: ``"predicted"`` sizing corrects the chances by what the recent rounds gave
+            (:class:`ChanceCalibration`); False trusts the selector's chances as they are.
     """
 
     def __init__(self, selector: Selector, group_size: int, sizing: str | None = None,
                  fill_confidence: float = 0.9, max_round_prompts: int | None = None,
-                 round_multiple: int = 1) -> None:
+                 round_multiple: int = 1, calibrate: bool = True) -> None:
         check_int("group_size", group_size, 1)
         check_number("fill_confidence", fill_confidence, 0.0, 1.0, closed="neither")
         check_int("round_multiple", round_multiple, 1)
@@ -292,6 +375,8 @@ class DynamicSampler:
         self.round_multiple = int(round_multiple)
         self.max_round_prompts = max(self.round_multiple, cap - cap % self.round_multiple)
         self.keep_rate: float | None = None  # the previous step's, for "keep-rate"
+        self.calibration = (ChanceCalibration(prior=float(self.batch_size))
+                            if calibrate and sizing == "predicted" else None)
         self.record = StepRecord()
         self._used = np.empty(0, dtype=np.int64)
 
@@ -331,8 +416,9 @@ class DynamicSampler:
                 extra = self.selector.select(rest, size=floor - plan.indices.size,
                                              group_size=self.group_size)
                 indices = np.concatenate([plan.indices, extra])
-                plan = RoundPlan(indices, self.selector.informative_chance(indices,
-                                                                           self.group_size))
+                raw = self.selector.informative_chance(indices, self.group_size)
+                plan = RoundPlan(indices, raw if self.calibration is None
+                                 else self.calibration(raw))
         else:
             if self.sizing == "full" or self.keep_rate is None:
                 size = self.batch_size
@@ -356,6 +442,8 @@ class DynamicSampler:
         if plan.chances is not None:
             rec.predicted += float(np.sum(plan.chances))
             rec.predicted_prompts += int(plan.chances.size)
+            if self.calibration is not None:  # the factor is fixed within a step: undo it
+                self.calibration.observe(self.calibration.uncalibrated(plan.chances), informative)
 
     def end_step(self, filled: int = 0, carried: int = 0) -> StepRecord:
         """Close the step (``filled`` zero-advantage groups completed it, ``carried`` of its
@@ -366,6 +454,8 @@ class DynamicSampler:
         rate = rec.realised_keep_rate
         if math.isfinite(rate):
             self.keep_rate = rate
+        if self.calibration is not None:
+            self.calibration.end_step()
         return rec
 
     # -- internals ------------------------------------------------------------------------
@@ -393,7 +483,10 @@ class DynamicSampler:
     def _plan_predicted(self, need: int, candidates: np.ndarray | None, free: np.ndarray,
                         cap: int) -> RoundPlan:
         k = self.group_size
-        chance = dict(zip(free.tolist(), self.selector.informative_chance(free, k), strict=True))
+        raw = self.selector.informative_chance(free, k)
+        calibrated = raw if self.calibration is None else self.calibration(raw)
+        chance = dict(zip(free.tolist(), calibrated, strict=True))
+
         chosen = np.empty(0, dtype=np.int64)
         for _ in range(MAX_TOP_UPS):
             q_chosen = np.array([chance[i] for i in chosen.tolist()])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -110,3 +112,44 @@ def test_greso_skips_zero_variance_prompts(pool):
     picked = np.concatenate([sel.select() for _ in range(6)])
     # half the pool is hard and skipped nearly always: far fewer than half the picks
     assert np.isin(picked, hard).mean() < 0.2
+
+
+def test_calibration_corrects_a_predictor_off_in_level(pool):
+    """A selector that says 0.3 where groups are informative 60% of the time: after a step the
+    chances are raised and the next round is smaller; without calibration it is not."""
+    sizes = {}
+    for calibrate in (True, False):
+        sel = _Fixed(pool, 8, seed=0)
+        sel.chance = 0.3
+        sampler = DynamicSampler(sel, 4, calibrate=calibrate)
+        sampler.begin_step()
+        first = sampler.plan(8)
+        got = int(round(0.6 * first.indices.size))
+        sampler.record_round(first, got, min(got, 8), max(0, got - 8))
+        sampler.end_step()
+        sampler.begin_step()
+        sizes[calibrate] = (first.indices.size, sampler.plan(8).indices.size)
+    assert sizes[False][0] == sizes[False][1] == sizes[True][0]
+    assert sizes[True][1] < sizes[True][0]
+
+
+def test_calibration_factor_by_hand():
+    from rollwise.dynamic_sampling import ChanceCalibration
+
+    cal = ChanceCalibration(prior=0.0)
+    cal.observe(np.full(10, 0.5), 8)  # 10 prompts at 0.5 gave 8: odds x4 makes 0.8 each
+    cal.end_step()
+    assert cal.factor == pytest.approx(4.0, rel=1e-3)
+    assert cal(np.array([0.5]))[0] == pytest.approx(0.8, rel=1e-3)
+    assert cal.uncalibrated(cal(np.array([0.2, 0.7]))) == pytest.approx([0.2, 0.7])
+    shrunk = ChanceCalibration(prior=10.0)
+    shrunk.observe(np.full(10, 0.5), 8)
+    shrunk.end_step()
+    assert 1.0 < shrunk.factor < 4.0  # the prior pulls it toward 1
+    restored = ChanceCalibration(prior=10.0)
+    restored.load_state(json.loads(json.dumps(shrunk.state())))
+    assert restored.factor == shrunk.factor
+    for _ in range(8):  # a window of steps: old rounds leave it
+        shrunk.observe(np.full(10, 0.5), 5)
+        shrunk.end_step()
+    assert shrunk.factor == pytest.approx(1.0, rel=1e-3)

@@ -275,8 +275,8 @@ class Recorder:
         orig_select, orig_observe = sel.select, sel.observe
         ids = hub.pool.ids
 
-        def select(candidates=None):
-            out = orig_select(candidates)
+        def select(candidates=None, **kwargs):
+            out = orig_select(candidates, **kwargs)
             in_flight = {ids[i] for i in hub._in_flight}  # served, rewards not seen yet
             self.events.append(("select", [ids[i] for i in out], in_flight))
             return out
@@ -535,6 +535,80 @@ def test_budgets_give_each_prompt_its_rollouts_through_verl(config, tq_fake, mon
     step(run_b)
     assert [[int(k) for k in b[rv.ROLLOUT_N_FIELD]] for b in resumed.submitted] == sizes[2:]
     assert [served_ids(b) for b in resumed.submitted] == [served_ids(b) for b in rollout.submitted[2:]]
+
+
+def _dapo(config, sizing=None):
+    cfg = copy.deepcopy(config)
+    cfg.algorithm.filter_groups.enable = True
+    cfg.algorithm.filter_groups.max_inflight_gen_batches = 3  # room for refills beyond a batch
+    kw = cfg.trainer.v1.sampler.sampler_kwargs
+    with open_dict(kw):
+        kw.rollout_n = "${actor_rollout_ref.rollout.n}"
+        if sizing is not None:
+            kw.ds_sizing = sizing
+    return cfg
+
+
+def _dapo_reward(pid, s, t):  # a third never solved, the rest solved 1 in 2
+    k = int(pid[1:])
+    return 0.0 if k % 3 == 0 else float((k + s + t) % 2)
+
+
+def test_dapo_refills_are_sized_from_the_predictions(config, tq_fake, monkeypatch):
+    """Under DAPO a refill rolls out the prompts the missing groups need given the predicted
+    chances: confident chances, fewer prompts than verl's twice-the-evicted; doubtful ones, more.
+    Every step still trains a full batch of informative groups."""
+    dispatched = {}
+    for name, chance in (("confident", 0.99), ("doubtful", 0.2), ("verl", None)):
+        FakeTQ().install(monkeypatch)
+        rollout = FakeRollout(reward=_dapo_reward, seed=1)
+        trainer = make_trainer(_dapo(config, "verl" if chance is None else None), rollout)
+        hub = trainer.replay_buffer.hub
+        assert hub.group_size == (None if chance is None else N)
+        if chance is not None:
+            monkeypatch.setattr(hub.selector, "informative_chance",
+                                lambda idx, k, c=chance: np.full(len(idx), c))
+        metrics = []
+        for _ in range(3):
+            batch = step(trainer, metrics)
+            assert len({k.split("_")[0] for k in batch.keys}) == B
+            assert all(min(rollout.truth[u][1]) < max(rollout.truth[u][1])
+                       for u in {k.split("_")[0] for k in batch.keys})
+        dispatched[name] = sum(len(b) for b in rollout.submitted) - 3 * B  # refills only
+        if chance is not None:
+            assert sum(m["rollwise/ds_refill_prompts"] for m in metrics) == dispatched[name]
+    assert dispatched["confident"] < dispatched["verl"] < dispatched["doubtful"]
+
+
+def test_dapo_refill_size_by_hand(config, tq_fake, monkeypatch):
+    trainer = make_trainer(_dapo(config), FakeRollout())
+    hub = trainer.replay_buffer.hub
+    monkeypatch.setattr(hub.selector, "informative_chance", lambda idx, k: np.full(len(idx), 0.5))
+    # 2 missing, nothing in flight, chances 1/2: the fewest m with P(Binomial(m, 1/2) >= 2) >= 0.9
+    assert hub.refill_size(asked=4, missing=2, in_flight=0, slots=20) == 7
+    assert hub.refill_size(asked=4, missing=2, in_flight=0, slots=5) == 5  # verl's cap on flight
+    hub.take(3)
+    assert hub.refill_size(asked=4, missing=2, in_flight=3, slots=20) == 4  # 3 of 7 already flying
+    # the floor: if every group in flight comes back informative the batch still fills
+    monkeypatch.setattr(hub.selector, "informative_chance", lambda idx, k: np.full(len(idx), 1.0))
+    assert hub.refill_size(asked=4, missing=3, in_flight=0, slots=20) == 3
+    assert hub.refill_size(asked=4, missing=3, in_flight=3, slots=20) == 0
+
+
+@pytest.mark.parametrize("dapo, overrides, match", [
+    (True, {"strategy": "uniform", "hyper": {}, "ds_sizing": "predicted"},
+     "ds_sizing='predicted' needs a strategy"),
+    (False, {"ds_sizing": "predicted"}, "needs filter_groups"),
+    (True, {"ds_fill_confidence": 1.0}, "ds_fill_confidence"),
+    (True, {"ds_sizing": "full"}, "ds_sizing must be one of"),
+])
+def test_dapo_sizing_options_are_checked(config, tq_fake, dapo, overrides, match):
+    cfg = _dapo(config) if dapo else copy.deepcopy(config)
+    for key, value in overrides.items():
+        OmegaConf.update(cfg, f"trainer.v1.sampler.sampler_kwargs.{key}", value, merge=False,
+                         force_add=True)
+    with pytest.raises(ValueError, match=match):
+        make_trainer(cfg, FakeRollout())
 
 
 def test_rewards_outside_unit_interval_need_a_threshold(config, tq_fake, monkeypatch):

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from rollwise.budgets import OBJECTIVES, PromptBudgets
+from rollwise.dynamic_sampling import has_predictive, prompts_to_fill
 from rollwise.metrics import spearman
 from rollwise.pool import PromptPool
 from rollwise.selectors import STRATEGIES, Selector, make_selector
@@ -28,6 +29,7 @@ from rollwise.selectors import STRATEGIES, Selector, make_selector
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
+DS_SIZINGS = ("verl", "predicted")  # who sizes DAPO's refills: verl's counts, or the predictions
 
 
 # ---- configuration ---------------------------------------------------------------------------
@@ -48,7 +50,12 @@ class HubConfig:
     fresh selection; default ``batch_size``; a selection that is due anyway applies whatever is
     queued), ``budget_objective`` (per-prompt rollout budgets, :mod:`rollwise.budgets`: each
     selection's ``batch_size x rollout_n`` rollouts split among its prompts by the selector's
-    predictions; none: every prompt gets ``rollout_n``), ``budget_k_min`` and ``budget_k_max``.
+    predictions; none: every prompt gets ``rollout_n``), ``budget_k_min`` and ``budget_k_max``;
+    under DAPO (``filter_groups``), ``ds_sizing`` (``"predicted"``: each refill rolls out just
+    enough prompts that the batch fills with probability ``ds_fill_confidence`` given the
+    predicted chances of an informative group, and selections value prompts by that chance;
+    ``"verl"``: verl's own refill counts; default ``"predicted"`` where the strategy predicts
+    each prompt and ``rollout_n`` is given, else ``"verl"``) and ``ds_fill_confidence``.
 
     verl (a custom sampler receives none of these from verl; pass them by interpolation, e.g.
     ``'${algorithm.filter_groups}'``): ``filter_groups`` (DAPO), ``train_batch_size``,
@@ -73,6 +80,8 @@ class HubConfig:
     budget_objective: str | None = None
     budget_k_min: int = 2
     budget_k_max: int | None = None
+    ds_sizing: str | None = None
+    ds_fill_confidence: float = 0.9
     # verl pass-throughs
     filter_groups: dict[str, Any] | None = None
     train_batch_size: int | None = None
@@ -129,6 +138,18 @@ class HubConfig:
                                  "'${actor_rollout_ref.rollout.n}'), got "
                                  f"{self.rollout_n!r}")
             self.budget(1).bounds(1)  # rollout_n per prompt on average fits the bounds
+        if self.ds_sizing not in (None, *DS_SIZINGS):
+            raise ValueError(f"ds_sizing must be one of {list(DS_SIZINGS)}, got {self.ds_sizing!r}")
+        if not 0.0 < float(self.ds_fill_confidence) < 1.0:
+            raise ValueError(f"ds_fill_confidence must lie in (0, 1), got {self.ds_fill_confidence}")
+        if self.ds_sizing == "predicted":
+            if self.filter_groups is None or not self.filter_groups.get("enable", False):
+                raise ValueError("ds_sizing='predicted' sizes DAPO's refills: it needs "
+                                 "filter_groups='${algorithm.filter_groups}' with enable=True")
+            if self.rollout_n is None or int(self.rollout_n) < 1:
+                raise ValueError("ds_sizing='predicted' needs rollout_n (pass "
+                                 "'${actor_rollout_ref.rollout.n}'), got "
+                                 f"{self.rollout_n!r}")
 
     def budget(self, batch_size: int) -> PromptBudgets | None:
         """The per-selection rollout budget (None: every prompt gets ``rollout_n``)."""
@@ -168,6 +189,8 @@ class SelectionHub:
         self._in_flight: dict[int, list[tuple[int, float]]] = {}  # pool idx -> [(round, predicted)]
         self._harvested: dict[str, tuple[float, float, bool] | None] = {}  # uid -> batch stats
         self._round = 0
+        self._served: list[int] = []  # the latest prompts served, newest last (refill sizing)
+        self.group_size: int | None = None  # DAPO with predicted sizing: rollouts per group
         self.counters = {"selections": 0, "served": 0, "groups": 0, "rollouts": 0,
                          "observe_calls": 0, "empty_groups": 0, "unknown_ids": 0}
 
@@ -193,6 +216,19 @@ class SelectionHub:
                     selector.predictive(np.arange(min(b, len(pool))))  # it has predictions
                 except (TypeError, ValueError) as err:
                     raise ValueError(f"budget_objective: {err}") from err
+            cfg = self.config
+            sizing = cfg.ds_sizing
+            if cfg.dapo_metric() is not None and sizing != "verl":
+                predicts = has_predictive(selector)
+                if sizing == "predicted" and not predicts:
+                    raise ValueError(f"ds_sizing='predicted' needs a strategy that predicts each "
+                                     f"prompt (gps, mopps); {cfg.strategy!r} does not: use 'verl'")
+                if predicts and cfg.rollout_n is not None:
+                    self.group_size = int(cfg.rollout_n)
+                elif predicts:
+                    log.info("rollwise: DAPO refills keep verl's sizes; pass sampler_kwargs."
+                             "rollout_n='${actor_rollout_ref.rollout.n}' to size them from the "
+                             "predictions")
             self.selector, self.budget, self.pool = selector, budget, pool
             log.info("rollwise: %s over %d prompts, %d per selection", self.config.strategy,
                      len(pool), b)
@@ -233,6 +269,7 @@ class SelectionHub:
             predicted = sel.predict(np.asarray(out, dtype=np.int64))
             for i, p in zip(out, predicted, strict=True):
                 self._in_flight.setdefault(i, []).append((self._round, float(p)))
+            self._served = (self._served + out)[-4 * sel.batch_size:]
             self.counters["served"] += len(out)
             return list(zip(out, sizes, strict=True))
 
@@ -256,7 +293,43 @@ class SelectionHub:
                 candidates = free
                 break
         self.counters["selections"] += 1
-        return sel.select(candidates)
+        return sel.select(candidates, group_size=self.group_size)
+
+    def refill_size(self, asked: int, missing: int, in_flight: int, slots: int) -> int:
+        """How many prompts a DAPO refill rolls out (``ds_sizing="predicted"``).
+
+        The fewest whose predicted chances of an informative group, with those of the
+        ``in_flight`` prompts (the latest served), give the ``missing`` groups with probability
+        ``ds_fill_confidence``: the prompts the queue serves next, then the best of the rest.
+        Never fewer than ``missing - in_flight`` (or ``asked`` if that is less), so that if
+        every group in flight comes back informative the batch still fills, and never more
+        than ``slots`` (verl's cap on prompts in flight) unless that floor needs them.
+
+        Args:
+            asked: the count verl's own rule would refill (twice the evicted groups).
+            missing: informative groups the batch still lacks.
+            in_flight: prompts dispatched whose groups have not finished.
+            slots: prompts verl would still let into flight.
+        """
+        with self._lock:
+            sel = self._require_bound()
+            floor = min(int(asked), max(0, int(missing) - int(in_flight)))
+            k = self.group_size
+            if k is None or missing <= 0:
+                return max(floor, 0)
+            flying = np.asarray(self._served[len(self._served) - int(in_flight):] if in_flight
+                                else [], dtype=np.int64)
+            queued = np.asarray(self._queue, dtype=np.int64)
+            busy = np.union1d(np.union1d(flying, queued), np.fromiter(self._in_flight, np.int64))
+            rest = np.setdiff1d(np.arange(len(sel.pool)), busy)
+            best = np.sort(sel.informative_chance(rest, k))[::-1] if rest.size else np.empty(0)
+            ahead = np.concatenate([sel.informative_chance(queued, k) if queued.size
+                                    else np.empty(0), best])
+            chances = np.concatenate([sel.informative_chance(flying, k) if flying.size
+                                      else np.empty(0), ahead])
+            need = prompts_to_fill(chances, int(missing), float(self.config.ds_fill_confidence))
+            size = int(slots) if need is None else need - flying.size
+            return int(max(floor, min(size, int(slots))))
 
     # -- 3. observe ----------------------------------------------------------------------------
     def was_harvested(self, uid: str) -> bool:

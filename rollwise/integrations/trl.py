@@ -723,7 +723,9 @@ class RollwiseGRPOTrainer(GRPOTrainer):
         return {"rollouts_spent": self.rollouts_spent, "selection_log": self.selection_log,
                 "evaluation_log": self.evaluation_log,
                 "embedding_refreshes": self.embedding_refreshes, "ds_log": self.ds_log,
-                "ds_keep_rate": None if self.sampler is None else self.sampler.keep_rate}
+                "ds_keep_rate": None if self.sampler is None else self.sampler.keep_rate,
+                "ds_calibration": (None if self.sampler is None or self.sampler.calibration is None
+                                   else self.sampler.calibration.state())}
 
     def _load_trainer_state(self, state: dict[str, Any]) -> None:
         self.rollouts_spent = int(state["rollouts_spent"])
@@ -733,6 +735,9 @@ class RollwiseGRPOTrainer(GRPOTrainer):
         self.ds_log = list(state.get("ds_log", []))
         if self.sampler is not None and state.get("ds_keep_rate") is not None:
             self.sampler.keep_rate = float(state["ds_keep_rate"])
+        if self.sampler is not None and self.sampler.calibration is not None and state.get(
+                "ds_calibration"):
+            self.sampler.calibration.load_state(state["ds_calibration"])
 
     def _save_checkpoint(self, model, trial) -> None:
         super()._save_checkpoint(model, trial)

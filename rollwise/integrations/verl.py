@@ -319,15 +319,44 @@ class RollwiseReplayBuffer(ReplayBuffer):
         self.hub = SelectionHub(cfg)
         self.hub.harvester = self._harvest_finished
         self._batch_stats: list[tuple[float, float, bool]] = []
+        self._sampleable = 0  # sampleable groups at verl's latest poll (refill sizing)
+        self._refills = {"asked": 0, "dispatched": 0}
+        if metric is not None and not isinstance(self, ReplayBufferAsync) and refill_fn is not None:
+            self._verl_refill, self.refill_fn = refill_fn, self._sized_refill
         _set_current_hub(self.hub)
 
     # -- verl's hooks --------------------------------------------------------------------------
     def sample(self, global_steps: int, partition_id: str, batch_size: int):
         self._batch_stats = []
+        self._refills = {"asked": 0, "dispatched": 0}
         batch, metrics = super().sample(global_steps, partition_id, batch_size)
         if partition_id == TRAIN and self.hub.bound:
             metrics.update(self.hub.metrics(self._batch_stats))
+            if self.hub.group_size is not None:  # refills sized from the predictions
+                metrics["rollwise/ds_refill_asked"] = float(self._refills["asked"])
+                metrics["rollwise/ds_refill_prompts"] = float(self._refills["dispatched"])
         return batch, metrics
+
+    def _sampleable_terminal_keys(self, partition_id, eviction_reasons):
+        keys = super()._sampleable_terminal_keys(partition_id, eviction_reasons)
+        if partition_id == TRAIN:
+            self._sampleable = len(keys)
+        return keys
+
+    def _sized_refill(self, count: int) -> None:
+        """verl's sync DAPO refill, sized by the hub (``ds_sizing="predicted"``): verl asks for
+        twice the groups it evicted; the hub rolls out as many as the missing groups need given
+        the predictions (:meth:`SelectionHub.refill_size`)."""
+        size = int(count)
+        if self.hub.bound and self.hub.group_size is not None:
+            flying = len(self.pending_keys[TRAIN]) + len(self.running_keys[TRAIN])
+            slots = max(0, self.max_inflight_gen_batches * self.train_batch_size - flying)
+            size = self.hub.refill_size(int(count), self.train_batch_size - self._sampleable,
+                                        flying, slots)
+        self._refills["asked"] += int(count)
+        self._refills["dispatched"] += size
+        if size > 0:
+            self._verl_refill(size)
 
     def _materialize_batch(self, partition_id, selected_prompt_uids, partition_snapshot):
         if partition_id == TRAIN and self.hub.bound:
