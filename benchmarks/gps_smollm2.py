@@ -153,6 +153,45 @@ def _mean_final(runs: dict) -> float | None:
     return float(np.mean([r["eval_accuracy"][-1] for r in runs.values()])) if runs else None
 
 
+DS_ARMS = ("ds", "gps+ds", "greso+ds", "mopps+ds")  # the predictive dynamic-sampling comparison
+
+
+def is_ds_comparison(data: dict) -> bool:
+    """Whether every arm of the results is a dynamic-sampling arm (its own summary keys)."""
+    return bool(data["runs"]) and set(data["runs"]) <= set(DS_ARMS)
+
+
+def rounds_per_step(run: dict) -> float:
+    """A dynamic-sampling run's mean generation rounds per step (the run log's
+    ``dynamic_sampling``; records from before it was condensed count one selection a round)."""
+    if run.get("ds_log"):
+        return float(np.mean([r["rounds"] for r in run["ds_log"]]))
+    return len(run["selected_levels"]) / len(run["esr"])
+
+
+def keep_rates(run: dict) -> list[float] | None:
+    """Per step, informative groups per prompt rolled out (None without the run log's record)."""
+    if not run.get("ds_log"):
+        return None
+    return [r["realised_keep_rate"] for r in run["ds_log"]]
+
+
+def ds_summary(data: dict) -> dict:
+    """The dynamic-sampling comparison's ``summary``: per arm, per seed, the final held-out
+    accuracy, the rollouts spent and the mean generation rounds per step; model, task, seeds."""
+    arms = data["runs"]
+    summary: dict = {"model": "SmolLM2-135M-Instruct",
+                     "task": data.get("args", {}).get("task", "arithmetic"),
+                     "seeds": sorted({int(s) for runs in arms.values() for s in runs})}
+    for arm in DS_ARMS:
+        runs = arms.get(arm, {})
+        seeds = sorted(runs, key=int)
+        summary[arm] = {"final_heldout": [runs[s]["eval_accuracy"][-1] for s in seeds],
+                        "rollouts": [runs[s]["rollouts"] for s in seeds],
+                        "rounds_per_step": [rounds_per_step(runs[s]) for s in seeds]}
+    return summary
+
+
 def summarise(data: dict) -> dict:
     """The ``summary`` object: per arm, per seed, the final held-out accuracy, the rollouts spent
     and the rollouts at which the arm reached uniform's and DS's mean final held-out accuracy
@@ -286,6 +325,104 @@ def markdown(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def ds_markdown(data: dict) -> str:
+    """The report of the predictive dynamic-sampling comparison (arms of :data:`DS_ARMS`)."""
+    from scipy import stats
+
+    s, a, runs = data["summary"], data["args"], data["runs"]
+    lines = [
+        f"# Predictive dynamic sampling on SmolLM2-135M-Instruct ({s['task']})", "",
+        f"Written by `benchmarks/gps_smollm2.py`. {a['steps']} steps x {a['prompts_per_step']} "
+        f"informative groups x {a['num_generations']} rollouts x {a['max_new_tokens']} tokens, lr "
+        f"{a['learning_rate']}; held-out: {a['eval_prompts']} prompts over all levels x 4 samples, "
+        f"at step 0 and every {a['eval_steps']} steps. Same start for every arm; every arm fills "
+        "each step's batch with informative groups (at most 10 rounds) and pays every rollout. "
+        "Mean ± s.e. over seeds. *keep rate*: informative groups per prompt rolled out (mean over "
+        "steps), realised and as the sizing predicted it; *surplus*: informative groups beyond the "
+        "batch per step, paid for and dropped.", "",
+        "| arm | seeds | final held-out | per evaluation | rollouts | x ds | rounds / step | "
+        "keep rate | predicted | surplus / step |", "|---|---|---|---|---|---|---|---|---|---|"]
+    ds_roll = np.mean(s["ds"]["rollouts"]) if s["ds"]["rollouts"] else float("nan")
+    for arm in DS_ARMS:
+        rs = [runs[arm][k] for k in sorted(runs.get(arm, {}), key=int)]
+        if not rs:
+            continue
+        m, se = _mean_se(s[arm]["final_heldout"])
+        curve = np.mean([r["eval_accuracy"] for r in rs], axis=0)
+        logged = [r["ds_log"] for r in rs if r.get("ds_log")]
+
+        def per_step(key: str, logged=logged) -> str:
+            vals = [np.mean([x[key] for x in log if x[key] is not None]) for log in logged
+                    if any(x[key] is not None for x in log)]
+            return f"{np.mean(vals):.2f}" if vals else "n/a"
+
+        lines.append(
+            f"| {arm} | {len(rs)} | {m:.3f}{f' ± {se:.3f}' if len(rs) > 1 else ''} | "
+            f"{' / '.join(f'{c:.3f}' for c in curve)} | {np.mean(s[arm]['rollouts']):,.0f} | "
+            f"{np.mean(s[arm]['rollouts']) / ds_roll:.2f} | {np.mean(s[arm]['rounds_per_step']):.2f} | "
+            f"{per_step('realised_keep_rate')} | {per_step('predicted_keep_rate')} | "
+            f"{per_step('surplus')} |")
+    lines += paired_against(data, "ds")
+    if "gps+ds" in runs:
+        lines += ["", "Paired rollouts against `gps+ds` (same seeds; ratio of means, two-sided "
+                      "paired t-test on the rollouts):", "",
+                  "| arm | seeds | arm's rollouts | gps+ds's | gps+ds / arm | seeds gps+ds fewer | p |",
+                  "|---|---|---|---|---|---|---|"]
+        for arm in DS_ARMS:
+            if arm == "gps+ds" or arm not in runs:
+                continue
+            seeds = sorted(set(runs[arm]) & set(runs["gps+ds"]), key=int)
+            if len(seeds) < 2:
+                continue
+            x = [runs[arm][k]["rollouts"] for k in seeds]
+            g = [runs["gps+ds"][k]["rollouts"] for k in seeds]
+            p = stats.ttest_rel(g, x).pvalue
+            fewer = sum(gi < xi for gi, xi in zip(g, x, strict=True))
+            lines.append(f"| {arm} | {len(seeds)} | {np.mean(x):,.0f} | {np.mean(g):,.0f} | "
+                         f"{np.mean(g) / np.mean(x):.2f} | {fewer}/{len(seeds)} | {p:.3g} |")
+    if data.get("conclusion"):
+        lines += ["", "## Reading", "", data["conclusion"]]
+    return "\n".join(lines) + "\n"
+
+
+def ds_plot(data: dict, path: Path) -> None:
+    """Held-out accuracy against rollouts, and rollouts per step over the run (between
+    evaluations), per dynamic-sampling arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rollwise.sim.report import strategy_color
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for arm in DS_ARMS:
+        rs = list(data["runs"].get(arm, {}).values())
+        if not rs:
+            continue
+        c = strategy_color(arm)
+        x = np.mean([r["eval_rollouts"] for r in rs], axis=0)
+        y = np.array([r["eval_accuracy"] for r in rs])
+        m = y.mean(0)
+        se = y.std(0, ddof=1) / np.sqrt(len(rs)) if len(rs) > 1 else np.zeros_like(m)
+        ax.plot(x, m, marker="o", color=c, label=f"{arm} ({len(rs)} seeds)")
+        ax.fill_between(x, m - se, m + se, color=c, alpha=0.2)
+        steps = np.asarray(rs[0]["eval_step"], dtype=float)
+        per = np.mean([np.diff(r["eval_rollouts"]) / np.diff(steps) for r in rs], axis=0)
+        bx.step(steps[1:], per, where="pre", color=c, label=arm)
+    ax.set_xlabel("training rollouts")
+    ax.set_ylabel("held-out accuracy (all levels)")
+    ax.set_title("held-out accuracy, mean ± s.e. over seeds")
+    ax.legend(fontsize=8)
+    bx.set_xlabel("step")
+    bx.set_ylabel("rollouts per step (mean between evaluations)")
+    bx.set_title("what each step cost")
+    bx.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+
+
 def plot(data: dict, path: Path) -> None:
     import matplotlib
 
@@ -329,14 +466,38 @@ def plot(data: dict, path: Path) -> None:
 
 
 def write(data: dict, out: Path) -> None:
-    data["summary"] = summarise(data)
+    data["summary"] = ds_summary(data) if is_ds_comparison(data) else summarise(data)
     data.pop("min_family_share_ratio", None)  # written beside the summary before it moved in
     uniform = data["runs"].get("uniform", {})
     data["uniform_final_mean"] = (float(np.mean([r["eval_accuracy"][-1] for r in uniform.values()]))
                                   if uniform else None)
     atomic_write_json(out.with_suffix(".json"), data)
+    if is_ds_comparison(data):
+        atomic_write_report(out.with_suffix(".md"), ds_markdown(data))
+        ds_plot(data, out.with_suffix(".png"))
+        return
     atomic_write_report(out.with_suffix(".md"), markdown(data))
     plot(data, out.with_suffix(".png"))
+
+
+def reuse(data: dict, spec: str, args: argparse.Namespace) -> None:
+    """Merge ARM's runs from FILE (``--reuse FILE:ARM``) into ``data``; refused where FILE's
+    settings differ from this call's, so only runs of one protocol are compared."""
+    path, _, arm = spec.rpartition(":")
+    if not path or not arm:
+        raise SystemExit(f"--reuse: expected FILE:ARM, got {spec!r}")
+    try:
+        other = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"--reuse: cannot read {path!r}: {err}") from err
+    if arm not in other.get("runs", {}):
+        raise SystemExit(f"--reuse: {path!r} has no arm {arm!r}")
+    theirs = other.get("args", {})
+    differ = [k for k in SETTINGS_KEYS if k != "threads" and theirs.get(k) != getattr(args, k)]
+    if differ:
+        raise SystemExit(f"--reuse: {path!r} ran other settings ({', '.join(differ)})")
+    for seed, record in other["runs"][arm].items():
+        data["runs"].setdefault(arm, {}).setdefault(seed, record)
 
 
 def main() -> None:
@@ -358,6 +519,9 @@ def main() -> None:
     p.add_argument("--merge", action="store_true", help="keep the runs already in OUT.json")
     p.add_argument("--report", action="store_true", help="only redraw OUT.md and OUT.png")
     p.add_argument("--conclusion", default=None, help="text for the report's reading section")
+    p.add_argument("--reuse", action="append", default=[], metavar="FILE:ARM",
+                   help="take ARM's runs from an earlier results FILE of the same settings "
+                        "instead of re-running them (seeds already here are kept)")
     p.add_argument("--one", nargs=2, metavar=("ARM", "SEED"), help=argparse.SUPPRESS)
     args = p.parse_args()
     out = Path(args.out)
@@ -370,6 +534,8 @@ def main() -> None:
         data = json.loads(out.with_suffix(".json").read_text())
     if args.conclusion is not None:
         data["conclusion"] = args.conclusion
+    for spec in args.reuse:
+        reuse(data, spec, args)
     if args.report:
         write(data, out)
         return

@@ -46,6 +46,28 @@ def test_summary_targets_are_uniform_and_ds_means():
     assert no_ds["uniform"]["rollouts_to_ds_final"] == [None, None]
 
 
+def test_ds_summary_has_exactly_its_keys_and_counts_rounds(tmp_path):
+    logged = _run([0.0, 0.2, 0.3], (0, 150, 300), 300)
+    logged["ds_log"] = [{"rounds": 1, "realised_keep_rate": 0.5, "predicted_keep_rate": 0.4,
+                         "surplus": 1}, {"rounds": 2, "realised_keep_rate": 0.3,
+                                         "predicted_keep_rate": None, "surplus": 0}]
+    old = _run([0.0, 0.1, 0.4], (0, 300, 600), 600, levels=[[0]] * 5)  # 5 rounds, 1 step
+    data = {"args": {"task": "mixed", "steps": 2, "prompts_per_step": 8, "num_generations": 4,
+                     "max_new_tokens": 32, "learning_rate": 2e-5, "eval_steps": 1,
+                     "eval_prompts": 10},
+            "runs": {"ds": {"0": old}, "gps+ds": {"0": logged}}}
+    assert gps_smollm2.is_ds_comparison(data)
+    s = gps_smollm2.ds_summary(data)
+    assert set(s) == {"model", "task", "seeds", "ds", "gps+ds", "greso+ds", "mopps+ds"}
+    assert s["task"] == "mixed" and s["seeds"] == [0]
+    assert s["gps+ds"] == {"final_heldout": [0.3], "rollouts": [300], "rounds_per_step": [1.5]}
+    assert s["ds"]["rounds_per_step"] == [5.0] and s["mopps+ds"]["rollouts"] == []
+    data["summary"] = s
+    text = gps_smollm2.ds_markdown(data)
+    assert "| gps+ds | 1 | 0.300 |" in text and "| 0.50 | 1.50 | 0.40 | 0.40 | 0.50 |" in text
+    assert not gps_smollm2.is_ds_comparison({"runs": {"ds": {}, "gps": {}}})
+
+
 def test_paired_differences_by_hand():
     runs = {"gps": {"0": _run([0, 0.30]), "1": _run([0, 0.20]), "2": _run([0, 0.25])},
             "uniform": {"0": _run([0, 0.10]), "1": _run([0, 0.15]), "2": _run([0, 0.20]),
