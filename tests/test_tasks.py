@@ -53,6 +53,34 @@ def test_task_file_duplicates_removed_and_splits_disjoint(tmp_path, caplog):
     assert "12 duplicate" in caplog.text
 
 
+def test_prompt_files_refuse_what_would_join_or_train_wrongly(tmp_path):
+    """Repeated ids (1 and "1" too) are refused, never renumbered; answers that are not text or
+    finite numbers name their row; deep nesting and huge prompts are one clear line."""
+    from rollwise.feedback.prompt_files import MAX_PROMPT_CHARS, load_prompt_file
+
+    with pytest.raises(ValueError, match="rows 1 and 3 have the same id '1'"):
+        load_prompt_file(_write(tmp_path / "ids.json", [{"prompt": "a", "id": 1},
+                                                         {"prompt": "b", "id": 2},
+                                                         {"prompt": "c", "id": "1"}]))
+    kept = load_prompt_file(_write(tmp_path / "ok.json", [{"prompt": "a", "id": "x7"},
+                                                           {"prompt": "b", "id": "x3"}]))
+    assert kept.ids == ["x7", "x3"]
+    for bad in ([3, 0], {"a": 1}, True, float("nan")):
+        with pytest.raises(ValueError, match="row 2's 'answer' is .*a string or a finite number"):
+            load_prompt_file(_write(tmp_path / "ans.json", [{"prompt": "a", "answer": "4"},
+                                                             {"prompt": "b", "answer": bad}]))
+    numbers = load_prompt_file(_write(tmp_path / "num.json", [{"prompt": "a", "answer": 4},
+                                                               {"prompt": "b", "answer": 2.5},
+                                                               {"prompt": "c", "answer": None}]))
+    assert numbers.answers == ["4", "2.5", ""]
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="nests its JSON too deeply"):
+        load_prompt_file(deep)
+    with pytest.raises(ValueError, match=f"over the limit of {MAX_PROMPT_CHARS:,}"):
+        load_prompt_file(_write(tmp_path / "long.json", [{"prompt": "x" * (MAX_PROMPT_CHARS + 1)}]))
+
+
 def test_prompt_file_row_errors_name_the_row_or_line(tmp_path):
     from rollwise.feedback.prompt_files import load_prompt_file
 

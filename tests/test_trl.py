@@ -377,3 +377,24 @@ def test_embed_refresh_needs_the_policys_hf_embedder(tiny, tmp_path):
         TrainSettings(embedder="policy@16-max").validate()
     with pytest.raises(ValueError, match="embedder.*layer"):
         TrainSettings(embedder="policy@x").validate()
+
+
+def test_cli_summary_line_reports_the_run_log_not_trls_batch_means():
+    """81 held-out prompts x 4 samples in batches of 32: TRL's eval_reward averages 11 batch
+    means (the last of 4 completions weighs 1/11); the line reports the run log's figures."""
+    from rollwise.cli.train import summary_line
+    from rollwise.integrations.trl import summarise_by_level
+
+    rewards = [0.0] * 320 + [1.0] * 4  # the uneven last batch is all correct
+    batches = [rewards[i:i + 32] for i in range(0, len(rewards), 32)]
+    trl_mean = float(np.mean([np.mean(b) for b in batches]))
+    record = summarise_by_level([(None, r, False) for r in rewards])
+    assert record["n"] == 324 and record["reward"] == pytest.approx(4 / 324)
+    assert abs(trl_mean - record["reward"]) > 0.07  # the two figures really differ here
+    result = {"steps": 10, "rollouts": 320, "log_history": [{"eval_reward": trl_mean, "step": 10}],
+              "evaluations": [{"step": 0, **summarise_by_level([(None, 0.0, False)] * 324)},
+                              {"step": 10, **record}]}
+    line = summary_line("gps", "out", result)
+    assert "held-out accuracy 0.000 (step 0) -> 0.012 (step 10; n = 324 completions)" in line
+    assert f"{trl_mean:.3f}" not in line
+    assert "no held-out evaluation" in summary_line("gps", "out", {**result, "evaluations": []})

@@ -48,6 +48,21 @@ def addons(args: argparse.Namespace) -> list[Any]:
     return [P2ORescue(settings_from_args(RescueSettings, args, prefix=RESCUE_PREFIX))]
 
 
+def summary_line(strategy: str, output_dir: str, result: dict[str, Any]) -> str:
+    """The line ``rollwise train`` ends with: held-out accuracy at the first and the last
+    evaluation of the run log (every completion weighted once, with its count), not TRL's
+    ``eval_reward``, which averages per-batch means and so over-weights a short last batch."""
+    evals = [e for e in result.get("evaluations", []) if "reward" in e]
+    if evals:
+        first, last = evals[0], evals[-1]
+        heldout = (f"held-out accuracy {first['reward']:.3f} (step {first['step']}) -> "
+                   f"{last['reward']:.3f} (step {last['step']}; n = {last['n']} completions)")
+    else:
+        heldout = "no held-out evaluation"
+    return (f"trained {result['steps']} steps with {strategy}: {result['rollouts']} rollouts, "
+            f"{heldout}; log in {output_dir}/rollwise_run.json")
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from rollwise._options import flag_error
     from rollwise.llm.engine import TrainSettings, check_addons
@@ -60,12 +75,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise flag_error(TrainSettings, err) from err
     attached = check_addons(settings, addons(args))  # a bad add-on setting fails before the model
     result = run_training(settings, addons=attached)
-    evals = [h for h in result["log_history"] if "eval_reward" in h]
-    start = result["initial_eval"].get("eval_reward")
-    print(f"trained {result['steps']} steps with {settings.strategy}: {result['rollouts']} rollouts, "
-          f"held-out accuracy {start if start is None else round(start, 3)} -> "
-          f"{round(evals[-1]['eval_reward'], 3) if evals else 'n/a'}; "
-          f"log in {settings.output_dir}/rollwise_run.json")
+    print(summary_line(settings.strategy, settings.output_dir, result))
     if "rescue" in result:
         rescue = result["rescue"]
         print(f"rescue: {len(rescue['evolutions'])} evolutions, {rescue['gepa_rollouts']} GEPA rollouts "

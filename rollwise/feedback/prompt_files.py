@@ -4,6 +4,7 @@ parquet (e.g. the MATH dataset with its subject ``type`` and ``difficulty`` leve
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ class PromptSet:
 
 
 
+MAX_PROMPT_CHARS = 32_768  # a longer prompt stalls generation long before it could teach
 TEXT_FIELDS = ("prompt", "problem", "question", "text")
 SKILL_FIELDS = ("skill", "type", "subject", "family")
 LEVEL_FIELDS = ("difficulty", "level")
@@ -59,6 +61,9 @@ def _read_rows(path: Path) -> list[dict]:
                         raise ValueError(f"line {number}: {err}") from None
         else:
             rows = json.loads(path.read_text())
+    except RecursionError:
+        raise ValueError(f"prompt file {str(path)!r} nests its JSON too deeply to be a prompt "
+                         f"file (a list of flat objects)") from None
     except (ValueError, OSError) as err:
         raise ValueError(f"prompt file {str(path)!r} is not valid {suffix or 'JSON'}: {err}") from err
     if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
@@ -104,6 +109,9 @@ def load_prompt_file(
         t = r.get(tf)
         if not isinstance(t, str) or not t.strip():
             raise ValueError(f"{str(path)!r}: row {i + 1} has no text in field {tf!r}")
+        if len(t) > MAX_PROMPT_CHARS:
+            raise ValueError(f"{str(path)!r}: row {i + 1}'s {tf!r} is {len(t):,} characters, over "
+                             f"the limit of {MAX_PROMPT_CHARS:,}")
         texts.append(t)
         if sf is not None:
             skills.append(normalise_skill(r.get(sf, "unknown")))
@@ -122,9 +130,25 @@ def load_prompt_file(
     # rows without ids are numbered as PromptPool numbers them, so that a pool built from the
     # same texts in code and from the file on the command line is the same pool
     ids = [str(r.get("unique_id", r.get("id", i))) for i, r in enumerate(rows)]
-    if len(set(ids)) != len(ids):
-        ids = [str(i) for i in range(len(rows))]
+    first: dict[str, int] = {}
+    for i, pid in enumerate(ids):
+        if pid in first:  # renumbering would break every join back to the user's rows
+            raise ValueError(f"{str(path)!r}: rows {first[pid] + 1} and {i + 1} have the same id "
+                             f"{pid!r} (ids are compared as text); give every row its own id")
+        first[pid] = i
     af = pick(answer_field, ("answer",), "answer_field")
     # a missing or null answer is "" (never the text "None"): callers that need answers refuse it
-    answers = [("" if r.get(af) is None else str(r[af])) for r in rows] if af is not None else None
+    answers = [_answer(r.get(af), i, af, path) for i, r in enumerate(rows)] if af is not None else None
     return PromptSet(texts, skills, level, ids, answers)
+
+
+def _answer(value: object, row: int, field: str, path: Path) -> str:
+    """A row's answer as text: a string or a finite number; missing or null is ``""``."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return str(value)
+    raise ValueError(f"{str(path)!r}: row {row + 1}'s {field!r} is {value!r}; an answer must be "
+                     f"a string or a finite number")

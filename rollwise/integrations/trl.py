@@ -128,7 +128,9 @@ class RollwiseGRPOTrainer(GRPOTrainer):
     current policy after every N steps (module docstring, point 6; ``embedding_refreshes`` holds
     one record per refresh).
 
-    Evaluation generates and scores (``eval_reward``, the held-out accuracy) but by default skips
+    Evaluation generates and scores (``evaluation_log``: the held-out accuracy with every
+    completion weighted once, overall and per level; TRL's own ``eval_reward`` is a mean of
+    per-batch means, which over-weights a short last batch) but by default skips
     TRL's evaluation loss: a GRPO surrogate over the evaluation's own group advantages, not a
     quality measure, whose extra forward pass over every evaluation batch took about 40% of an
     evaluation on a CPU. ``eval_loss=True`` computes it as TRL does. With transformers generation

@@ -434,7 +434,9 @@ def run_grpo(
     t0 = time.perf_counter()
     if eval_ds is not None:
         start_eval = trainer.evaluate()  # accuracy of the starting model, same protocol
-        log.info("held-out reward before training: %s", start_eval.get("eval_reward"))
+        log.info("held-out accuracy before training: %.3f (n = %d completions)",
+                 trainer.evaluation_log[-1].get("reward", float("nan")),
+                 trainer.evaluation_log[-1]["n"])
     else:
         start_eval = {}
     resume = settings.resume and any(Path(settings.output_dir).glob("checkpoint-*"))
