@@ -55,6 +55,33 @@ def test_bench_refuses_before_work(extra, flag, pool_file, tmp_path, capsys, no_
     assert not out.exists()
 
 
+@pytest.mark.parametrize("case", ["same", "link", "out-holds-pool"])
+def test_bench_refuses_inputs_it_would_misuse_or_replace(case, pool_file, tmp_path, capsys, no_work):
+    """The same file (or a link to it) as pool and held-out would score training prompts as
+    held-out; an --out folder holding the pool would be replaced, pool included."""
+    argv = [*BENCH, "--strategies", "uniform"]
+    pool = pool_file
+    if case == "out-holds-pool":
+        out = tmp_path / "res"
+        out.mkdir()
+        pool = out / "pool.json"
+        pool.write_text(pool_file.read_text())
+        argv += ["--pool", str(pool), "--out", str(out)]
+    else:
+        held = pool_file
+        if case == "link":
+            held = tmp_path / "held.json"
+            held.symlink_to(pool_file)
+        out = tmp_path / "out"
+        argv += ["--pool", str(pool_file), "--heldout", str(held), "--out", str(out)]
+    before = pool.read_bytes()
+    assert main(argv) == 2
+    err = _error(capsys)
+    assert ("--pool and --heldout are the same file" in err if case != "out-holds-pool"
+            else "holds the --pool file" in err)
+    assert pool.read_bytes() == before and (case == "out-holds-pool" or not out.exists())
+
+
 def test_bench_out_that_is_a_file(pool_file, tmp_path, capsys, no_work):
     out = tmp_path / "results.txt"
     out.write_text("keep me")
@@ -346,12 +373,60 @@ def test_train_resume_mismatch_refused_before_the_model(saved, argv, message, tm
     from rollwise.llm.tasks import arithmetic
 
     out = tmp_path / "run"
-    (out / "checkpoint-5").mkdir(parents=True)
-    n = len(arithmetic().train)
-    make(saved, make_pool(n), 8).save(out / "checkpoint-5" / "rollwise_selector.pt")
+    _checkpoint(out, 5, make(saved, make_pool(len(arithmetic().train)), 8))
     rc = main(["train", "--output-dir", str(out), "--resume", *argv])
     err = _error(capsys)
     assert rc == 2 and err.startswith("rollwise train: error: --resume") and message in err
+
+
+def _checkpoint(out, step, selector, whole=True):
+    """A checkpoint folder as a run leaves it (the model file a placeholder: nothing loads it)."""
+    folder = out / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    selector.save(folder / "rollwise_selector.pt")
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    if whole:
+        (folder / "model.safetensors").write_bytes(b"weights")
+    return folder
+
+
+def test_train_resume_without_a_checkpoint_names_the_folder(tmp_path, capsys, no_model):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "rollwise_run.json").write_text("{}")  # checkpoints removed, the log kept
+    rc = main(["train", "--output-dir", str(out), "--resume"])
+    err = _error(capsys)
+    assert rc == 2 and "holds no whole checkpoint" in err and str(out) in err
+    assert (out / "rollwise_run.json").read_text() == "{}"
+
+
+def test_resume_skips_a_half_written_checkpoint(tmp_path, caplog):
+    from rollwise.llm.engine import last_whole_checkpoint
+    from rollwise.llm.tasks import arithmetic
+
+    out = tmp_path / "run"
+    sel = make("gps", make_pool(len(arithmetic().train)), 8)
+    whole = _checkpoint(out, 5, sel)
+    _checkpoint(out, 10, sel, whole=False)  # killed while saving: no model file
+    assert last_whole_checkpoint(out) == whole and "checkpoint-10" in caplog.text
+    (whole / "trainer_state.json").write_text("")  # an empty file is not whole either
+    assert last_whole_checkpoint(out) is None
+
+
+def test_resuming_a_finished_run_does_nothing_and_says_so(tmp_path, capsys, no_model):
+    from rollwise.llm.tasks import arithmetic
+
+    out = tmp_path / "run"
+    _checkpoint(out, 20, make("gps", make_pool(len(arithmetic().train)), 8))
+    log = {"steps": 20, "rollouts": 640, "evaluations": [{"step": 0, "n": 8, "reward": 0.25},
+                                                         {"step": 20, "n": 8, "reward": 0.5}]}
+    (out / "rollwise_run.json").write_text(json.dumps(log))
+    before = sorted(p.name for p in out.rglob("*"))
+    rc = main(["train", "--output-dir", str(out), "--resume", "--steps", "20"])
+    printed = capsys.readouterr().out
+    assert rc == 0 and "already trained 20 steps" in printed and "0.250 (step 0) -> 0.500" in printed
+    assert sorted(p.name for p in out.rglob("*")) == before
+    assert json.loads((out / "rollwise_run.json").read_text()) == log
 
 
 def test_selector_and_pool_arguments_refused_at_construction():
@@ -416,3 +491,15 @@ def test_allocate_compares_embedders_by_kind_not_by_checkpoint_location():
     assert _kind("hf:/a/model@16-mean#0123abcd") == _kind("hf:/elsewhere/model@16-mean#ffff0000")
     assert _kind("hf:/a/model@16-mean#0123abcd") != _kind("hf:/a/model@12-mean#0123abcd")
     assert _kind("wordllama-l2_supercat-256") != _kind("hashing-256-3-5")
+
+
+def test_resume_from_a_damaged_selector_is_one_line(tmp_path, capsys, no_model):
+    from rollwise.llm.tasks import arithmetic
+
+    out = tmp_path / "run"
+    folder = _checkpoint(out, 5, make("gps", make_pool(len(arithmetic().train)), 8))
+    path = folder / "rollwise_selector.pt"
+    path.write_bytes(path.read_bytes()[:200])  # truncated
+    rc = main(["train", "--output-dir", str(out), "--resume"])
+    err = _error(capsys)
+    assert rc == 2 and "is damaged" in err and "checkpoint-5" in err

@@ -76,6 +76,17 @@ def check_arguments(args: argparse.Namespace) -> None:
     for flag, path in (("--pool", args.pool), ("--heldout", args.heldout)):
         if path is not None and not Path(path).exists():
             raise FileNotFoundError(f"{flag}: file {str(path)!r} does not exist")
+    inputs = [(flag, Path(path).resolve()) for flag, path in (("--pool", args.pool),
+                                                               ("--heldout", args.heldout))
+              if path is not None]
+    if len(inputs) == 2 and inputs[0][1] == inputs[1][1]:
+        raise ValueError(f"--pool and --heldout are the same file ({str(inputs[0][1])!r}): "
+                         "held-out accuracy would be training accuracy")
+    out = Path(args.out).resolve()
+    for flag, path in inputs:
+        if out == path or out in path.parents:
+            raise ValueError(f"--out {str(args.out)!r} holds the {flag} file {str(path)!r}, which "
+                             "writing the results would replace; choose another --out")
     check_output_dir("--out", args.out)
     from rollwise.llm.models import resolve_embedder
 

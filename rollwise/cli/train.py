@@ -59,7 +59,8 @@ def summary_line(strategy: str, output_dir: str, result: dict[str, Any]) -> str:
                    f"{last['reward']:.3f} (step {last['step']}; n = {last['n']} completions)")
     else:
         heldout = "no held-out evaluation"
-    return (f"trained {result['steps']} steps with {strategy}: {result['rollouts']} rollouts, "
+    done = "already trained" if result.get("already_finished") else "trained"
+    return (f"{done} {result['steps']} steps with {strategy}: {result['rollouts']} rollouts, "
             f"{heldout}; log in {output_dir}/rollwise_run.json")
 
 

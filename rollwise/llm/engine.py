@@ -214,19 +214,64 @@ def report_backends() -> set[str]:
 RUN_FILES = ("rollwise_run.json", "rollwise_selector.pt", "rollwise_pool.jsonl")
 
 
-def check_resume(settings: TrainSettings, n_rows: int) -> None:
-    """With ``resume``, refuse a last checkpoint whose selector another strategy or another pool
-    size wrote, before the model loads (reads the small selector file only)."""
-    checkpoints = sorted(Path(settings.output_dir).glob("checkpoint-*"),
-                         key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
-    if not settings.resume or not checkpoints:
-        return
+# a checkpoint is whole when each of these is there and not empty (a kill mid-save leaves less)
+CHECKPOINT_FILES = ("trainer_state.json", "rollwise_selector.pt")
+MODEL_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+               "adapter_model.safetensors")
+
+
+def _is_whole(checkpoint: Path) -> bool:
+    def there(name: str) -> bool:
+        f = checkpoint / name
+        return f.is_file() and f.stat().st_size > 0
+
+    return all(there(n) for n in CHECKPOINT_FILES) and any(there(n) for n in MODEL_FILES)
+
+
+def last_whole_checkpoint(folder: str | os.PathLike) -> Path | None:
+    """The newest ``checkpoint-N`` in ``folder`` whose files are all there; newer half-written
+    ones (a run killed while saving) are skipped with a warning."""
+    steps = [(int(p.name.removeprefix("checkpoint-")), p) for p in Path(folder).glob("checkpoint-*")
+             if p.is_dir() and p.name.removeprefix("checkpoint-").isdigit()]
+    for _, path in sorted(steps, reverse=True):
+        if _is_whole(path):
+            return path
+        log.warning("--resume: skipping %s: a checkpoint that was not completely written", path)
+    return None
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    """The optimiser step a checkpoint was saved at (its ``trainer_state.json``)."""
+    import json
+
+    try:
+        return int(json.loads((checkpoint / "trainer_state.json").read_text())["global_step"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"--resume: {str(checkpoint)!r} has an unreadable trainer_state.json "
+                         f"({err})") from err
+
+
+def check_resume(settings: TrainSettings, n_rows: int) -> Path | None:
+    """With ``resume``, the checkpoint to resume from: the last whole one in ``output_dir``.
+    Refused, before the model loads, where there is none, or where another strategy or another
+    pool size wrote its selector (reads the small selector file only)."""
+    if not settings.resume:
+        return None
+    last = last_whole_checkpoint(settings.output_dir)
+    if last is None:
+        raise ValueError(f"--resume: --output-dir {str(settings.output_dir)!r} holds no whole "
+                         "checkpoint (checkpoint-N) to resume from; run without --resume to start "
+                         "anew (with --overwrite where an earlier run's files are there)")
     import torch
 
-    path = checkpoints[-1] / "rollwise_selector.pt"
-    if not path.is_file():
-        raise ValueError(f"--resume: {str(checkpoints[-1])!r} has no rollwise_selector.pt")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    path = last / "rollwise_selector.pt"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated or damaged: one line, not a traceback
+        raise ValueError(f"--resume: {str(path)!r} is damaged ({type(err).__name__}); remove "
+                         f"{str(last)!r} to resume from the checkpoint before it") from err
+    if not isinstance(state, dict):
+        raise ValueError(f"--resume: {str(path)!r} is not a selector state")
     strategy = train_strategy(settings.strategy)[0]
     if state.get("strategy") != strategy:
         raise ValueError(f"--resume: the run in --output-dir selected with {state.get('strategy')!r}, "
@@ -234,6 +279,7 @@ def check_resume(settings: TrainSettings, n_rows: int) -> None:
     if int(state.get("pool_size", n_rows)) != n_rows:
         raise ValueError(f"--resume: the run in --output-dir trained on {int(state['pool_size'])} "
                          f"prompts, this task has {n_rows} (--task)")
+    return last
 
 
 def remove_earlier_run(paths: Sequence[Path]) -> None:
@@ -298,7 +344,15 @@ def run(settings: TrainSettings, addons: Sequence[TrainerAddon] = ()) -> dict[st
         raise ValueError(f"task {settings.task!r}: some prompts lack answers")
     columns = ("id", "prompt", "answer", "level", "question")
     train_rows = [{k: r[k] for k in columns} for r in task.train]
-    check_resume(settings, len(train_rows))  # before the model loads and the first evaluation
+    resume_from = check_resume(settings, len(train_rows))  # before the model loads
+    if resume_from is not None and checkpoint_step(resume_from) >= settings.steps:
+        finished = Path(settings.output_dir) / "rollwise_run.json"
+        if finished.is_file():
+            import json
+
+            log.info("--resume: the run in %s already trained %d steps (--steps %d): nothing to do",
+                     settings.output_dir, checkpoint_step(resume_from), settings.steps)
+            return {**json.loads(finished.read_text()), "already_finished": True}
     model_path = resolve_model(settings.model)  # errors before anything heavy starts
     try:
         resolve_embedder(settings.embedder, policy=model_path)
@@ -439,8 +493,9 @@ def run_grpo(
                  trainer.evaluation_log[-1]["n"])
     else:
         start_eval = {}
-    resume = settings.resume and any(Path(settings.output_dir).glob("checkpoint-*"))
-    trainer.train(resume_from_checkpoint=True if resume else None)
+    # the last whole checkpoint (run() has refused --resume without one, before the model)
+    resume_from = last_whole_checkpoint(settings.output_dir) if settings.resume else None
+    trainer.train(resume_from_checkpoint=None if resume_from is None else str(resume_from))
     if eval_ds is not None and trainer.state.global_step % settings.eval_steps:
         trainer.evaluate()  # stopped off the evaluation grid (rollout budget): score the final policy too
     result = {
