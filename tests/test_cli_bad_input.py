@@ -503,3 +503,13 @@ def test_resume_from_a_damaged_selector_is_one_line(tmp_path, capsys, no_model):
     rc = main(["train", "--output-dir", str(out), "--resume"])
     err = _error(capsys)
     assert rc == 2 and "is damaged" in err and "checkpoint-5" in err
+
+
+@pytest.mark.parametrize("flags", [[], ["--overwrite"]])
+def test_train_keeps_a_users_readme(flags, tmp_path, capsys, no_model):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "README.md").write_text("my notes")
+    rc = main(["train", "--output-dir", str(out), *flags])
+    assert rc == 2 and "README.md" in _error(capsys)
+    assert (out / "README.md").read_text() == "my notes"

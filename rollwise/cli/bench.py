@@ -107,7 +107,16 @@ def check_arguments(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace, title: str) -> dict[str, Any]:
     """Run the benchmark the arguments describe; write results.json, summary.md, curves.png, the
     pool (pool.jsonl) and the first seed's GPS selectors (selectors/) to ``--out``, all at the
-    end (an interrupted run leaves an earlier ``--out`` untouched)."""
+    end (an interrupted run leaves an earlier ``--out`` untouched). A second run into the same
+    ``--out`` while this one lives is refused (:mod:`rollwise._lock`)."""
+    from rollwise._lock import output_lock
+
+    check_arguments(args)
+    with output_lock("--out", args.out):
+        return _run(args, title)
+
+
+def _run(args: argparse.Namespace, title: str) -> dict[str, Any]:
     from tqdm import tqdm
 
     from rollwise._io import atomic_write_json, atomic_write_report, staged_folder

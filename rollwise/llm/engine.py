@@ -6,6 +6,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -190,6 +191,11 @@ class TrainSettings:
         out = Path(self.output_dir)
         earlier = sorted(p for p in out.iterdir() if p.name in RUN_FILES
                          or (p.name.startswith("checkpoint-") and p.is_dir())) if out.is_dir() else []
+        card = out / "README.md"  # TRL writes the model card there
+        if card.exists() and not earlier:
+            raise ValueError(f"--output-dir {str(out)!r} holds a README.md that is not an earlier "
+                             "run's model card; the run would replace it with its card: move it "
+                             "or choose another folder")
         if earlier and not (self.resume or self.overwrite):
             names = ", ".join(p.name for p in earlier[:4]) + (", ..." if len(earlier) > 4 else "")
             raise ValueError(f"--output-dir {str(out)!r} holds an earlier run ({names}); pass "
@@ -331,10 +337,21 @@ def check_addons(settings: TrainSettings, addons: Sequence[TrainerAddon]) -> lis
 
 def run(settings: TrainSettings, addons: Sequence[TrainerAddon] = ()) -> dict[str, Any]:
     """Train; returns (and writes to ``output_dir/rollwise_run.json``) the run's log. ``addons``
-    (e.g. :class:`rollwise.rescue.P2ORescue`) attach their trainer class and callbacks."""
+    (e.g. :class:`rollwise.rescue.P2ORescue`) attach their trainer class and callbacks. A second
+    run into the same ``output_dir`` while this one lives is refused (:mod:`rollwise._lock`)."""
+    from rollwise._lock import output_lock
+
     settings.validate()
     settings.check_output_dir()  # an earlier run is refused before anything heavy
     addons = check_addons(settings, addons)
+    # under a multi-process launch one run has many processes: the first holds the lock
+    lead = os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) in ("", "0")
+    with output_lock("--output-dir", settings.output_dir) if lead else nullcontext():
+        settings.check_output_dir()  # again, now that no other run can change the folder
+        return _run(settings, addons)
+
+
+def _run(settings: TrainSettings, addons: list[TrainerAddon]) -> dict[str, Any]:
     from rollwise.llm.models import resolve_embedder, resolve_model
     from rollwise.llm.tasks import get_task, reward_function
 
