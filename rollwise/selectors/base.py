@@ -7,8 +7,10 @@ class does all argument checking (before any state changes), RNG bookkeeping and
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
+import threading
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -21,6 +23,28 @@ from rollwise.threads import DEFAULT_SELECTOR_THREADS, check_threads, limited_th
 from rollwise.validation import check_int
 
 STATE_VERSION = 1
+# the public calls that read or change a selector's state: one thread at a time per selector
+SERIALISED = ("select", "informative_chance", "observe", "predict", "predictive",
+              "set_embeddings", "state_dict", "load_state_dict", "save")
+_LOCK_CREATION = threading.Lock()
+
+
+def _serialised(method: Any) -> Any:
+    """``method`` under the selector's own re-entrant lock, so that calls from several threads
+    take turns instead of corrupting the model (a GPS selector observed from 4 threads at once
+    crashed or failed most calls)."""
+
+    @functools.wraps(method)
+    def call(self: Selector, *args: Any, **kwargs: Any) -> Any:
+        lock = self.__dict__.get("_lock")
+        if lock is None:
+            with _LOCK_CREATION:
+                lock = self.__dict__.setdefault("_lock", threading.RLock())
+        with lock:
+            return method(self, *args, **kwargs)
+
+    call.serialised = True
+    return call
 
 
 def _tensorise(obj: Any) -> Any:
@@ -47,6 +71,9 @@ class Selector(ABC):
     ``(B, k)`` reward array in [0, 1], or one reward sequence per prompt where groups differ in
     size (per-prompt rollout budgets); ``predict`` gives current success-rate estimates for any
     prompt. Every call validates its arguments first and changes no state when it raises.
+    Selectors are safe to share between threads: the calls of :data:`SERIALISED` take a lock of
+    the selector's own (re-entrant), so they run one at a time per selector (an override in a
+    subclass is wrapped too).
 
     ``threads`` bounds the torch and BLAS threads of the selector's own calls (set around each
     call, the caller's settings restored after; None leaves them alone): see
@@ -61,6 +88,21 @@ class Selector(ABC):
     #: the round sizing its method prescribes under dynamic sampling
     #: (:data:`rollwise.dynamic_sampling.SIZINGS`); None: the sampler's default
     dynamic_sizing: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in SERIALISED:
+            method = cls.__dict__.get(name)
+            if callable(method) and not getattr(method, "serialised", False):
+                setattr(cls, name, _serialised(method))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_lock", None)  # a lock is not copied or pickled: the copy makes its own
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
     def __init__(self, pool: PromptPool, batch_size: int, seed: int = 0,
                  threads: int | None = DEFAULT_SELECTOR_THREADS) -> None:
@@ -316,3 +358,7 @@ def _as_array(x: Any, arg: str) -> np.ndarray:
 def check_prepared(condition: bool, message: str) -> None:
     if not condition:
         raise ValueError(f"state['model']: {message}")
+
+
+for _name in SERIALISED:  # the base class's own public calls
+    setattr(Selector, _name, _serialised(getattr(Selector, _name)))
