@@ -513,3 +513,81 @@ def test_train_keeps_a_users_readme(flags, tmp_path, capsys, no_model):
     rc = main(["train", "--output-dir", str(out), *flags])
     assert rc == 2 and "README.md" in _error(capsys)
     assert (out / "README.md").read_text() == "my notes"
+
+
+def test_train_without_room_for_its_checkpoints_is_refused_before_the_model(tmp_path, capsys,
+                                                                           monkeypatch):
+    """A full disk is found before the model loads, not as a torch error at the first save."""
+    import shutil
+    from collections import namedtuple
+
+    import rollwise.llm.engine as engine
+    import rollwise.llm.models
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"0" * 1000)
+    monkeypatch.setattr(rollwise.llm.models, "resolve_model", lambda name: str(model))
+    monkeypatch.setattr(engine, "run_grpo", lambda *a, **k: (_ for _ in ()).throw(
+        AssertionError("training started")))
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 5000, 5000))
+    rc = main(["train", "--output-dir", str(tmp_path / "run"), "--model", str(model)])
+    err = _error(capsys)
+    assert rc == 2 and "--output-dir" in err and "GB free" in err and "--save-steps" in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_train_into_a_read_only_folder_is_refused(tmp_path, capsys, monkeypatch):
+    import rollwise.llm.models
+
+    monkeypatch.setattr(rollwise.llm.models, "resolve_model", lambda name: str(tmp_path))
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    rc = main(["train", "--output-dir", str(ro / "run")])
+    assert rc == 2 and "not writable" in _error(capsys)
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0: "
+                 "PytorchStreamWriter failed writing file data/0: file write failed"),
+    OSError(28, "No space left on device"),
+    type("SafetensorError", (Exception,), {})("Error while serializing: IoError(Os { code: 28 })"),
+])
+def test_storage_failures_become_one_error_naming_the_folder(error):
+    from rollwise.llm.engine import storage_error
+
+    out = storage_error(error, "runs/x")
+    assert isinstance(out, OSError) and "--output-dir 'runs/x': writing failed" in str(out)
+    assert "\n" not in str(out)
+    assert storage_error(RuntimeError("CUDA out of memory"), "runs/x") is None
+    assert storage_error(ValueError("bad"), "runs/x") is None
+
+
+def test_a_disk_that_fills_during_training_ends_in_one_error(tiny, tmp_path, monkeypatch):
+    """torch.save failing mid-checkpoint (as on a full disk) is one OSError naming the folder,
+    which the CLI prints as one line."""
+    import torch
+
+    from rollwise.llm.engine import TrainSettings, run_grpo
+
+    real = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        if "checkpoint-" in str(f):
+            raise RuntimeError("[enforce fail at inline_container.cc:626] . PytorchStreamWriter "
+                               "failed writing file data/0: file write failed")
+        return real(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    out = tmp_path / "run"
+    settings = TrainSettings(model="unused", output_dir=str(out), steps=1, save_steps=1,
+                             prompts_per_step=2, num_generations=2, max_new_tokens=4,
+                             embedder="hashing", strategy="uniform", eval_prompts=0,
+                             save_optimizer=True)
+    rows = [{"id": f"q{i}", "prompt": f"{i} + {i} =", "question": f"{i} + {i}",
+             "answer": str(2 * i)} for i in range(4)]
+    with pytest.raises(OSError, match=f"--output-dir '{out}': writing failed .*file write failed"):
+        run_grpo(settings, tiny[0], rows, [], lambda completions, **kw: [0.0] * len(completions))

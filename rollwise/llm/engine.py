@@ -288,6 +288,55 @@ def check_resume(settings: TrainSettings, n_rows: int) -> Path | None:
     return last
 
 
+def nearest_folder(path: str | os.PathLike) -> Path:
+    """``path`` or its nearest existing ancestor (where a new output folder would be made)."""
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_room(settings: TrainSettings, model_path: str) -> None:
+    """Refuse, before the model loads, an ``output_dir`` that cannot be written or has too
+    little free space for the run's checkpoints (a rough estimate: the model's weight files
+    once per checkpoint, three times with ``save_optimizer``, and once more for the log and
+    selector slack)."""
+    import shutil
+
+    where = nearest_folder(settings.output_dir)
+    if not os.access(where, os.W_OK):
+        raise PermissionError(f"--output-dir {str(settings.output_dir)!r}: {str(where)!r} is not "
+                              "writable")
+    weights = sum(f.stat().st_size for f in Path(model_path).glob("*")
+                  if f.suffix in (".safetensors", ".bin", ".gguf") and f.is_file()) \
+        if os.path.isdir(model_path) else 0
+    checkpoints = max(1, settings.steps // settings.save_steps)
+    need = weights * (3 if settings.save_optimizer else 1) * checkpoints + weights + 10_000_000
+    free = shutil.disk_usage(where).free
+    if free < need:
+        raise OSError(f"--output-dir {str(settings.output_dir)!r}: {free / 1e9:.2f} GB free where "
+                      f"the run's {checkpoints} checkpoint(s) need about {need / 1e9:.2f} GB; free "
+                      "space, raise --save-steps or choose another folder")
+
+
+STORAGE_MESSAGES = ("file write failed", "No space left", "PytorchStreamWriter", "Read-only file system",
+                    "Disk quota exceeded")
+
+
+def storage_error(err: BaseException, folder: str | os.PathLike) -> OSError | None:
+    """``err`` as one ``OSError`` naming ``folder`` where it is a failed write: an ``OSError``,
+    torch's ``RuntimeError`` from ``torch.save`` (which raises no ``OSError``) or safetensors'
+    ``SafetensorError``; None for anything else."""
+    text = str(err)
+    if isinstance(err, OSError) or type(err).__name__ == "SafetensorError" or (
+            isinstance(err, RuntimeError) and any(m in text for m in STORAGE_MESSAGES)):
+        first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+        return OSError(f"--output-dir {str(folder)!r}: writing failed ({first[:300]}); free space "
+                       "or choose another folder (--resume continues from the last whole "
+                       "checkpoint)")
+    return None
+
+
 def remove_earlier_run(paths: Sequence[Path]) -> None:
     """Delete an earlier run's files and checkpoint folders (``check_output_dir``'s list)."""
     import shutil
@@ -371,6 +420,7 @@ def _run(settings: TrainSettings, addons: list[TrainerAddon]) -> dict[str, Any]:
                      settings.output_dir, checkpoint_step(resume_from), settings.steps)
             return {**json.loads(finished.read_text()), "already_finished": True}
     model_path = resolve_model(settings.model)  # errors before anything heavy starts
+    check_room(settings, model_path)
     try:
         resolve_embedder(settings.embedder, policy=model_path)
     except ValueError as err:
@@ -512,7 +562,13 @@ def run_grpo(
         start_eval = {}
     # the last whole checkpoint (run() has refused --resume without one, before the model)
     resume_from = last_whole_checkpoint(settings.output_dir) if settings.resume else None
-    trainer.train(resume_from_checkpoint=None if resume_from is None else str(resume_from))
+    try:
+        trainer.train(resume_from_checkpoint=None if resume_from is None else str(resume_from))
+    except Exception as err:  # a full or failing disk: one line naming the folder
+        failed = storage_error(err, settings.output_dir)
+        if failed is None:
+            raise
+        raise failed from err
     if eval_ds is not None and trainer.state.global_step % settings.eval_steps:
         trainer.evaluate()  # stopped off the evaluation grid (rollout budget): score the final policy too
     result = {
