@@ -10,15 +10,19 @@
   the middle layer (see docs/embedders.md for the measurement).
 * ``hashing``: dependency-free hashed character n-grams, for tests and minimal installs.
 
-Embeddings are cached as ``.npy`` files keyed by the embedder's name and a hash of the texts, so a
-40k-prompt pool is embedded once.
+Embeddings are cached as ``.npz`` files keyed by the embedder's name, the version of the package
+that computes them and a hash of the texts, so a 40k-prompt pool is embedded once. Each entry
+holds a digest of its own key and values: an entry that is damaged, edited (rows permuted,
+another dtype or width) or not finite is recomputed with a warning that names the file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
+import zipfile
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +31,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from rollwise._io import atomic_write
+
+log = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> Path:
@@ -78,6 +84,7 @@ class WordLlamaEmbedder:
             ) from err
         self.dim = int(dim)
         self.name = f"wordllama-l2_supercat-{self.dim}"
+        self.package = "wordllama"
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "wordllama"
         pkg = Path(wordllama.__file__).parent
         # WordLlama looks for its tokenizer config in the cache dir before trying the hub;
@@ -103,6 +110,7 @@ class SentenceTransformerEmbedder:
                 "sentence-transformers embedders need: pip install 'rollwise[st]'"
             ) from err
         self.name = f"st-{model}"
+        self.package = "sentence-transformers"
         self._model = SentenceTransformer(model)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -152,6 +160,7 @@ class HFEmbedder:
         self.show_progress = show_progress
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.name = f"hf:{model}@{layer}-{pooling}#{_checkpoint_fingerprint(model)}"
+        self.package = "transformers"
         self._tok = AutoTokenizer.from_pretrained(model)
         if self._tok.pad_token is None:
             self._tok.pad_token = self._tok.eos_token
@@ -391,18 +400,58 @@ def embed_texts(
     emb = get_embedder(embedder)
     if not texts:
         raise ValueError("texts is empty")
-    h = hashlib.sha256(emb.name.encode())
+    h = hashlib.sha256(f"{emb.name}\n{_package_version(emb)}".encode())
     for t in texts:
         h.update(hashlib.sha256(t.encode()).digest())
-    path = Path(cache_dir or default_cache_dir() / "embeddings") / f"{h.hexdigest()[:40]}.npy"
+    key = h.hexdigest()
+    path = Path(cache_dir or default_cache_dir() / "embeddings") / f"{key[:40]}.npz"
     if use_cache and path.exists():
-        try:
-            arr = np.load(path)
-            if arr.shape[0] == len(texts):
-                return arr
-        except (OSError, ValueError, EOFError):
-            pass  # unreadable cache entry (empty, truncated, garbage): recompute and overwrite
+        arr, problem = _read_entry(path, key, len(texts))
+        if arr is not None:
+            return arr
+        log.warning("embedding cache entry %s is %s: embedding the texts again", path, problem)
     arr = np.asarray(emb.encode(texts), dtype=np.float32)
     if use_cache:
-        atomic_write(path, lambda tmp: np.save(open(tmp, "wb"), arr), make_parents=True)
+        digest = np.frombuffer(_digest(key, arr), dtype=np.uint8)
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                np.savez(f, embeddings=arr, digest=digest)
+
+        atomic_write(path, write, make_parents=True)
     return arr
+
+
+def _digest(key: str, arr: np.ndarray) -> bytes:
+    h = hashlib.sha256(key.encode())
+    h.update(str(arr.shape).encode())
+    h.update(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
+    return h.digest()
+
+
+def _read_entry(path: Path, key: str, rows: int) -> tuple[np.ndarray | None, str]:
+    """A cache entry's embeddings, or None and what is wrong with it."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arr, digest = f["embeddings"], f["digest"].tobytes()
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:  # damaged
+        return None, f"unreadable ({type(err).__name__})"
+    if arr.dtype != np.float32 or arr.ndim != 2 or arr.shape[0] != rows:
+        return None, f"of the wrong shape or type ({arr.dtype}, {arr.shape}; {rows} texts)"
+    if not np.all(np.isfinite(arr)):
+        return None, "not finite"
+    if digest != _digest(key, arr):
+        return None, "not what was written (its digest differs)"
+    return arr, ""
+
+
+def _package_version(emb: object) -> str:
+    """The version of the package that computes the embedder's vectors (part of the cache key,
+    so an upgrade is embedded again): its ``package`` attribute, else its class's top package."""
+    from importlib import metadata
+
+    package = getattr(emb, "package", None) or type(emb).__module__.split(".")[0]
+    try:
+        return f"{package} {metadata.version(package)}"
+    except metadata.PackageNotFoundError:
+        return package

@@ -74,7 +74,7 @@ def test_cache_round_trip_and_a_changed_checkpoint_is_embedded_again(tiny_llama,
 
     name = f"hf:{tiny_llama}@1-mean"
     first = embed_texts(TEXTS, name, cache_dir=tmp_path)
-    assert len(list(tmp_path.glob("*.npy"))) == 1
+    assert len(list(tmp_path.glob("*.npz"))) == 1
     np.testing.assert_array_equal(embed_texts(TEXTS, name, cache_dir=tmp_path), first)
     # the same path holding a changed checkpoint has another fingerprint, hence another cache entry
     weights = next(p for p in os.listdir(tiny_llama) if p.endswith(".safetensors"))

@@ -107,7 +107,7 @@ def test_hashing_embedder_is_deterministic():
 
 def test_from_texts_hashing_uses_the_cache(tmp_path, monkeypatch):
     pool = rollwise.PromptPool.from_texts(TEXTS, embedder="hashing", cache_dir=tmp_path)
-    files = list(tmp_path.glob("*.npy"))
+    files = list(tmp_path.glob("*.npz"))
     assert len(files) == 1
     assert pool.texts == tuple(TEXTS) and pool.ids == ("0", "1", "2", "3")
 
@@ -125,11 +125,11 @@ def test_from_texts_hashing_uses_the_cache(tmp_path, monkeypatch):
 @pytest.mark.parametrize("content", [b"", b"garbage" * 20, "truncate"])
 def test_unreadable_cache_entry_is_recomputed(tmp_path, content):
     first = embed_texts(TEXTS, "hashing", cache_dir=tmp_path)
-    (path,) = tmp_path.glob("*.npy")
+    (path,) = tmp_path.glob("*.npz")
     blob = path.read_bytes()
     path.write_bytes(blob[: len(blob) - 7] if content == "truncate" else content)
     np.testing.assert_array_equal(embed_texts(TEXTS, "hashing", cache_dir=tmp_path), first)
-    np.testing.assert_array_equal(np.load(path), first)  # and the entry was repaired
+    np.testing.assert_array_equal(np.load(path)["embeddings"], first)  # and the entry was repaired
 
 
 def test_cache_can_be_bypassed(tmp_path):
@@ -141,7 +141,7 @@ def test_default_cache_dir_follows_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("ROLLWISE_CACHE", str(tmp_path))
     assert embed.default_cache_dir() == tmp_path
     embed_texts(["x y z"], "hashing")
-    assert len(list((tmp_path / "embeddings").glob("*.npy"))) == 1
+    assert len(list((tmp_path / "embeddings").glob("*.npz"))) == 1
 
 
 def test_custom_embedder_object(tmp_path):
@@ -175,8 +175,37 @@ def test_wordllama_embedder_loads_offline(tmp_path, monkeypatch, no_network):
     pool = rollwise.PromptPool.from_texts(texts)  # the default embedder is WordLlama
     assert pool.dim == 256
     assert (tmp_path / "wordllama" / "tokenizers").is_dir()  # tokenizer config copied, not fetched
-    assert len(list((tmp_path / "embeddings").glob("*.npy"))) == 1
+    assert len(list((tmp_path / "embeddings").glob("*.npz"))) == 1
     sim = pool.embeddings @ pool.embeddings.T
     # paraphrases are closer to each other than to the other topic
     assert sim[0, 1] > max(sim[0, 2], sim[0, 3])
     assert sim[2, 3] > max(sim[2, 0], sim[2, 1])
+
+
+@pytest.mark.parametrize("edit", ["permute", "int", "narrow", "nan"])
+def test_an_edited_cache_entry_is_recomputed_with_a_warning_naming_it(tmp_path, edit, caplog):
+    """Rows permuted, an integer dtype, another width or a NaN: each prompt would get another's
+    (or no) embedding; the entry is embedded again and the warning names the file."""
+    first = embed_texts(TEXTS, "hashing", cache_dir=tmp_path)
+    (path,) = tmp_path.glob("*.npz")
+    with np.load(path) as f:
+        arr, digest = f["embeddings"].copy(), f["digest"].copy()
+    arr = {"permute": arr[::-1], "int": arr.astype(np.int64), "narrow": arr[:, :8],
+           "nan": np.where(np.arange(arr.shape[1]) == 0, np.nan, arr).astype(np.float32)}[edit]
+    with open(path, "wb") as f:
+        np.savez(f, embeddings=arr, digest=digest)
+    np.testing.assert_array_equal(embed_texts(TEXTS, "hashing", cache_dir=tmp_path), first)
+    assert str(path) in caplog.text and "embedding the texts again" in caplog.text
+    with np.load(path) as f:
+        np.testing.assert_array_equal(f["embeddings"], first)  # repaired
+
+
+def test_cache_key_names_the_embedders_package_version(tmp_path, monkeypatch):
+    """An upgrade of the package that computes the vectors is a new cache entry."""
+    from importlib import metadata
+
+    embed_texts(TEXTS, "hashing", cache_dir=tmp_path)
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda p: "999" if p == "rollwise" else real(p))
+    embed_texts(TEXTS, "hashing", cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 2
