@@ -292,12 +292,18 @@ def test_bench_out_written_whole_or_not_at_all(pool_file, tmp_path, capsys, monk
     with monkeypatch.context() as m:
         m.setattr(rollwise.sim.bench, "run_benchmark", interrupted)
         rc = main([*BENCH, "--pool", str(pool_file), "--out", str(out), "--strategies", "uniform,gps",
-                   "--k", "4"])
+                   "--k", "4", "--overwrite"])
     assert rc == 130 and "as it was" in _error(capsys)
     assert _tree(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench", "pool.json"]  # nothing staged left
+    (out / "mine.txt").write_text("keep")  # a user's file in the folder
+    before = _tree(out)
     assert main([*BENCH, "--pool", str(pool_file), "--out", str(out),
-                 "--strategies", "uniform,gps"]) == 0
+                 "--strategies", "uniform,gps"]) == 2  # refused without --overwrite
+    assert "--overwrite" in _error(capsys) and _tree(out) == before
+    assert main([*BENCH, "--pool", str(pool_file), "--out", str(out),
+                 "--strategies", "uniform,gps", "--overwrite"]) == 0
+    assert (out / "mine.txt").read_text() == "keep"
     assert sorted(p.name for p in (out / "selectors").iterdir()) == ["gps.pt"]  # no stale gps-nodiv
     assert "my notes" in summary.read_text() and "gps-nodiv" not in (out / "results.json").read_text()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]

@@ -42,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser, demo: bool) -> None:
                    help="wordllama, hashing, hf:<checkpoint> (a language model's hidden states; "
                         "hf:smollm2 ships with the project), or sentence-transformers:<model>")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results of an earlier run in --out (its selectors too, which "
+                        "allocate reads); other files there are kept")
     if demo:
         p.set_defaults(pool=None, heldout=None, strategies=DEMO_STRATEGIES, seeds=3, steps=150,
                        batch_size=32, k=8, target=None, text_field=None, budget_objective="variance")
@@ -69,6 +72,10 @@ def add_arguments(p: argparse.ArgumentParser, demo: bool) -> None:
                         "informative groups, or expected squared advantages (docs/budgets.md)")
 
 
+# what a run writes to --out (other files there are left alone)
+RESULT_FILES = ("results.json", "summary.md", "curves.png", "pool.jsonl", "selectors")
+
+
 def check_arguments(args: argparse.Namespace) -> None:
     """Everything about ``demo``/``bench`` arguments that can fail, checked before any work."""
     from rollwise._io import check_output_dir
@@ -88,6 +95,11 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise ValueError(f"--out {str(args.out)!r} holds the {flag} file {str(path)!r}, which "
                              "writing the results would replace; choose another --out")
     check_output_dir("--out", args.out)
+    earlier = sorted(p.name for p in Path(args.out).glob("*") if p.name in RESULT_FILES)
+    if earlier and not args.overwrite:
+        raise ValueError(f"--out {str(args.out)!r} holds an earlier run's results "
+                         f"({', '.join(earlier)}); pass --overwrite to replace them (its "
+                         "selectors/ included), or choose another --out")
     from rollwise.llm.models import resolve_embedder
 
     try:
