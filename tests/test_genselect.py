@@ -378,11 +378,22 @@ def test_train_settings_and_cli_reject_bad_input(tmp_path, capsys):
     (["synthesize", "--out", "{tmp}/t.jsonl", "--candidates-out", "{tmp}/t.jsonl"], "--candidates-out"),
     (["eval", "--out", "{tmp}/no/such/r.json"], "--out"),
     (["eval", "--window", "1"], "--window"),
+    # an output that is the --task file (here or through a link) would replace the user's problems
+    (["synthesize", "--task", "{tmp}/p.json", "--out", "{tmp}/p.json"], "--out"),
+    (["synthesize", "--task", "{tmp}/p.json", "--out", "{tmp}/t.jsonl", "--candidates-out",
+      "{tmp}/link.json"], "--candidates-out"),
+    (["eval", "--task", "{tmp}/p.json", "--out", "{tmp}/link.json"], "--out"),
 ])
 def test_genselect_refuses_before_sampling(argv, flag, tmp_path, capsys, monkeypatch):
     """Output paths and task shapes are checked before the model is loaded or anything sampled."""
+    import json
+
     from rollwise.cli import main
     from rollwise.genselect import synthesis
+
+    problems = tmp_path / "p.json"
+    problems.write_text(json.dumps([{"problem": f"{i} + 1", "answer": str(i + 1)} for i in range(8)]))
+    (tmp_path / "link.json").symlink_to(problems)
 
     def boom(*args, **kwargs):
         raise AssertionError("candidates sampled before the arguments were checked")
@@ -391,6 +402,7 @@ def test_genselect_refuses_before_sampling(argv, flag, tmp_path, capsys, monkeyp
     rc = main(["genselect", *[a.replace("{tmp}", str(tmp_path)) for a in argv]])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith(f"rollwise genselect: error: {flag}") and "\n" not in err
+    assert json.loads(problems.read_text())[0]["problem"] == "0 + 1"  # the input is untouched
 
 
 def test_genselect_eval_unequal_candidate_lists_named(tmp_path, capsys):

@@ -134,9 +134,11 @@ def run(args: argparse.Namespace) -> Any:
             field, _, rest = str(err).partition(" ")
             raise ValueError(f"--{field.replace('_', '-')} {rest}" if field in vars(args)
                              else str(err)) from err
-        check_output_file("--out", args.out)
+        task_file = {"--task": args.task} if Path(str(args.task)).is_file() else {}
+        check_output_file("--out", args.out, inputs=task_file)
         if args.candidates_out is not None:
-            check_output_file("--candidates-out", args.candidates_out, inputs={"--out": args.out})
+            check_output_file("--candidates-out", args.candidates_out,
+                              inputs={"--out": args.out, **task_file})
         problems = _problems(args)
         sets = synthesis.sample_candidates(problems, model=args.generator, n=args.n,
                                            temperature=args.temperature,
@@ -156,8 +158,10 @@ def run(args: argparse.Namespace) -> Any:
     if args.window < 2:
         raise ValueError(f"--window must be >= 2 (a choice needs two candidates), got {args.window}")
     if args.out is not None:
-        check_output_file("--out", args.out,
-                          inputs={"--candidates": args.candidates} if args.candidates else None)
+        inputs = {"--candidates": args.candidates} if args.candidates else {}
+        if Path(str(args.task)).is_file():
+            inputs["--task"] = args.task
+        check_output_file("--out", args.out, inputs=inputs)
 
     if args.candidates is not None:
         sets = synthesis.read_jsonl(args.candidates)
