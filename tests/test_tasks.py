@@ -79,6 +79,11 @@ def test_prompt_files_refuse_what_would_join_or_train_wrongly(tmp_path):
         load_prompt_file(deep)
     with pytest.raises(ValueError, match=f"over the limit of {MAX_PROMPT_CHARS:,}"):
         load_prompt_file(_write(tmp_path / "long.json", [{"prompt": "x" * (MAX_PROMPT_CHARS + 1)}]))
+    huge = tmp_path / "huge.jsonl"
+    with open(huge, "wb") as f:  # sparse: 2 GiB on paper, nothing on disk, never read
+        f.truncate(2 << 30)
+    with pytest.raises(ValueError, match="2.0 GiB, over the limit of 1 GiB"):
+        load_prompt_file(huge)
 
 
 def test_prompt_file_row_errors_name_the_row_or_line(tmp_path):

@@ -32,6 +32,7 @@ class PromptSet:
 
 
 MAX_PROMPT_CHARS = 32_768  # a longer prompt stalls generation long before it could teach
+MAX_FILE_BYTES = 1 << 30  # a prompt file is read whole: beyond 1 GiB, split it
 TEXT_FIELDS = ("prompt", "problem", "question", "text")
 SKILL_FIELDS = ("skill", "type", "subject", "family")
 LEVEL_FIELDS = ("difficulty", "level")
@@ -46,6 +47,10 @@ def _read_rows(path: Path) -> list[dict]:
     if not path.exists():
         raise FileNotFoundError(f"prompt file {str(path)!r} does not exist")
     suffix = path.suffix.lower()
+    size = path.stat().st_size if path.is_file() else 0
+    if size > MAX_FILE_BYTES:
+        raise ValueError(f"prompt file {str(path)!r} is {size / 2**30:.1f} GiB, over the limit of "
+                         f"{MAX_FILE_BYTES / 2**30:.0f} GiB that is read whole; split it")
     try:
         if suffix == ".parquet":
             import pyarrow.parquet as pq
