@@ -407,7 +407,7 @@ def test_train_resume_without_a_checkpoint_names_the_folder(tmp_path, capsys, no
 
 
 def test_resume_skips_a_half_written_checkpoint(tmp_path, caplog):
-    from rollwise.llm.engine import last_whole_checkpoint
+    from rollwise.checkpoints import COMPLETE_FILE, last_whole_checkpoint
     from rollwise.llm.tasks import arithmetic
 
     out = tmp_path / "run"
@@ -417,6 +417,13 @@ def test_resume_skips_a_half_written_checkpoint(tmp_path, caplog):
     assert last_whole_checkpoint(out) == whole and "checkpoint-10" in caplog.text
     (whole / "trainer_state.json").write_text("")  # an empty file is not whole either
     assert last_whole_checkpoint(out) is None
+    # where the trainer marks whole checkpoints, one with every file but no mark was cut short
+    # (e.g. killed while writing its weights)
+    marked = tmp_path / "marked"
+    first = _checkpoint(marked, 5, sel)
+    (first / COMPLETE_FILE).write_text("")
+    _checkpoint(marked, 10, sel)
+    assert last_whole_checkpoint(marked) == first
 
 
 def test_resuming_a_finished_run_does_nothing_and_says_so(tmp_path, capsys, no_model):
@@ -597,3 +604,41 @@ def test_a_disk_that_fills_during_training_ends_in_one_error(tiny, tmp_path, mon
              "answer": str(2 * i)} for i in range(4)]
     with pytest.raises(OSError, match=f"--output-dir '{out}': writing failed .*file write failed"):
         run_grpo(settings, tiny[0], rows, [], lambda completions, **kw: [0.0] * len(completions))
+
+
+KILLED_MID_SAVE = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from rollwise.integrations import trl as rt
+from rollwise.llm.engine import TrainSettings, run_grpo
+
+real, saves = rt.atomic_write_json, []
+def dying(path, obj, *a, **k):  # the second checkpoint dies while its parts are written
+    if "checkpoint-2" in str(path):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(path, obj, *a, **k)
+rt.atomic_write_json = dying
+rows = [{{"id": f"q{{i}}", "prompt": f"{{i}} + {{i}} =", "question": f"{{i}} + {{i}}",
+         "answer": str(2 * i)}} for i in range(4)]
+settings = TrainSettings(model="unused", output_dir={out!r}, steps=3, save_steps=1,
+                         prompts_per_step=2, num_generations=2, max_new_tokens=4,
+                         embedder="hashing", strategy="uniform", eval_prompts=0)
+run_grpo(settings, {model!r}, rows, [], lambda completions, **kw: [0.0] * len(completions))
+"""
+
+
+def test_sigkill_during_a_checkpoint_save_leaves_the_last_whole_one(tiny, tmp_path):
+    """A run killed (SIGKILL) while writing checkpoint-2 leaves it unmarked; resume takes
+    checkpoint-1, the last whole one."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from rollwise.checkpoints import COMPLETE_FILE, last_whole_checkpoint
+
+    out = tmp_path / "run"
+    code = KILLED_MID_SAVE.format(tests=str(Path(__file__).parent), out=str(out), model=tiny[0])
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert (out / "checkpoint-2").is_dir() and not (out / "checkpoint-2" / COMPLETE_FILE).exists()
+    assert last_whole_checkpoint(out) == out / "checkpoint-1"

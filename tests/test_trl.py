@@ -90,6 +90,10 @@ def test_checkpoint_resume_restores_selector(tiny, tmp_path):
     log = _spy(full.selector)
     full.train()
     assert (tmp_path / "a" / "checkpoint-1" / SELECTOR_FILE).exists()
+    from rollwise.checkpoints import COMPLETE_FILE, last_whole_checkpoint
+
+    assert (tmp_path / "a" / "checkpoint-1" / COMPLETE_FILE).exists()  # marked whole, last
+    assert last_whole_checkpoint(tmp_path / "a") == tmp_path / "a" / "checkpoint-2"
     resumed, _ = _trainer(tiny, tmp_path / "a", steps=2, save_steps=100)
     log_resumed = _spy(resumed.selector)
     resumed.train(resume_from_checkpoint=str(tmp_path / "a" / "checkpoint-1"))

@@ -73,6 +73,7 @@ import numpy as np
 
 from rollwise._io import atomic_write, atomic_write_json, atomic_write_text
 from rollwise.acquisition import centred_unit
+from rollwise.checkpoints import COMPLETE_FILE
 from rollwise.dynamic_sampling import SIZINGS, DynamicSampler, RoundPlan, informative_mask
 from rollwise.metrics import effective_sample_ratio, expected_calibration_error, spearman
 from rollwise.selectors import Selector, load_selector
@@ -750,6 +751,8 @@ class RollwiseGRPOTrainer(GRPOTrainer):
                 atomic_write(os.path.join(folder, EMBEDDINGS_FILE), self._write_embeddings)
             for name, (state, _, _) in self.checkpoint_parts().items():
                 atomic_write_json(os.path.join(folder, name), state())
+            # last: a checkpoint without it was cut short (rollwise.checkpoints)
+            atomic_write_text(os.path.join(folder, COMPLETE_FILE), "")
             log.info("saved selector state to %s", folder)
 
     def _write_embeddings(self, path: str) -> None:

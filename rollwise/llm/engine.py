@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from rollwise.checkpoints import checkpoint_step, last_whole_checkpoint
 from rollwise.dynamic_sampling import SIZINGS
 from rollwise.strategies import PRESETS, train_names, train_strategy
 from rollwise.threads import model_threads
@@ -218,43 +219,6 @@ def report_backends() -> set[str]:
 
 # what a run leaves in its output folder (besides TRL's checkpoint-N folders)
 RUN_FILES = ("rollwise_run.json", "rollwise_selector.pt", "rollwise_pool.jsonl")
-
-
-# a checkpoint is whole when each of these is there and not empty (a kill mid-save leaves less)
-CHECKPOINT_FILES = ("trainer_state.json", "rollwise_selector.pt")
-MODEL_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-               "adapter_model.safetensors")
-
-
-def _is_whole(checkpoint: Path) -> bool:
-    def there(name: str) -> bool:
-        f = checkpoint / name
-        return f.is_file() and f.stat().st_size > 0
-
-    return all(there(n) for n in CHECKPOINT_FILES) and any(there(n) for n in MODEL_FILES)
-
-
-def last_whole_checkpoint(folder: str | os.PathLike) -> Path | None:
-    """The newest ``checkpoint-N`` in ``folder`` whose files are all there; newer half-written
-    ones (a run killed while saving) are skipped with a warning."""
-    steps = [(int(p.name.removeprefix("checkpoint-")), p) for p in Path(folder).glob("checkpoint-*")
-             if p.is_dir() and p.name.removeprefix("checkpoint-").isdigit()]
-    for _, path in sorted(steps, reverse=True):
-        if _is_whole(path):
-            return path
-        log.warning("--resume: skipping %s: a checkpoint that was not completely written", path)
-    return None
-
-
-def checkpoint_step(checkpoint: Path) -> int:
-    """The optimiser step a checkpoint was saved at (its ``trainer_state.json``)."""
-    import json
-
-    try:
-        return int(json.loads((checkpoint / "trainer_state.json").read_text())["global_step"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"--resume: {str(checkpoint)!r} has an unreadable trainer_state.json "
-                         f"({err})") from err
 
 
 def check_resume(settings: TrainSettings, n_rows: int) -> Path | None:
