@@ -642,3 +642,14 @@ def test_sigkill_during_a_checkpoint_save_leaves_the_last_whole_one(tiny, tmp_pa
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert (out / "checkpoint-2").is_dir() and not (out / "checkpoint-2" / COMPLETE_FILE).exists()
     assert last_whole_checkpoint(out) == out / "checkpoint-1"
+
+
+def test_bench_refuses_a_heldout_file_that_shares_pool_prompts(pool_file, tmp_path, capsys):
+    rows = json.loads(pool_file.read_text())
+    held = tmp_path / "held.json"
+    held.write_text(json.dumps(rows[:3] + [{"problem": "new one", "answer": "1"}]))
+    out = tmp_path / "out"
+    rc = main([*BENCH, "--pool", str(pool_file), "--heldout", str(held), "--out", str(out),
+               "--strategies", "uniform"])
+    err = _error(capsys)
+    assert rc == 2 and "share 3 prompt(s)" in err and not out.exists()

@@ -57,6 +57,11 @@ def world_prompt_sets(
         full = load_prompt_file(pool_file, text_field=text_field)
         if heldout_file is not None:
             train, held = full, load_prompt_file(heldout_file, text_field=text_field)
+            shared = set(train.texts) & set(held.texts)
+            if shared:  # held-out accuracy would partly be training accuracy
+                raise ValueError(f"--pool and --heldout share {len(shared)} prompt(s) by text "
+                                 f"(e.g. {next(iter(sorted(shared)))[:60]!r}); remove them from "
+                                 "one of the files")
         else:
             if not 0 < heldout_fraction < 1:
                 raise ValueError(f"heldout_fraction must lie in (0, 1), got {heldout_fraction}")
